@@ -1,0 +1,198 @@
+"""The embedded default backbone: a small RoBERTa pre-trained offline on the bundled commits.
+
+Built once per machine (about a minute on two CPU cores) into `$SWEEPER_CACHE/embedded-roberta-v1`
+(default `~/.cache/sweeper`): a byte-level BPE tokenizer trained on the bundled commits, then a short,
+seeded masked-LM pre-training. Every `HELDOUT_EVERY`-th commit is held out of both, so the
+pre-training can be checked on commits it never saw.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from filelock import FileLock
+from tokenizers import AddedToken, ByteLevelBPETokenizer
+from transformers import (
+    PreTrainedTokenizerBase,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaTokenizerFast,
+    get_linear_schedule_with_warmup,
+)
+
+from sweeper.data.diff import ADD_MARKER, DEL_MARKER, commit_text
+
+NAME = "embedded-roberta-v1"
+BUNDLED = ("jitdp-sample.jsonl.gz", "cmg-sample.jsonl.gz")
+HELDOUT_EVERY = 20
+VOCAB_SIZE = 8000
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", ADD_MARKER, DEL_MARKER]
+SEQ_LEN = 128
+BATCH_SIZE = 32
+STEPS = 400
+LEARNING_RATE = 1e-3
+MASK_PROB = 0.15
+SEED = 0
+
+
+def cache_dir() -> Path:
+    """`$SWEEPER_CACHE`, or `~/.cache/sweeper`."""
+    return Path(os.environ.get("SWEEPER_CACHE", Path.home() / ".cache" / "sweeper")).expanduser()
+
+
+def embedded_backbone_dir() -> Path:
+    """The embedded backbone's folder, built on first use (safe when several processes ask at once)."""
+    target = cache_dir() / NAME
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock"):
+        if not target.is_dir():
+            partial = Path(tempfile.mkdtemp(prefix=f"{NAME}.", suffix=".partial", dir=target.parent))
+            try:
+                build_backbone(partial)
+                partial.rename(target)
+                print(f"saved to {target}", file=sys.stderr)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def bundled_texts() -> tuple[list[str], list[str]]:
+    """The bundled commits as `commit_text` strings, split into (pre-training, held out)."""
+    texts: list[str] = []
+    for name in BUNDLED:
+        with gzip.open(str(files("sweeper") / "data" / "bundled" / name), "rt", encoding="utf-8") as handle:
+            texts += [commit_text(row["message"], row["diff"]) for row in map(json.loads, handle)]
+    heldout = [text for index, text in enumerate(texts) if index % HELDOUT_EVERY == 0]
+    train = [text for index, text in enumerate(texts) if index % HELDOUT_EVERY != 0]
+    return train, heldout
+
+
+def train_tokenizer(texts: list[str], folder: Path) -> RobertaTokenizerFast:
+    """A byte-level BPE trained on `texts`, wrapped as a RoBERTa tokenizer with `[ADD]` and `[DEL]`."""
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=VOCAB_SIZE, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    vocab_file, merges_file = bpe.save_model(str(folder))
+    markers = [AddedToken(marker, lstrip=True, special=True) for marker in (ADD_MARKER, DEL_MARKER)]
+    tokenizer = RobertaTokenizerFast(
+        vocab_file, merges_file, additional_special_tokens=markers, model_max_length=512
+    )
+    os.remove(vocab_file)
+    os.remove(merges_file)
+    return tokenizer
+
+
+def chunk(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> torch.Tensor:
+    """Every text cut into consecutive windows of at most `SEQ_LEN` tokens, padded: (windows, SEQ_LEN)."""
+    encoded = tokenizer(
+        texts, max_length=SEQ_LEN, truncation=True, return_overflowing_tokens=True, padding="max_length"
+    )
+    return torch.tensor(encoded["input_ids"])
+
+
+def mask_tokens(
+    ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: 15% of the ordinary tokens are predicted; of those 80% `<mask>`, 10% random, 10% kept."""
+    chosen = torch.bernoulli(torch.full(ids.shape, MASK_PROB), generator=generator).bool()
+    chosen &= ~torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
+    labels = torch.where(chosen, ids, -100)
+    draw = torch.rand(ids.shape, generator=generator)
+    random_ids = torch.randint(len(tokenizer), ids.shape, generator=generator)
+    inputs = torch.where(chosen & (draw < 0.8), tokenizer.mask_token_id, ids)
+    inputs = torch.where(chosen & (draw >= 0.8) & (draw < 0.9), random_ids, inputs)
+    return inputs, labels
+
+
+def masked_lm_loss(
+    model: RobertaForMaskedLM, tokenizer: PreTrainedTokenizerBase, batch: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, int]:
+    """Masked-LM loss of one batch and the number of predicted tokens.
+
+    The same loss as `RobertaForMaskedLM(labels=...)`, but the LM head runs on the masked positions only,
+    which halves the cost of a step with this small model and large vocabulary.
+    """
+    inputs, labels = mask_tokens(batch, tokenizer, generator)
+    hidden = model.roberta(input_ids=inputs, attention_mask=batch != tokenizer.pad_token_id).last_hidden_state
+    picked = labels != -100
+    return F.cross_entropy(model.lm_head(hidden[picked]), labels[picked]), int(picked.sum())
+
+
+def mlm_loss(model: RobertaForMaskedLM, tokenizer: PreTrainedTokenizerBase, windows: torch.Tensor) -> float:
+    """Mean masked-LM loss per predicted token over `windows`, with a fixed masking, in eval mode."""
+    generator = torch.Generator().manual_seed(SEED)
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in windows.split(BATCH_SIZE):
+            loss, predicted = masked_lm_loss(model, tokenizer, batch, generator)
+            total, count = total + loss.item() * predicted, count + predicted
+    return total / count
+
+
+def small_config(tokenizer: PreTrainedTokenizerBase) -> RobertaConfig:
+    """The embedded model's shape: hidden 128, 4 layers, 4 heads."""
+    return RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=512,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def pretrain(
+    model: RobertaForMaskedLM, tokenizer: PreTrainedTokenizerBase, windows: torch.Tensor, steps: int
+) -> None:
+    """`steps` AdamW steps of masked-LM on `windows` in a seeded order, linear warm-up then decay."""
+    generator = torch.Generator().manual_seed(SEED)
+    order = torch.cat([torch.randperm(len(windows), generator=generator)
+                       for _ in range(math.ceil(steps * BATCH_SIZE / len(windows)))])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
+    schedule = get_linear_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
+    model.train()
+    for step in range(steps):
+        batch = windows[order[step * BATCH_SIZE:(step + 1) * BATCH_SIZE]]
+        loss, _ = masked_lm_loss(model, tokenizer, batch, generator)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        if (step + 1) % 25 == 0:
+            print(f"  step {step + 1}/{steps}: loss {loss.item():.3f}", file=sys.stderr)
+
+
+def build_backbone(folder: Path, steps: int = STEPS) -> None:
+    """Train the tokenizer and pre-train the model into `folder`; leaves the caller's torch RNG untouched."""
+    print("building the embedded backbone once (about a minute)...", file=sys.stderr)
+    started = time.monotonic()
+    train, heldout = bundled_texts()
+    tokenizer = train_tokenizer(train, folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = RobertaForMaskedLM(small_config(tokenizer))
+        heldout_windows = chunk(tokenizer, heldout)
+        print(f"  held-out MLM loss before: {mlm_loss(model, tokenizer, heldout_windows):.3f}", file=sys.stderr)
+        pretrain(model, tokenizer, chunk(tokenizer, train), steps)
+        print(f"  held-out MLM loss after: {mlm_loss(model, tokenizer, heldout_windows):.3f}", file=sys.stderr)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    print(f"  built in {time.monotonic() - started:.0f} s", file=sys.stderr)

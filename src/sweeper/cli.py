@@ -1,0 +1,194 @@
+"""The `sweeper` command: train one trial, run a sweep, rank it, reproduce a trial, open the UI.
+
+User mistakes (a bad spec, a bad data line, an unknown run) print one `error:` line and exit 2;
+only bugs give a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sweeper.errors import SweeperError
+
+METRICS_SHOWN = ("auc", "f1", "mcc", "precision", "recall", "max_f1", "eval_loss")
+COSTS_SHOWN = ("trainable_params", "total_params", "trainable_percent", "train_seconds", "eval_seconds",
+               "samples_per_second", "peak_memory_mb")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `sweeper` console script."""
+    args = parser().parse_args(argv)
+    try:
+        return int(args.command(args) or 0)
+    except SweeperError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def parser() -> argparse.ArgumentParser:
+    """All sub-commands and their options."""
+    root = argparse.ArgumentParser(prog="sweeper", description=__doc__.splitlines()[0])
+    commands = root.add_subparsers(required=True, metavar="COMMAND")
+    tracking = argparse.ArgumentParser(add_help=False)
+    tracking.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
+
+    train = commands.add_parser("train", help="run one trial of a spec, with --set overrides")
+    train.add_argument("spec", help="YAML spec file")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a trial key, e.g. --set method=lora --set lora.rank=8 --set lr=1e-4")
+    train.add_argument("--out", type=Path, help="write the trained weights, config and predictions here")
+    train.add_argument("--json", action="store_true", help="print one JSON object of metrics and costs")
+    train.set_defaults(command=cmd_train)
+
+    run = commands.add_parser("run", parents=[tracking], help="run a sweep on this machine (or the cluster in RAY_ADDRESS)")
+    run.add_argument("spec", help="YAML spec file")
+    run.add_argument("--json", action="store_true", help="print the sweep summary as JSON at the end")
+    run.set_defaults(command=cmd_run)
+
+    best = commands.add_parser("best", parents=[tracking], help="rank the trials of a sweep (the latest by default)")
+    best.add_argument("sweep", nargs="?", help="sweep id (default: the latest sweep)")
+    best.add_argument("--experiment", help="only sweeps of this spec name")
+    best.add_argument("--json", action="store_true", help="a JSON list, best first")
+    best.set_defaults(command=cmd_best)
+
+    again = commands.add_parser("reproduce", parents=[tracking], help="re-run a trial from its logged params")
+    again.add_argument("run_id", help="MLflow run id of a trial")
+    again.add_argument("--json", action="store_true", help="a JSON object with run_id, original, reproduced")
+    again.set_defaults(command=cmd_reproduce)
+
+    ui = commands.add_parser("ui", parents=[tracking], help="start the MLflow UI on the sweep store")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(command=cmd_ui)
+    return root
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sweeper.spec import load_spec, parse_overrides
+    from sweeper.trial import run_trial
+
+    spec = load_spec(args.spec)
+    config = spec.trial(parse_overrides(args.overrides), "--set")
+    if not args.json:
+        print(f"training {config.method} on {config.data.path} with backbone {config.backbone}", file=sys.stderr)
+    result = run_trial(config, args.out, report=None if args.json else print_evaluation)
+    if args.json:
+        print(json.dumps({**result.metrics, **result.costs}))
+        return 0
+    print_pairs("metrics (best evaluation)", {key: result.metrics[key] for key in METRICS_SHOWN if key in result.metrics})
+    print_pairs("costs", {key: result.costs[key] for key in COSTS_SHOWN})
+    if args.out:
+        print(f"artifacts: {args.out}")
+    return 0
+
+
+def print_evaluation(evaluation: Any) -> None:
+    shown = " ".join(f"{key}={evaluation.metrics[key]:.4f}" for key in ("auc", "f1", "mcc", "eval_loss"))
+    print(f"  epoch {evaluation.epoch:g}: {shown}", file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sweeper.driver import run_sweep, summary_as_dict
+    from sweeper.report import best_per_method, find_sweep, ranked_trials
+    from sweeper.spec import load_spec
+    from sweeper.tracking import Tracker
+
+    spec = load_spec(args.spec)
+    summary = run_sweep(spec, Path(args.spec).read_text(encoding="utf-8"), args.tracking_uri or spec.tracking.uri)
+    counts = {state: summary.count(state) for state in ("complete", "pruned", "failed", "killed")}
+    print(f"sweep {summary.sweep_id} done: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    tracker = Tracker.connect(summary.tracking_uri)
+    sweep = find_sweep(tracker, summary.sweep_id)
+    print_ranking(best_per_method(ranked_trials(tracker, sweep)), sweep.metric, "best trial per method")
+    if args.json:
+        print(json.dumps(summary_as_dict(summary)))
+    if counts["complete"] == 0:
+        print("error: no trial completed" + (" (every trial failed)" if counts["failed"] == sum(counts.values()) else ""),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from sweeper.report import find_sweep, ranked_trials
+    from sweeper.tracking import Tracker
+
+    tracker = Tracker.connect(args.tracking_uri)
+    sweep = find_sweep(tracker, args.sweep, args.experiment)
+    trials = ranked_trials(tracker, sweep)
+    if args.json:
+        print(json.dumps([trial.as_dict(sweep.metric) for trial in trials]))
+    else:
+        print_ranking(trials, sweep.metric, f"sweep {sweep.sweep_id}: completed trials, best first")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from sweeper.reproduce import reproduce
+    from sweeper.tracking import Tracker
+
+    outcome = reproduce(Tracker.connect(args.tracking_uri), args.run_id)
+    if args.json:
+        print(json.dumps({"run_id": outcome.run_id, "original": outcome.original, "reproduced": outcome.reproduced}))
+    else:
+        print(f"{'metric':24} {'original':>22} {'reproduced':>22}")
+        for name, value in outcome.original.items():
+            print(f"{name:24} {value!r:>22} {outcome.reproduced.get(name)!r:>22}")
+        print("identical" if not outcome.mismatches() else f"differ: {', '.join(outcome.mismatches())}")
+    return 0 if not outcome.mismatches() else 1
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from sweeper.tracking import resolve_uri
+
+    uri = resolve_uri(args.tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        print(f"the tracking server at {uri} serves its own UI: open it in a browser")
+        return 0
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    return subprocess.call(command, env=os.environ.copy())
+
+
+def print_pairs(title: str, values: dict[str, float]) -> None:
+    print(title)
+    for key, value in values.items():
+        print(f"  {key:22} {value:.6g}")
+
+
+def print_ranking(trials: list[Any], metric: str, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("run_id", "method", metric, "trainable_params", "key params"):
+        table.add_column(column)
+    for trial in trials:
+        params = trial.params
+        keys = ["lr", "lora.rank", "adapter.placement"] if trial.method != "full" else ["lr"]
+        shown = " ".join(f"{key}={format_param(params[key])}" for key in keys if key in params and
+                         (key == "lr" or key.startswith(trial.method)))
+        table.add_row(trial.run_id, trial.method, f"{trial.value:.4f}",
+                      f"{int(trial.metrics.get('trainable_params', 0)):,}", shown)
+    Console(width=max(Console().width, 120)).print(table)
+
+
+def format_param(text: str) -> str:
+    """A logged param for a table: numbers to 3 significant digits."""
+    try:
+        return f"{float(text):.3g}"
+    except ValueError:
+        return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Diff data: reading and validating records, splitting, encoding and batching."""

@@ -1,0 +1,66 @@
+"""Tokenising commits as the study did: message, `[ADD]` added lines, `[DEL]` removed lines.
+
+Each part gets a share of `max_length`: the message up to `message_tokens`, the rest split between
+added and removed lines, a part that needs less leaving its share to the other. No padding here:
+batches are padded to their own longest input (see `batching`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from sweeper.data.diff import ADD_MARKER, DEL_MARKER, parse_diff
+from sweeper.data.records import CommitRecord
+
+
+@dataclass(frozen=True)
+class EncodedCommit:
+    """Token ids of one commit, unpadded, with its label and id."""
+
+    id: str
+    input_ids: list[int]
+    label: int
+
+
+def encode_commits(records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase,
+                   max_length: int, message_tokens: int) -> list[EncodedCommit]:
+    """Encode every record; labels default to 0 where a record has none."""
+    add_ids = marker_ids(tokenizer, ADD_MARKER)
+    del_ids = marker_ids(tokenizer, DEL_MARKER)
+    special = tokenizer.num_special_tokens_to_add(pair=False)
+    budget = max_length - special - len(add_ids) - len(del_ids)
+    encoded = []
+    for record in records:
+        changes = parse_diff(record.diff)
+        message = token_ids(tokenizer, record.message)[:message_tokens]
+        added = token_ids(tokenizer, " ".join(changes.added))
+        removed = token_ids(tokenizer, " ".join(changes.removed))
+        added, removed = share_budget(added, removed, max(budget - len(message), 0))
+        body = message + add_ids + added + del_ids + removed
+        ids = tokenizer.build_inputs_with_special_tokens(body)
+        encoded.append(EncodedCommit(record.id, ids, record.label or 0))
+    return encoded
+
+
+def share_budget(first: list[int], second: list[int], budget: int) -> tuple[list[int], list[int]]:
+    """Cut two token lists to fit `budget` together: half each, unused room going to the other."""
+    half = budget // 2
+    if len(first) <= half:
+        return first, second[:budget - len(first)]
+    if len(second) <= budget - half:
+        return first[:budget - len(second)], second
+    return first[:half], second[:budget - half]
+
+
+def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of `text` without special tokens."""
+    return tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"] if text else []
+
+
+def marker_ids(tokenizer: PreTrainedTokenizerBase, marker: str) -> list[int]:
+    """The marker as one special token where the tokenizer has it, else as ordinary text."""
+    if marker in tokenizer.get_vocab():
+        return [tokenizer.convert_tokens_to_ids(marker)]
+    return token_ids(tokenizer, marker)

@@ -1,0 +1,165 @@
+"""The sweep driver: builds and runs the Ray Tune Tuner for a spec.
+
+Searcher and pruner are Optuna's (see `pruning.py`), the study lives in an RDB storage the user
+can open with optuna-dashboard, trials run the `trainable`, and the callbacks write MLflow runs
+and draw progress. The same code runs on a laptop (an embedded Ray) and on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+
+from sweeper.backbone import embedded_backbone_dir
+from sweeper.callbacks import ProgressCallback, TrackingCallback
+from sweeper.config import EMBEDDED_BACKBONE
+from sweeper.data.records import read_records
+from sweeper.pruning import OptunaPruningScheduler, OptunaSearcher, make_pruner
+from sweeper.space import define_by_run, grid
+from sweeper.spec import Spec
+from sweeper.tracking import Tracker
+from sweeper.trainable import train_in_ray
+
+
+@dataclass
+class SweepSummary:
+    """How a sweep went: where it is recorded, and its trials by state."""
+
+    sweep_id: str
+    parent_run_id: str
+    experiment: str
+    tracking_uri: str
+    study_storage: str
+    states: dict[str, str] = field(default_factory=dict)
+    best_value: float | None = None
+    best_run_id: str | None = None
+
+    def count(self, state: str) -> int:
+        return sum(1 for value in self.states.values() if value == state)
+
+
+def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep_id: str | None = None) -> SweepSummary:
+    """Run every trial of `spec` through Ray Tune and record the sweep in MLflow and Optuna."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Keeping one checkpoint per trial forces a snapshot after each; Ray warns about that every time.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    sweep_id = sweep_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if spec.backbone == EMBEDDED_BACKBONE:
+        embedded_backbone_dir()
+    dataset = read_records(spec.data.path, spec.task, spec.data.skip_bad)  # fail fast, before any trial starts
+
+    storage_path = storage_location(spec.tracking.storage)
+    study_storage = spec.tracking.study or default_study_storage(spec.tracking.storage, sweep_id)
+    study = optuna.create_study(study_name=sweep_id, storage=study_storage, load_if_exists=True,
+                                direction="maximize" if spec.mode == "max" else "minimize",
+                                sampler=make_sampler(spec), pruner=make_pruner(spec.sweep.pruner))
+    searcher = OptunaSearcher(study, define_by_run(spec), spec.metric, spec.mode)
+    scheduler = OptunaPruningScheduler(searcher, spec.metric)
+
+    tracker = Tracker.connect(tracking_uri or spec.tracking.uri)
+    parent_run_id = tracker.start_sweep(spec.name, sweep_id, spec_text, {
+        "optuna.storage": redact(study_storage), "sweeper.metric": spec.metric, "sweeper.mode": spec.mode})
+    tracking = TrackingCallback(tracker, spec.name, parent_run_id, sweep_id, searcher, dataset.digest)
+    progress = ProgressCallback(spec.metric, searcher, list(spec.search))
+    print(f"sweep {sweep_id}: {spec.sweep.trials} trials, MLflow {tracker.uri} (run {parent_run_id}), "
+          f"Optuna {redact(study_storage)}", flush=True)
+
+    start_ray()
+    resources = {"cpu": spec.sweep.resources.cpu, "gpu": spec.sweep.resources.gpu}
+    tuner = tune.Tuner(
+        tune.with_resources(train_in_ray, resources),
+        param_space={"base": spec.base_trial().model_dump(mode="json")},
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric=spec.metric, mode=spec.mode,
+                                    num_samples=spec.sweep.trials, max_concurrent_trials=spec.sweep.max_concurrent,
+                                    time_budget_s=spec.sweep.time_budget_s, reuse_actors=True),
+        run_config=tune.RunConfig(name=sweep_id, storage_path=storage_path, callbacks=[tracking, progress],
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  failure_config=tune.FailureConfig(max_failures=0), verbose=0),
+    )
+    state = "killed"
+    try:
+        tuner.fit()
+        state = "complete"
+    finally:
+        summary = SweepSummary(sweep_id, parent_run_id, spec.name, tracker.uri, study_storage, dict(tracking.states))
+        finish_sweep(tracker, summary, study, tracking, state)
+    return summary
+
+
+def finish_sweep(tracker: Tracker, summary: SweepSummary, study: optuna.Study, tracking: TrackingCallback,
+                 state: str) -> None:
+    """Sweep-level results on the parent run; runs still open (interrupted trials) end as KILLED."""
+    for trial_id, run_id in tracking.runs.items():
+        if trial_id not in tracking.states:
+            tracker.end_run(run_id, "killed")
+            summary.states[trial_id] = "killed"
+    complete = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    metrics: dict[str, float] = {f"trials_{name}": summary.count(name) for name in ("complete", "pruned", "failed", "killed")}
+    metrics["compute_seconds"] = sum(float(result.get("compute_seconds", 0.0)) for result in tracking.last_results.values())
+    if complete:
+        best = study.best_trial
+        summary.best_value = best.value
+        summary.best_run_id = next((tracking.runs[trial_id] for trial_id, number in tracking.numbers.items()
+                                    if number == best.number), None)
+        metrics["best_value"] = float(best.value)
+        if summary.best_run_id:
+            tracker.set_tags(summary.parent_run_id, {"sweeper.best_run_id": summary.best_run_id})
+    tracker.log_metrics(summary.parent_run_id, metrics)
+    tracker.end_run(summary.parent_run_id, state)
+
+
+def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
+    """TPE (default), random or grid, seeded from the spec."""
+    seed = spec.sweep.seed
+    if spec.sweep.searcher == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sweep.searcher == "grid":
+        return optuna.samplers.GridSampler(grid(spec), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def start_ray() -> None:
+    """Join the cluster in RAY_ADDRESS (a Ray job's driver does), else start an embedded one on this machine.
+
+    Ray turns token authentication on for a new local cluster (writing a token to ~/.ray/auth_token).
+    """
+    if ray.is_initialized():
+        return
+    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+
+
+def storage_location(storage: str) -> str:
+    """Ray Tune storage: s3:// URIs as given, folders made absolute (workers may start elsewhere)."""
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+def default_study_storage(storage: str, sweep_id: str) -> str:
+    """A SQLite file per sweep beside Ray's results (in ./sweeper-results when those go to S3)."""
+    folder = Path("sweeper-results" if "://" in storage else storage).expanduser().resolve() / sweep_id
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL: show nothing of it that could be secret
+        return url.split("@")[-1]
+
+
+def summary_as_dict(summary: SweepSummary) -> dict[str, Any]:
+    """For --json output."""
+    return {"sweep_id": summary.sweep_id, "parent_run_id": summary.parent_run_id, "experiment": summary.experiment,
+            "tracking_uri": summary.tracking_uri, "best_value": summary.best_value, "best_run_id": summary.best_run_id,
+            "trials": {state: summary.count(state) for state in ("complete", "pruned", "failed", "killed")}}

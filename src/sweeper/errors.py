@@ -1,0 +1,30 @@
+"""Errors a user can fix: the CLI prints them as one line, never as a traceback."""
+
+from __future__ import annotations
+
+
+class SweeperError(Exception):
+    """A mistake in the user's input or environment, with what to do about it."""
+
+
+class DataError(SweeperError):
+    """A bad data record: names the file, the line and the field."""
+
+    def __init__(self, source: str, line: int | None, field: str | None, problem: str) -> None:
+        self.source, self.line, self.field, self.problem = source, line, field, problem
+        where = source if line is None else f"{source}:{line}"
+        what = f"field '{field}': " if field else ""
+        super().__init__(f"{where}: {what}{problem}")
+
+
+class SpecError(SweeperError):
+    """A bad spec or override: names the file, the field and the fix."""
+
+    def __init__(self, source: str, field: str, problem: str, fix: str = "") -> None:
+        self.source, self.field, self.problem, self.fix = source, field, problem, fix
+        hint = f" ({fix})" if fix else ""
+        super().__init__(f"{source}: field '{field}': {problem}{hint}")
+
+
+class MethodError(SweeperError):
+    """A fine-tuning method that cannot be applied to the chosen backbone."""

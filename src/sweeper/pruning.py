@@ -1,0 +1,109 @@
+"""Optuna sampling and Optuna pruning inside Ray Tune.
+
+Ray's own `OptunaSearch` hard-codes Optuna's NopPruner, so no Optuna pruner can act through it.
+Here an `OptunaSearcher` (a Ray Tune `Searcher` over an Optuna study, using the public ask/tell
+API) suggests configurations and answers "report this value at this step: prune?"; the
+`OptunaPruningScheduler` asks it on every result and returns STOP. A pruned trial is told to the
+study as PRUNED, never as COMPLETE with a truncated value, so the sampler is not misled.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from sweeper.space import Space
+from sweeper.spec import PrunerConfig
+
+FINAL_FLAG = "final"  # set on the last result of a trial: its best metrics, not another step
+
+
+class OptunaSearcher(Searcher):
+    """Suggests configurations from an Optuna study and records each trial's fate in it."""
+
+    def __init__(self, study: optuna.Study, space: Space, metric: str, mode: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.study = study
+        self.space = space
+        self.live: dict[str, optuna.Trial] = {}
+        self.numbers: dict[str, int] = {}
+        self.pruned: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Ray pickles the Tuner's settings for its own records; the live study stays behind."""
+        return {key: value for key, value in self.__dict__.items() if key != "study"}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        """Metric and mode come from the spec at construction; Tune's copies must agree."""
+        return metric in (None, self.metric) and mode in (None, self.mode)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        trial = self.study.ask()
+        self.live[trial_id] = trial
+        self.numbers[trial_id] = trial.number
+        return {"values": self.space(trial), "optuna_trial": trial.number}
+
+    def report_and_check(self, trial_id: str, step: int, value: float) -> bool:
+        """Report an intermediate value; True when the pruner says stop."""
+        trial = self.live.get(trial_id)
+        if trial is None or not math.isfinite(value):
+            return False
+        trial.report(value, step)
+        if trial.should_prune():
+            self.pruned.add(trial_id)
+            return True
+        return False
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        trial = self.live.pop(trial_id, None)
+        if trial is None:
+            return
+        if trial_id in self.pruned:
+            self.study.tell(trial, state=TrialState.PRUNED)
+        elif error or not result or self.metric not in result or not math.isfinite(result[self.metric]):
+            self.study.tell(trial, state=TrialState.FAIL)
+        else:
+            self.study.tell(trial, result[self.metric])
+
+    def state_of(self, trial_id: str) -> str:
+        """'pruned' or 'complete' for a finished trial, as the study recorded it."""
+        return "pruned" if trial_id in self.pruned else "complete"
+
+
+class OptunaPruningScheduler(FIFOScheduler):
+    """Runs trials first-in first-out and stops those the Optuna pruner prunes."""
+
+    def __init__(self, searcher: OptunaSearcher, metric: str, step_key: str = "evaluation") -> None:
+        super().__init__()
+        self.searcher = searcher
+        self.pruning_metric = metric
+        self.step_key = step_key
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        if result.get(FINAL_FLAG) or self.pruning_metric not in result:
+            return TrialScheduler.CONTINUE
+        value = float(result[self.pruning_metric])
+        if self.searcher.report_and_check(trial.trial_id, int(result[self.step_key]), value):
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+
+def make_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
+    """The Optuna pruner a spec names."""
+    if config.kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials, n_warmup_steps=config.warmup_steps)
+    if config.kind == "percentile":
+        return optuna.pruners.PercentilePruner(config.percentile, n_startup_trials=config.startup_trials,
+                                               n_warmup_steps=config.warmup_steps)
+    if config.kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=config.min_resource,
+                                                      reduction_factor=config.reduction_factor)
+    if config.kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=config.min_resource, reduction_factor=config.reduction_factor)
+    return optuna.pruners.NopPruner()

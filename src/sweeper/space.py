@@ -1,0 +1,71 @@
+"""The spec's search space as an Optuna define-by-run function.
+
+Parameters are suggested in spec order; one with `when` is suggested only if the values chosen
+so far (or the trial defaults) match, so `lora.rank` exists only in LoRA trials.
+
+    >>> suggest = define_by_run(spec)
+    >>> values = suggest(study.ask())   # {'method': 'lora', 'lr': 0.0003, 'lora.rank': 8}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from sweeper.errors import SpecError
+from sweeper.spec import Distribution, Spec
+
+Space = Callable[[optuna.Trial], dict[str, Any]]
+
+
+def define_by_run(spec: Spec) -> Space:
+    """A function that suggests one trial's searched values, honouring `when` conditions."""
+    defaults = spec.base_trial().flat()
+
+    def suggest(trial: optuna.Trial) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for key, distribution in spec.search.items():
+            if applies(distribution, {**defaults, **values}):
+                values[key] = suggest_one(trial, key, distribution)
+        return values
+
+    return suggest
+
+
+def applies(distribution: Distribution, current: dict[str, Any]) -> bool:
+    """Whether every `when` condition holds for the values chosen so far."""
+    for key, expected in distribution.when.items():
+        allowed = expected if isinstance(expected, list) else [expected]
+        if current.get(key) not in allowed:
+            return False
+    return True
+
+
+def suggest_one(trial: optuna.Trial, key: str, distribution: Distribution) -> Any:
+    """One value from Optuna for one distribution."""
+    if distribution.choice is not None:
+        return trial.suggest_categorical(key, distribution.choice)
+    if distribution.int_range is not None:
+        low, high = distribution.int_range
+        return trial.suggest_int(key, low, high, step=int(distribution.step or 1), log=distribution.log)
+    if distribution.loguniform is not None:
+        return trial.suggest_float(key, *distribution.loguniform, log=True)
+    assert distribution.float_range is not None
+    return trial.suggest_float(key, *distribution.float_range, step=distribution.step, log=distribution.log)
+
+
+def grid(spec: Spec) -> dict[str, list[Any]]:
+    """The search space as a grid for Optuna's GridSampler (choices and stepped ints only)."""
+    values: dict[str, list[Any]] = {}
+    for key, distribution in spec.search.items():
+        if distribution.choice is not None:
+            values[key] = distribution.choice
+        elif distribution.int_range is not None:
+            low, high = distribution.int_range
+            values[key] = list(range(low, high + 1, int(distribution.step or 1)))
+        else:
+            raise SpecError("spec", f"search.{key}", "the grid searcher takes only choice and int parameters",
+                            "use searcher: tpe or random, or list the values as a choice")
+    return values

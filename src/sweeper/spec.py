@@ -1,0 +1,213 @@
+"""The sweep spec: a YAML file read into typed, validated objects.
+
+Every error names the file, the line, the field and the fix:
+
+    smoke.yaml:12: field 'sweep.pruner.kind': Input should be 'median', ... (got 'medain')
+
+A spec holds the data and backbone, `defaults` for every trial, the `search` space over dotted
+trial keys (see `space.py`), and how to run the sweep (`sweep`) and where to record it (`tracking`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sweeper.config import (DataConfig, EMBEDDED_BACKBONE, HyperParams, Section, TrialConfig,
+                            known_keys, parse_scalar, validate_trial)
+from sweeper.errors import SpecError
+
+
+class Distribution(BaseModel):
+    """One searched parameter: exactly one of choice / int / float / loguniform, optionally conditional.
+
+    `when: {method: lora}` (or `{method: [lora, ia3]}`) makes it exist only for those values.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    choice: list[Any] | None = None
+    int_range: tuple[int, int] | None = Field(None, alias="int")
+    float_range: tuple[float, float] | None = Field(None, alias="float")
+    loguniform: tuple[float, float] | None = None
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+    when: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def one_kind(self) -> "Distribution":
+        kinds = [name for name in ("choice", "int_range", "float_range", "loguniform") if getattr(self, name) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of choice, int, float, loguniform")
+        low_high = self.int_range or self.float_range or self.loguniform
+        if low_high is not None and not low_high[0] < low_high[1]:
+            raise ValueError(f"range [{low_high[0]}, {low_high[1]}] is empty or inverted: write [low, high] with low < high")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform needs a positive low end")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice needs at least one value")
+        return self
+
+
+class PrunerConfig(Section):
+    """An Optuna pruner and its settings; steps are evaluations (epochs, unless eval_every_steps)."""
+
+    kind: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
+    startup_trials: int = Field(3, ge=0, description="median/percentile: trials to complete before pruning")
+    warmup_steps: int = Field(0, ge=0, description="median/percentile: evaluations before a trial can be pruned")
+    percentile: float = Field(50.0, gt=0, lt=100)
+    min_resource: int = Field(1, ge=1, description="successive_halving/hyperband: evaluations before the first rung")
+    reduction_factor: int = Field(3, ge=2)
+
+
+class Resources(Section):
+    """What each trial gets from Ray; `gpu: 0.5` lets two trials share a GPU."""
+
+    cpu: float = Field(1, gt=0)
+    gpu: float = Field(0, ge=0)
+
+
+class SweepConfig(Section):
+    """How many trials, how they are chosen and pruned, and how many run at once."""
+
+    trials: int = Field(12, ge=1)
+    time_budget_s: float | None = Field(None, gt=0)
+    searcher: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: PrunerConfig = PrunerConfig()
+    max_concurrent: int = Field(2, ge=1)
+    resources: Resources = Resources()
+    seed: int = 0
+
+
+class TrackingConfig(Section):
+    """Where runs, the Optuna study and Ray's results go (defaults: the working directory)."""
+
+    uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    study: str | None = Field(None, description="Optuna storage URL; default a SQLite file per sweep")
+    storage: str = Field("sweeper-results", description="Ray Tune storage: a folder or s3://bucket/path")
+
+
+class Spec(Section):
+    """A sweep: what to train on, what to search, how to run it, where to record it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: Literal["jitdp"] = "jitdp"
+    data: DataConfig = DataConfig()
+    backbone: str = EMBEDDED_BACKBONE
+    metric: str = "auc"
+    mode: Literal["max", "min"] = "max"
+    defaults: HyperParams = HyperParams()
+    search: dict[str, Distribution] = Field(default_factory=dict)
+    sweep: SweepConfig = SweepConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def base_trial(self) -> TrialConfig:
+        """The trial config before any searched value: defaults, data, backbone, metric."""
+        threads = max(1, int(self.sweep.resources.cpu))
+        return TrialConfig(**self.defaults.model_dump(), task=self.task, data=self.data, backbone=self.backbone,
+                           metric=self.metric, mode=self.mode, threads=threads)
+
+    def trial(self, values: dict[str, Any], source: str = "search") -> TrialConfig:
+        """A trial config with searched (or overridden) dotted values set."""
+        return self.base_trial().with_overrides(values, source)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a spec file; every problem is a SpecError naming file, line and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(str(path), "-", "spec file not found", "give the path to a YAML spec, e.g. search_spaces/smoke.yaml")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SpecError(where, "-", f"not valid YAML: {problem}", "check indentation and quoting") from None
+    if not isinstance(data, dict):
+        raise SpecError(str(path), "-", "expected a mapping of keys (name, data, search, sweep, ...)")
+    return parse_spec(data, str(path), text)
+
+
+def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
+    """Validate a spec mapping, then check the search keys and the metric against the trial config."""
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as error:
+        raise located_error(error, source, text) from None
+    check_search(spec, source, text)
+    base = spec.base_trial()
+    validate_trial(base.model_dump(mode="json"), source)
+    return spec
+
+
+def check_search(spec: Spec, source: str, text: str) -> None:
+    """Each searched key and `when` key must be a trial key; choices must validate."""
+    keys = known_keys(TrialConfig)
+    for key, distribution in spec.search.items():
+        for name in [key, *distribution.when]:
+            if name not in keys:
+                close = difflib.get_close_matches(name, sorted(keys), n=1)
+                fix = f"did you mean '{close[0]}'?" if close else "use a dotted trial key such as lr or lora.rank"
+                raise SpecError(at_line(source, text, ["search", key]), f"search.{key}", f"unknown trial key '{name}'", fix)
+        for value in distribution.choice or []:
+            spec.base_trial().with_overrides({key: value}, at_line(source, text, ["search", key]))
+
+
+def located_error(error: ValidationError, source: str, text: str) -> SpecError:
+    """The first pydantic error as a SpecError with the YAML line of its field."""
+    first = error.errors()[0]
+    path = [str(part) for part in first["loc"]]
+    field = ".".join(path)
+    problem = first["msg"].removeprefix("Value error, ")
+    fix = ""
+    if first["type"] == "extra_forbidden":
+        problem = "unknown key"
+        section = Spec
+        for part in path[:-1]:
+            annotation = section.model_fields.get(part)
+            inner = getattr(annotation, "annotation", None)
+            section = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else section
+        close = difflib.get_close_matches(path[-1], list(section.model_fields), n=1)
+        fix = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(section.model_fields)}"
+    elif first["type"] == "missing":
+        fix = "add it"
+    elif "input" in first and not isinstance(first["input"], dict):
+        problem = f"{problem} (got {first['input']!r})"
+    return SpecError(at_line(source, text, path), field, problem, fix)
+
+
+def at_line(source: str, text: str, path: list[str]) -> str:
+    """`file:line` of the deepest key of `path` found in the YAML text (just `file` if none)."""
+    if not text:
+        return source
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return source
+    line = None
+    for part in path:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if k.value == part), None)
+        if match is None:
+            break
+        line = match[0].start_mark.line + 1
+        node = match[1]
+    return f"{source}:{line}" if line else source
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs to a dict; a pair without '=' is a SpecError."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SpecError("--set", pair, "expected KEY=VALUE", "e.g. --set lora.rank=8")
+        overrides[key.strip()] = parse_scalar(value.strip())
+    return overrides

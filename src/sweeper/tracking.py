@@ -1,0 +1,144 @@
+"""Everything MLflow: one experiment per spec, a parent run per sweep, a child run per trial.
+
+Ray's MLflow callback makes flat runs, forgets its run map on restore and leaves runs RUNNING;
+this module owns the logic instead. Only the driver writes to MLflow. Secrets never become
+params or tags: only the trial config (which holds no credentials) and a fixed set of tags are logged.
+
+    >>> tracker = Tracker.connect(None)
+    >>> parent = tracker.start_sweep("smoke", "smoke-20261125-101500", spec_text="name: smoke")
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag, ViewType
+
+import sweeper
+from sweeper.errors import SweeperError
+
+PARENT_TAG = "mlflow.parentRunId"
+SWEEP_TAG = "sweeper.sweep"
+STATE_TAG = "sweeper.state"
+DEFAULT_URI_FILE = "mlflow.db"
+PARAMS_PER_BATCH = 100
+
+
+def resolve_uri(uri: str | None) -> str:
+    """The tracking URI: the one given, else $MLFLOW_TRACKING_URI, else a SQLite store in the working directory."""
+    if uri:
+        return uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path.cwd() / DEFAULT_URI_FILE}"
+
+
+@dataclass
+class Tracker:
+    """A thin, explicit layer over MlflowClient for sweeps and trials."""
+
+    client: MlflowClient
+    uri: str
+
+    @classmethod
+    def connect(cls, uri: str | None) -> "Tracker":
+        resolved = resolve_uri(uri)
+        return cls(MlflowClient(tracking_uri=resolved), resolved)
+
+    def experiment_id(self, name: str) -> str:
+        """The experiment for a spec name, created on first use."""
+        experiment = self.client.get_experiment_by_name(name)
+        return experiment.experiment_id if experiment else self.client.create_experiment(name)
+
+    def start_sweep(self, experiment: str, sweep_id: str, spec_text: str, tags: dict[str, str] | None = None) -> str:
+        """Create the parent run of a sweep, with the spec as an artifact; returns its run id."""
+        run = self.client.create_run(self.experiment_id(experiment), run_name=sweep_id,
+                                     tags={SWEEP_TAG: sweep_id, "sweeper.role": "sweep", **base_tags(), **(tags or {})})
+        self.client.log_text(run.info.run_id, spec_text, "spec.yaml")
+        return run.info.run_id
+
+    def start_trial(self, experiment: str, parent_run_id: str, sweep_id: str, name: str,
+                    params: dict[str, Any], tags: dict[str, str]) -> str:
+        """Create a child run under the sweep with the resolved config as params."""
+        run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags={
+            PARENT_TAG: parent_run_id, SWEEP_TAG: sweep_id, "sweeper.role": "trial", STATE_TAG: "running",
+            **base_tags(), **tags})
+        items = [Param(key, str(value)) for key, value in params.items()]
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            self.client.log_batch(run.info.run_id, params=items[start:start + PARAMS_PER_BATCH])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        """Numeric metrics at one step (non-numbers are skipped)."""
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(value), now, step) for key, value in metrics.items()
+                 if isinstance(value, (int, float)) and not isinstance(value, bool)]
+        if items:
+            self.client.log_batch(run_id, metrics=items)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Set several tags at once."""
+        self.client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+        """Upload a folder's files."""
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+    def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        """Upload one file."""
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def end_run(self, run_id: str, state: str) -> None:
+        """End a run: state complete/pruned -> FINISHED, failed -> FAILED, killed -> KILLED."""
+        status = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "killed": "KILLED"}[state]
+        self.set_tags(run_id, {STATE_TAG: state})
+        self.client.set_terminated(run_id, status)
+
+    def sweep_runs(self, experiment: str | None = None, sweep_id: str | None = None) -> list[Any]:
+        """Parent runs, newest first, optionally of one experiment or one sweep."""
+        experiments = self.experiment_ids(experiment)
+        query = "tags.`sweeper.role` = 'sweep'"
+        if sweep_id:
+            query += f" and tags.`{SWEEP_TAG}` = '{sweep_id}'"
+        return list(self.client.search_runs(experiments, query, ViewType.ACTIVE_ONLY, order_by=["attributes.start_time DESC"]))
+
+    def trial_runs(self, parent_run_id: str, experiment_id: str) -> list[Any]:
+        """Child runs of a sweep."""
+        query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+        return list(self.client.search_runs([experiment_id], query, ViewType.ACTIVE_ONLY, max_results=5000))
+
+    def experiment_ids(self, name: str | None) -> list[str]:
+        """One experiment's id, or every active experiment's."""
+        if name:
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise SweeperError(f"no MLflow experiment named '{name}' at {self.uri}")
+            return [experiment.experiment_id]
+        return [e.experiment_id for e in self.client.search_experiments()]
+
+
+def base_tags() -> dict[str, str]:
+    """Package version and, when known, the git commit of the working tree."""
+    tags = {"sweeper.version": sweeper.__version__}
+    commit = git_commit()
+    if commit:
+        tags["sweeper.git_commit"] = commit
+    return tags
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The git commit of the installed package's checkout, if it is one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
