@@ -1,8 +1,10 @@
-"""Shared fixtures: a real `mlflow server` process, started once per test run."""
+"""Shared fixtures, started once per test run: a real S3-compatible server (moto, over HTTP) and a
+real `mlflow server` process that keeps its artifacts in that S3."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -10,8 +12,10 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
 
 SERVER_START_SECONDS = 180
@@ -47,19 +51,67 @@ def stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+@dataclass(frozen=True)
+class S3Server:
+    """A moto S3 server: its endpoint, bucket and the credentials clients must use."""
+
+    endpoint: str
+    bucket: str
+    env: dict[str, str]
+
+    def client(self):
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])
+
+    def object_keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    """A tracking server: its URI and the folder of its SQLite backend store."""
+
+    uri: str
+    root: Path
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server on localhost with a SQLite backend; yields its URI."""
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server over HTTP on localhost with one bucket; a fresh secret key per run."""
+    root = tmp_path_factory.mktemp("s3-server")
+    port = free_port()
+    log = root / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "sweeper-test-key", "AWS_SECRET_ACCESS_KEY": "s3cret-" + secrets.token_hex(16),
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
+    server = S3Server(endpoint, "sweeper-test", env)
+    try:
+        wait_for_http(f"{endpoint}/moto-api/", process, log, 60)
+        server.client().create_bucket(Bucket=server.bucket)
+        yield server
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[MlflowServer]:
+    """A real MLflow tracking server on localhost: SQLite backend, artifacts proxied to the S3 server."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     log = root / "server.log"
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-               "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
+               "--artifacts-destination", f"s3://{s3_server.bucket}/mlflow", "--workers", "1"]
+    env = {**os.environ, **s3_server.env, "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint}
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", process, log, SERVER_START_SECONDS)
-        yield f"http://127.0.0.1:{port}"
+        yield MlflowServer(f"http://127.0.0.1:{port}", root)
     finally:
         stop(process)

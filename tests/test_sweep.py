@@ -14,6 +14,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
+from conftest import MlflowServer
+
 pytestmark = pytest.mark.slow
 
 SMOKE = Path(__file__).parent.parent / "search_spaces" / "smoke.yaml"
@@ -36,16 +38,16 @@ def sweeper(*args: str, cwd: Path, timeout: float = 900) -> subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def smoke_sweep(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
+def smoke_sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
     """`sweeper run search_spaces/smoke.yaml` against the MLflow server, once for this module."""
     workdir = tmp_path_factory.mktemp("smoke")
     started = time.monotonic()
-    out = sweeper("run", str(SMOKE), "--tracking-uri", mlflow_server, "--json", cwd=workdir)
+    out = sweeper("run", str(SMOKE), "--tracking-uri", mlflow_server.uri, "--json", cwd=workdir)
     seconds = time.monotonic() - started
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"smoke sweep: {seconds:.0f} s, {summary['trials']}")
-    return SweepRun(mlflow_server, workdir, summary, seconds, out.stdout)
+    return SweepRun(mlflow_server.uri, workdir, summary, seconds, out.stdout)
 
 
 def trial_runs(sweep: SweepRun) -> list:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +53,23 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[tracking], help="run a sweep on this machine (or the cluster in RAY_ADDRESS)")
     run.add_argument("spec", help="YAML spec file")
     run.add_argument("--json", action="store_true", help="print the sweep summary as JSON at the end")
+    run.add_argument("--sweep-id", help="name the sweep (default: spec name and start time)")
     run.set_defaults(command=cmd_run)
+
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265"),
+                         help="the Ray dashboard of the cluster (default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)")
+    submit = commands.add_parser("submit", parents=[tracking, cluster], help="run a sweep on a Ray cluster as a Ray job")
+    submit.add_argument("spec", help="YAML spec file")
+    submit.set_defaults(command=cmd_submit)
+    for name, handler, text in (("status", cmd_status, "the state of a sweep job"),
+                                ("logs", cmd_logs, "the output of a sweep job"),
+                                ("stop", cmd_stop, "stop a sweep job (its open runs end as KILLED)")):
+        job = commands.add_parser(name, parents=[cluster], help=text)
+        job.add_argument("job_id", help="the submission id `sweeper submit` printed")
+        if name == "logs":
+            job.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
+        job.set_defaults(command=handler)
 
     best = commands.add_parser("best", parents=[tracking], help="rank the trials of a sweep (the latest by default)")
     best.add_argument("sweep", nargs="?", help="sweep id (default: the latest sweep)")
@@ -103,7 +120,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sweeper.tracking import Tracker
 
     spec = load_spec(args.spec)
-    summary = run_sweep(spec, Path(args.spec).read_text(encoding="utf-8"), args.tracking_uri or spec.tracking.uri)
+    signal.signal(signal.SIGTERM, interrupt)  # `sweeper stop` / `ray job stop` send SIGTERM
+    summary = run_sweep(spec, Path(args.spec).read_text(encoding="utf-8"), args.tracking_uri or spec.tracking.uri,
+                        args.sweep_id)
     counts = {state: summary.count(state) for state in ("complete", "pruned", "failed", "killed")}
     print(f"sweep {summary.sweep_id} done: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
     tracker = Tracker.connect(summary.tracking_uri)
@@ -115,6 +134,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("error: no trial completed" + (" (every trial failed)" if counts["failed"] == sum(counts.values()) else ""),
               file=sys.stderr)
         return 1
+    return 0
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so the sweep ends its runs as KILLED on the way out."""
+    raise KeyboardInterrupt
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from sweeper.jobs import submit
+
+    job_id, new = submit(args.spec, args.address, args.tracking_uri)
+    print(job_id if new else f"{job_id} (already submitted: this spec's job exists)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sweeper.jobs import status
+
+    print(status(args.job_id, args.address))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from sweeper.jobs import logs
+
+    for chunk in logs(args.job_id, args.address, args.follow):
+        print(chunk, end="", flush=True)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from sweeper.jobs import stop
+
+    print("stopping" if stop(args.job_id, args.address) else "already ended")
     return 0
 
 

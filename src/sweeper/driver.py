@@ -142,8 +142,11 @@ def storage_location(storage: str) -> str:
 
 
 def default_study_storage(storage: str, sweep_id: str) -> str:
-    """A SQLite file per sweep beside Ray's results (in ./sweeper-results when those go to S3)."""
-    folder = Path("sweeper-results" if "://" in storage else storage).expanduser().resolve() / sweep_id
+    """A SQLite file per sweep: beside Ray's results in a local folder, else (S3) in ~/.cache/sweeper/studies."""
+    if "://" in storage:
+        folder = Path(os.environ.get("SWEEPER_CACHE", Path.home() / ".cache" / "sweeper")) / "studies" / sweep_id
+    else:
+        folder = Path(storage).expanduser().resolve() / sweep_id
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'optuna.db'}"
 

@@ -1,0 +1,120 @@
+"""Sweeps as Ray jobs on a cluster: submit, status, logs, stop (the Ray Jobs API).
+
+The job's driver runs `sweeper run` on the cluster, with a runtime environment that carries the
+spec (working_dir) and this package (py_modules). The submission id is derived from the spec's
+name and text, so submitting the same spec twice finds the job already there instead of
+starting a second sweep. Ray's token authentication is sent as a Bearer header: the token comes
+from RAY_AUTH_TOKEN, the file in RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from sweeper.errors import SweeperError
+from sweeper.spec import load_spec
+
+FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
+
+
+def auth_token() -> str | None:
+    """Ray's auth token from the environment or the token file, if any."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    return path.read_text().strip() if path.is_file() else None
+
+
+def client(address: str):  # -> JobSubmissionClient (imported lazily: it pulls in much of Ray)
+    """A Jobs API client for the dashboard at `address`, authenticated; clear errors if it cannot connect."""
+    from ray.job_submission import JobSubmissionClient
+
+    token = auth_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        return JobSubmissionClient(address, headers=headers)
+    except Exception as error:  # Ray raises bare exceptions (ConnectionError, RuntimeError) here
+        raise SweeperError(describe_failure(address, error)) from None
+
+
+def describe_failure(address: str, error: Exception) -> str:
+    """One line for a failed call to the cluster, naming the likely fix."""
+    text = str(error)
+    if "401" in text or "403" in text or "uthenticat" in text:
+        return (f"the Ray cluster at {address} refused the auth token: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) "
+                "to the cluster's token (`ray get-auth-token` on the head node)")
+    return f"cannot reach the Ray cluster at {address}: {text.splitlines()[0] if text else type(error).__name__}"
+
+
+def submission_id(spec_name: str, spec_text: str) -> str:
+    """Stable id for a spec: re-submitting the same spec is idempotent."""
+    return f"sweeper-{spec_name}-{hashlib.sha256(spec_text.encode()).hexdigest()[:10]}"
+
+
+def submit(spec_path: str, address: str, tracking_uri: str | None = None) -> tuple[str, bool]:
+    """Submit a sweep as a Ray job; returns (submission id, whether it was newly submitted)."""
+    import sweeper
+
+    spec = load_spec(spec_path)
+    text = Path(spec_path).read_text(encoding="utf-8")
+    job_id = submission_id(spec.name, text)
+    jobs = client(address)
+    try:
+        jobs.get_job_info(job_id)
+        return job_id, False
+    except RuntimeError:
+        pass  # not submitted yet
+    env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
+    env["RAY_JOB_STOP_WAIT_TIME_S"] = "60"  # time for the driver to end its MLflow runs as KILLED
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copy(spec_path, Path(folder) / "spec.yaml")
+        runtime_env = {"working_dir": folder, "py_modules": [str(Path(sweeper.__file__).parent)], "env_vars": env}
+        try:
+            jobs.submit_job(entrypoint=f"python -m sweeper.cli run spec.yaml --sweep-id {job_id}",
+                            submission_id=job_id, runtime_env=runtime_env)
+        except Exception as error:
+            raise SweeperError(describe_failure(address, error)) from None
+    return job_id, True
+
+
+def status(job_id: str, address: str) -> str:
+    """PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED."""
+    try:
+        return str(client(address).get_job_status(job_id).value)
+    except RuntimeError as error:
+        raise SweeperError(f"no job {job_id} at {address}: {error}") from None
+
+
+def logs(job_id: str, address: str, follow: bool = False) -> Iterator[str]:
+    """The job's driver output: all of it, or streamed until the job ends."""
+    import asyncio
+
+    jobs = client(address)
+    if not follow:
+        yield jobs.get_job_logs(job_id)
+        return
+    stream = jobs.tail_job_logs(job_id)
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(stream.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.close()
+
+
+def stop(job_id: str, address: str) -> bool:
+    """Ask the job to stop; its driver ends open MLflow runs as KILLED. False if it had already ended."""
+    try:
+        return bool(client(address).stop_job(job_id))
+    except RuntimeError as error:
+        raise SweeperError(f"cannot stop job {job_id} at {address}: {error}") from None

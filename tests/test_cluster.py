@@ -1,0 +1,190 @@
+"""A sweep submitted to a real multi-node Ray cluster on loopback, with S3 storage and an S3-backed MLflow.
+
+`ray start --head` (no CPUs: it only hosts the job's driver) plus two worker nodes with one CPU
+each, token authentication on; moto's S3 server over HTTP; a real `mlflow server` whose artifacts
+go to that S3. The sweep is submitted with `sweeper submit` and watched with `sweeper status`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+
+from conftest import MlflowServer, S3Server, free_port
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+SPEC = """name: {name}
+task: jitdp
+data: {{path: bundled:jitdp, sample: 240, split: {{kind: time, valid: 0.25}}, max_length: 64}}
+backbone: embedded
+metric: auc
+defaults: {{epochs: {epochs}, batch_size: 16, lr: 1.0e-3, lora: {{rank: 4}}, adapter: {{bottleneck: 16}}}}
+search:
+  method: {{choice: [lora, adapter]}}
+sweep:
+  trials: {trials}
+  pruner: {{kind: none}}
+  max_concurrent: 2
+  resources: {{cpu: 1}}
+tracking:
+  storage: s3://{bucket}/ray?endpoint_override={endpoint}&scheme=http
+"""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A local multi-node Ray cluster: its dashboard address and the environment that reaches it."""
+
+    address: str
+    env: dict[str, str]
+
+
+def ray(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([str(BIN / "ray"), *args], env=env, check=True, capture_output=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """`ray start --head` plus two `ray start --address` worker nodes, token auth on, S3 credentials set."""
+    token = secrets.token_hex(32)
+    env = {**os.environ, **s3_server.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+           "PATH": f"{BIN}:{os.environ['PATH']}"}
+    port, dashboard = free_port(), free_port()
+    ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "0",
+        "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+        "--disable-usage-stats", env=env)
+    try:
+        for number in (1, 2):  # each node its own temp dir, as on separate machines (runtime envs are per node)
+            temp_dir = tmp_path_factory.mktemp(f"ray-node-{number}")
+            ray("start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                "--temp-dir", str(temp_dir), "--disable-usage-stats", env=env)
+        yield Cluster(f"http://127.0.0.1:{dashboard}", env)
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def sweeper(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sweeper.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+def write_spec(folder: Path, s3: S3Server, name: str, trials: int, epochs: int) -> Path:
+    path = folder / f"{name}.yaml"
+    endpoint = s3.endpoint.removeprefix("http://")
+    path.write_text(SPEC.format(name=name, trials=trials, epochs=epochs, bucket=s3.bucket, endpoint=endpoint))
+    return path
+
+
+def wait_for(cluster: Cluster, job_id: str, states: set[str], cwd: Path, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        out = sweeper("status", job_id, "--address", cluster.address, env=cluster.env, cwd=cwd)
+        assert out.returncode == 0, out.stderr
+        if out.stdout.strip() in states:
+            return out.stdout.strip()
+        time.sleep(3)
+    logs = sweeper("logs", job_id, "--address", cluster.address, env=cluster.env, cwd=cwd).stdout
+    raise AssertionError(f"job {job_id} not in {states} after {seconds}s; logs:\n{logs[-4000:]}")
+
+
+def trial_runs(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment}"
+    return client.search_runs([found.experiment_id], "", ViewType.ALL)
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(cluster: Cluster, s3_server: S3Server, mlflow_server: MlflowServer,
+                   tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A 4-trial sweep submitted with `sweeper submit` and waited for with `sweeper status`."""
+    folder = tmp_path_factory.mktemp("submit")
+    spec = write_spec(folder, s3_server, "cluster-sweep", trials=4, epochs=2)
+    out = sweeper("submit", str(spec), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
+                  env=cluster.env, cwd=folder)
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.split()[0]
+    state = wait_for(cluster, job_id, {"SUCCEEDED", "FAILED", "STOPPED"}, folder, 600)
+    logs = sweeper("logs", job_id, "--address", cluster.address, env=cluster.env, cwd=folder).stdout
+    assert state == "SUCCEEDED", logs[-5000:]
+    again = sweeper("submit", str(spec), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
+                    env=cluster.env, cwd=folder)
+    assert again.returncode == 0 and "already submitted" in again.stdout  # idempotent re-submission
+    return job_id, spec
+
+
+def test_trials_spread_over_nodes_with_artifacts_on_s3(finished_sweep: tuple[str, Path], s3_server: S3Server,
+                                                       mlflow_server: MlflowServer) -> None:
+    runs = [run for run in trial_runs(mlflow_server.uri, "cluster-sweep") if run.data.tags["sweeper.role"] == "trial"]
+    assert len(runs) == 4
+    assert all(run.info.status == "FINISHED" for run in runs)
+    assert len({run.data.tags["ray.node_id"] for run in runs}) >= 2
+    keys = s3_server.object_keys("mlflow/")
+    for run in runs:
+        stored = [key for key in keys if f"/{run.info.run_id}/artifacts/" in key]
+        assert any("/artifacts/model/" in key for key in stored), run.info.run_id
+        assert any(key.endswith("predictions.csv") for key in stored)
+    assert s3_server.object_keys("ray/")  # Ray Tune's results and checkpoints went to S3 too
+
+
+def test_reproduce_from_an_empty_folder_with_only_uri_and_s3(finished_sweep: tuple[str, Path], s3_server: S3Server,
+                                                            mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_", "MLFLOW_"))}
+    env |= {**s3_server.env, "MLFLOW_TRACKING_URI": mlflow_server.uri}
+    best = json.loads(sweeper("best", "--experiment", "cluster-sweep", "--json", env=env, cwd=tmp_path).stdout)
+    out = sweeper("reproduce", best[0]["run_id"], "--json", env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    outcome = json.loads(out.stdout)
+    assert outcome["original"]["auc"] == outcome["reproduced"]["auc"] == best[0]["auc"]
+
+
+def test_wrong_token_is_a_clear_error(cluster: Cluster, tmp_path: Path) -> None:
+    env = {**cluster.env, "RAY_AUTH_TOKEN": "not-the-token"}
+    out = sweeper("status", "sweeper-nothing", "--address", cluster.address, env=env, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "refused the auth token" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_stop_ends_the_sweep_and_its_runs_as_killed(cluster: Cluster, s3_server: S3Server,
+                                                    mlflow_server: MlflowServer, tmp_path: Path,
+                                                    finished_sweep: tuple[str, Path]) -> None:
+    spec = write_spec(tmp_path, s3_server, "cluster-stop", trials=6, epochs=30)
+    job_id = sweeper("submit", str(spec), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
+                     env=cluster.env, cwd=tmp_path).stdout.split()[0]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until trials are training (their runs exist)
+        client = MlflowClient(mlflow_server.uri)
+        experiment = client.get_experiment_by_name("cluster-stop")
+        if experiment and client.search_runs([experiment.experiment_id], "tags.`sweeper.role` = 'trial'"):
+            break
+        time.sleep(3)
+    out = sweeper("stop", job_id, "--address", cluster.address, env=cluster.env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert wait_for(cluster, job_id, {"STOPPED", "FAILED", "SUCCEEDED"}, tmp_path, 120) == "STOPPED"
+    runs = trial_runs(mlflow_server.uri, "cluster-stop")
+    assert runs and all(run.info.status != "RUNNING" for run in runs), [(r.info.run_name, r.info.status) for r in runs]
+    assert any(run.info.status == "KILLED" for run in runs)
+
+
+def test_no_secret_in_mlflow_store_or_bucket(finished_sweep: tuple[str, Path], s3_server: S3Server,
+                                             mlflow_server: MlflowServer) -> None:
+    secret = s3_server.env["AWS_SECRET_ACCESS_KEY"].encode()
+    for path in mlflow_server.root.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_bytes(), path
+    client = s3_server.client()
+    for key in s3_server.object_keys():
+        assert secret not in client.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read(), key
