@@ -107,7 +107,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server)
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                "--artifacts-destination", f"s3://{s3_server.bucket}/mlflow", "--workers", "1"]
-    env = {**os.environ, **s3_server.env, "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint}
+    env = {**os.environ, **s3_server.env, "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint,
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job workers: two cores are few
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

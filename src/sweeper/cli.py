@@ -1,4 +1,4 @@
-"""The `sweeper` command: train one trial, run a sweep, rank it, reproduce a trial, open the UI.
+"""The `sweeper` command: train one trial, run a sweep, rank and report it, reproduce, predict, export, open the UI.
 
 User mistakes (a bad spec, a bad data line, an unknown run) print one `error:` line and exit 2;
 only bugs give a traceback.
@@ -56,6 +56,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--sweep-id", help="name the sweep (default: spec name and start time)")
     run.set_defaults(command=cmd_run)
 
+    resume = commands.add_parser("resume", parents=[tracking], help="continue an interrupted sweep")
+    resume.add_argument("sweep", help="the sweep id (`sweeper best` and the MLflow UI show it)")
+    resume.add_argument("--study", help="Optuna storage URL, if the logged one hides a password")
+    resume.add_argument("--json", action="store_true", help="print the sweep summary as JSON at the end")
+    resume.set_defaults(command=cmd_resume)
+
     cluster = argparse.ArgumentParser(add_help=False)
     cluster.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265"),
                          help="the Ray dashboard of the cluster (default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)")
@@ -81,6 +87,28 @@ def parser() -> argparse.ArgumentParser:
     again.add_argument("run_id", help="MLflow run id of a trial")
     again.add_argument("--json", action="store_true", help="a JSON object with run_id, original, reproduced")
     again.set_defaults(command=cmd_reproduce)
+
+    report = commands.add_parser("report", parents=[tracking],
+                                 help="compare the methods of a sweep: Markdown, HTML and PNG figures, logged to its run")
+    report.add_argument("sweep", nargs="?", help="sweep id (default: the latest sweep)")
+    report.add_argument("--out", type=Path, default=None, help="folder for the report (default: report-SWEEP_ID)")
+    report.add_argument("--experiment", help="only sweeps of this spec name")
+    report.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's MLflow run")
+    report.set_defaults(command=cmd_report)
+
+    guess = commands.add_parser("predict", parents=[tracking],
+                                help="defect probability of commits (`git show`, a diff or JSONL) with a trial's model")
+    guess.add_argument("run_id", help="MLflow run id of a completed trial")
+    guess.add_argument("file", nargs="?", help="input file (default: standard input)")
+    guess.add_argument("--json", action="store_true", help='{"run_id": ..., "probability": ...} (a list for several)')
+    guess.set_defaults(command=cmd_predict)
+
+    export = commands.add_parser("export", parents=[tracking], help="write a trial's model as a standalone folder")
+    export.add_argument("run_id", help="MLflow run id of a completed trial")
+    export.add_argument("dir", type=Path, help="new folder to write")
+    export.add_argument("--merge", action="store_true",
+                        help="LoRA/IA3: merge into full weights loadable with AutoModelForSequenceClassification")
+    export.set_defaults(command=cmd_export)
 
     ui = commands.add_parser("ui", parents=[tracking], help="start the MLflow UI on the sweep store")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
@@ -114,25 +142,49 @@ def print_evaluation(evaluation: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sweeper.driver import run_sweep, summary_as_dict
-    from sweeper.report import best_per_method, find_sweep, ranked_trials
+    from sweeper.driver import run_sweep
     from sweeper.spec import load_spec
-    from sweeper.tracking import Tracker
 
     spec = load_spec(args.spec)
     signal.signal(signal.SIGTERM, interrupt)  # `sweeper stop` / `ray job stop` send SIGTERM
     summary = run_sweep(spec, Path(args.spec).read_text(encoding="utf-8"), args.tracking_uri or spec.tracking.uri,
-                        args.sweep_id)
+                        args.sweep_id, args.spec)
+    return print_outcome(summary, args.json)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    import yaml
+
+    from sweeper.driver import resumption, run_sweep
+    from sweeper.spec import parse_spec
+    from sweeper.tracking import Tracker
+
+    tracker = Tracker.connect(args.tracking_uri)
+    spec_text, state = resumption(tracker, args.sweep, args.study)
+    source = f"spec.yaml of sweep {args.sweep}"
+    spec = parse_spec(yaml.safe_load(spec_text), source, spec_text)
+    signal.signal(signal.SIGTERM, interrupt)
+    print(f"resuming {args.sweep}: {state.finished} of {spec.sweep.trials} trials had ended")
+    return print_outcome(run_sweep(spec, spec_text, tracker.uri, args.sweep, source, resume=state), args.json)
+
+
+def print_outcome(summary: Any, as_json: bool) -> int:
+    """Counts, the best trial per method, and the exit code: 1 when no trial completed."""
+    from sweeper.driver import summary_as_dict
+    from sweeper.report import best_per_method, find_sweep, ranked_trials
+    from sweeper.tracking import Tracker
+
     counts = {state: summary.count(state) for state in ("complete", "pruned", "failed", "killed")}
     print(f"sweep {summary.sweep_id} done: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
     tracker = Tracker.connect(summary.tracking_uri)
     sweep = find_sweep(tracker, summary.sweep_id)
     print_ranking(best_per_method(ranked_trials(tracker, sweep)), sweep.metric, "best trial per method")
-    if args.json:
+    if as_json:
         print(json.dumps(summary_as_dict(summary)))
     if counts["complete"] == 0:
-        print("error: no trial completed" + (" (every trial failed)" if counts["failed"] == sum(counts.values()) else ""),
-              file=sys.stderr)
+        every = counts["failed"] == sum(counts.values())
+        print("error: no trial completed" + (" (every trial failed: see the sweeper.failure tag of each run)"
+                                             if every else ""), file=sys.stderr)
         return 1
     return 0
 
@@ -201,6 +253,55 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if not outcome.mismatches() else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    quiet_downloads()
+    from sweeper.report import find_sweep
+    from sweeper.reporting import write_report
+    from sweeper.tracking import Tracker
+
+    tracker = Tracker.connect(args.tracking_uri)
+    sweep = find_sweep(tracker, args.sweep, args.experiment)
+    written = write_report(tracker, sweep, args.out or Path(f"report-{sweep.sweep_id}"), log=not args.no_log)
+    for path in written.files:
+        print(path)
+    if written.logged_to:
+        print(f"logged to run {written.logged_to} under report/", file=sys.stderr)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    quiet_downloads()
+    from sweeper.predict import predict_text
+    from sweeper.tracking import Tracker
+
+    if args.file:
+        if not Path(args.file).is_file():
+            raise SweeperError(f"{args.file}: file not found")
+        text, source = Path(args.file).read_text(encoding="utf-8", errors="replace"), args.file
+    else:
+        text, source = sys.stdin.read(), "<stdin>"
+    predictions = predict_text(Tracker.connect(args.tracking_uri), args.run_id, text, source)
+    if args.json:
+        rows = [{"run_id": args.run_id, "id": p.id, "probability": p.probability} for p in predictions]
+        print(json.dumps(rows[0] if len(rows) == 1 else rows))
+    elif len(predictions) == 1:
+        print(f"{predictions[0].probability:.6f}")
+    else:
+        for prediction in predictions:
+            print(f"{prediction.id}\t{prediction.probability:.6f}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    quiet_downloads()
+    from sweeper.export import export_run
+    from sweeper.tracking import Tracker
+
+    manifest = export_run(Tracker.connect(args.tracking_uri), args.run_id, args.dir, args.merge)
+    print(f"exported run {args.run_id} to {args.dir} (see {manifest.name})")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from sweeper.tracking import resolve_uri
 
@@ -211,6 +312,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     return subprocess.call(command, env=os.environ.copy())
+
+
+def quiet_downloads() -> None:
+    """No MLflow download progress bars on the terminal: the commands print their own results."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def print_pairs(title: str, values: dict[str, float]) -> None:

@@ -21,32 +21,44 @@ from sweeper.backbone import embedded_backbone_dir
 from sweeper.callbacks import ProgressCallback, TrackingCallback
 from sweeper.config import EMBEDDED_BACKBONE
 from sweeper.data.records import read_records
+from sweeper.errors import SweeperError
+from sweeper.preflight import preflight
 from sweeper.pruning import OptunaPruningScheduler, OptunaSearcher, make_pruner
 from sweeper.space import define_by_run, grid
 from sweeper.spec import Spec
-from sweeper.tracking import Tracker
+from sweeper.tracking import STATE_TAG, Tracker
 from sweeper.trainable import train_in_ray
 
 
 @dataclass
 class SweepSummary:
-    """How a sweep went: where it is recorded, and its trials by state."""
+    """How a sweep went: where it is recorded, and its trials by state (all its sessions, resumed ones too)."""
 
     sweep_id: str
     parent_run_id: str
     experiment: str
     tracking_uri: str
     study_storage: str
-    states: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
     best_value: float | None = None
     best_run_id: str | None = None
 
     def count(self, state: str) -> int:
-        return sum(1 for value in self.states.values() if value == state)
+        return self.counts.get(state, 0)
 
 
-def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep_id: str | None = None) -> SweepSummary:
-    """Run every trial of `spec` through Ray Tune and record the sweep in MLflow and Optuna."""
+@dataclass
+class Resumption:
+    """Where an interrupted sweep stands: its parent run, how many trials ended, and its Optuna storage."""
+
+    parent_run_id: str
+    finished: int
+    study_storage: str
+
+
+def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep_id: str | None = None,
+              source: str = "spec", resume: Resumption | None = None) -> SweepSummary:
+    """Run the trials of `spec` (those still to run, when resuming) through Ray Tune, recorded in MLflow and Optuna."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Keeping one checkpoint per trial forces a snapshot after each; Ray warns about that every time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -54,9 +66,10 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
     if spec.backbone == EMBEDDED_BACKBONE:
         embedded_backbone_dir()
     dataset = read_records(spec.data.path, spec.task, spec.data.skip_bad)  # fail fast, before any trial starts
+    preflight(spec, source)
 
-    storage_path = storage_location(spec.tracking.storage)
-    study_storage = spec.tracking.study or default_study_storage(spec.tracking.storage, sweep_id)
+    study_storage = resume.study_storage if resume else (
+        spec.tracking.study or default_study_storage(spec.tracking.storage, sweep_id))
     study = optuna.create_study(study_name=sweep_id, storage=study_storage, load_if_exists=True,
                                 direction="maximize" if spec.mode == "max" else "minimize",
                                 sampler=make_sampler(spec), pruner=make_pruner(spec.sweep.pruner))
@@ -64,55 +77,95 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
     scheduler = OptunaPruningScheduler(searcher, spec.metric)
 
     tracker = Tracker.connect(tracking_uri or spec.tracking.uri)
-    parent_run_id = tracker.start_sweep(spec.name, sweep_id, spec_text, {
-        "optuna.storage": redact(study_storage), "sweeper.metric": spec.metric, "sweeper.mode": spec.mode})
+    if resume:
+        parent_run_id = resume.parent_run_id
+        tracker.client.update_run(parent_run_id, status="RUNNING")
+    else:
+        parent_run_id = tracker.start_sweep(spec.name, sweep_id, spec_text, {
+            "optuna.storage": redact(study_storage), "sweeper.metric": spec.metric, "sweeper.mode": spec.mode})
+    trials = spec.sweep.trials - (resume.finished if resume else 0)
     tracking = TrackingCallback(tracker, spec.name, parent_run_id, sweep_id, searcher, dataset.digest)
     progress = ProgressCallback(spec.metric, searcher, list(spec.search))
-    print(f"sweep {sweep_id}: {spec.sweep.trials} trials, MLflow {tracker.uri} (run {parent_run_id}), "
+    print(f"sweep {sweep_id}: {trials} trials{' to go' if resume else ''}, MLflow {tracker.uri} (run {parent_run_id}), "
           f"Optuna {redact(study_storage)}", flush=True)
 
-    start_ray()
-    resources = {"cpu": spec.sweep.resources.cpu, "gpu": spec.sweep.resources.gpu}
-    tuner = tune.Tuner(
-        tune.with_resources(train_in_ray, resources),
-        param_space={"base": spec.base_trial().model_dump(mode="json")},
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric=spec.metric, mode=spec.mode,
-                                    num_samples=spec.sweep.trials, max_concurrent_trials=spec.sweep.max_concurrent,
-                                    time_budget_s=spec.sweep.time_budget_s, reuse_actors=True),
-        run_config=tune.RunConfig(name=sweep_id, storage_path=storage_path, callbacks=[tracking, progress],
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                  failure_config=tune.FailureConfig(max_failures=0), verbose=0),
-    )
     state = "killed"
     try:
-        tuner.fit()
+        if trials > 0:
+            start_ray()
+            tuner(spec, sweep_id if not resume else f"{sweep_id}-resumed-{time.strftime('%H%M%S')}", trials,
+                  searcher, scheduler, [tracking, progress]).fit()
         state = "complete"
     finally:
-        summary = SweepSummary(sweep_id, parent_run_id, spec.name, tracker.uri, study_storage, dict(tracking.states))
-        finish_sweep(tracker, summary, study, tracking, state)
+        close_orphans(tracker, tracking)
+        summary = summarise(tracker, SweepSummary(sweep_id, parent_run_id, spec.name, tracker.uri, study_storage), study)
+        tracker.end_run(parent_run_id, state)
     return summary
 
 
-def finish_sweep(tracker: Tracker, summary: SweepSummary, study: optuna.Study, tracking: TrackingCallback,
-                 state: str) -> None:
-    """Sweep-level results on the parent run; runs still open (interrupted trials) end as KILLED."""
+def tuner(spec: Spec, name: str, trials: int, searcher: OptunaSearcher, scheduler: OptunaPruningScheduler,
+          callbacks: list[Any]) -> tune.Tuner:
+    """The Ray Tune Tuner: Optuna searcher and pruner, resources per trial, storage, callbacks."""
+    resources = {"cpu": spec.sweep.resources.cpu, "gpu": spec.sweep.resources.gpu}
+    return tune.Tuner(
+        tune.with_resources(train_in_ray, resources),
+        param_space={"base": spec.base_trial().model_dump(mode="json")},
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric=spec.metric, mode=spec.mode,
+                                    num_samples=trials, max_concurrent_trials=spec.sweep.max_concurrent,
+                                    time_budget_s=spec.sweep.time_budget_s, reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=storage_location(spec.tracking.storage), callbacks=callbacks,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  failure_config=tune.FailureConfig(max_failures=0), verbose=0),
+    )
+
+
+def close_orphans(tracker: Tracker, tracking: TrackingCallback) -> None:
+    """Trial runs this session opened and never ended (the sweep was interrupted) end as KILLED."""
     for trial_id, run_id in tracking.runs.items():
         if trial_id not in tracking.states:
             tracker.end_run(run_id, "killed")
-            summary.states[trial_id] = "killed"
+            tracking.searcher.on_trial_complete(trial_id, error=True)
+
+
+def summarise(tracker: Tracker, summary: SweepSummary, study: optuna.Study) -> SweepSummary:
+    """Counts by state, compute and the best run, from MLflow and the study; logged on the parent run."""
+    runs = tracker.trial_runs(summary.parent_run_id, tracker.experiment_id(summary.experiment))
+    for name in ("complete", "pruned", "failed", "killed"):
+        summary.counts[name] = sum(1 for run in runs if run.data.tags.get(STATE_TAG) == name)
+    metrics = {f"trials_{name}": float(count) for name, count in summary.counts.items()}
+    metrics["compute_seconds"] = sum(run.data.metrics.get("compute_seconds", 0.0) for run in runs)
     complete = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
-    metrics: dict[str, float] = {f"trials_{name}": summary.count(name) for name in ("complete", "pruned", "failed", "killed")}
-    metrics["compute_seconds"] = sum(float(result.get("compute_seconds", 0.0)) for result in tracking.last_results.values())
     if complete:
         best = study.best_trial
-        summary.best_value = best.value
-        summary.best_run_id = next((tracking.runs[trial_id] for trial_id, number in tracking.numbers.items()
-                                    if number == best.number), None)
-        metrics["best_value"] = float(best.value)
+        summary.best_value = metrics["best_value"] = float(best.value)
+        summary.best_run_id = next((run.info.run_id for run in runs
+                                    if run.data.tags.get("optuna.trial") == str(best.number)), None)
         if summary.best_run_id:
             tracker.set_tags(summary.parent_run_id, {"sweeper.best_run_id": summary.best_run_id})
     tracker.log_metrics(summary.parent_run_id, metrics)
-    tracker.end_run(summary.parent_run_id, state)
+    return summary
+
+
+def resumption(tracker: Tracker, sweep_id: str, study_storage: str | None) -> tuple[str, Resumption]:
+    """The spec text and state of an interrupted sweep; its dead runs end as KILLED, its dead Optuna trials FAIL."""
+    parents = tracker.sweep_runs(None, sweep_id)
+    if not parents:
+        raise SweeperError(f"no sweep '{sweep_id}' in MLflow at {tracker.uri}")
+    parent = parents[0]
+    storage = study_storage or parent.data.tags.get("optuna.storage", "")
+    if "***" in storage:
+        raise SweeperError(f"the Optuna storage of sweep '{sweep_id}' has a password: pass it with --study URL")
+    spec_text = tracker.client.download_artifacts(parent.info.run_id, "spec.yaml")
+    runs = tracker.trial_runs(parent.info.run_id, parent.info.experiment_id)
+    for run in runs:
+        if run.info.status == "RUNNING":
+            tracker.end_run(run.info.run_id, "killed")
+    study = optuna.load_study(study_name=sweep_id, storage=storage)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params, skip_if_exists=True)  # the interrupted configuration runs again
+    finished = sum(1 for run in runs if run.data.tags.get(STATE_TAG) in ("complete", "pruned", "failed"))
+    return Path(spec_text).read_text(encoding="utf-8"), Resumption(parent.info.run_id, finished, storage)
 
 
 def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:

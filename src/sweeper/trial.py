@@ -13,7 +13,8 @@ import math
 import random
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,35 +119,36 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         return config.patience is not None and evaluations_without_gain >= config.patience
 
     stop = False
-    for epoch in range(config.epochs):
-        model.train()
-        for batch in iterate_batches(data.train, config.batch_size, data.pad_id, seed=config.seed + epoch):
-            started = time.perf_counter()
-            batch = {key: value.to(device) for key, value in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = loss_fn(logits, batch["labels"])
-            if not torch.isfinite(loss):
-                raise TrialFailed(f"loss is {loss.item()} at step {step + 1} (lr {config.lr} may be too high)")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            train_seconds += time.perf_counter() - started
-            step += 1
-            samples_seen += len(batch["labels"])
-            running_loss, running_batches = running_loss + loss.item(), running_batches + 1
-            if config.eval_every_steps and step % config.eval_every_steps == 0 and step % steps_per_epoch:
-                model.eval()
-                stop = evaluate_now(round(step / steps_per_epoch, 4))
-                model.train()
-                if stop:
-                    break
-        if stop:
-            break
-        model.eval()
-        if evaluate_now(float(epoch + 1)):
-            break
+    with out_of_memory_as_failure(config):
+        for epoch in range(config.epochs):
+            model.train()
+            for batch in iterate_batches(data.train, config.batch_size, data.pad_id, seed=config.seed + epoch):
+                started = time.perf_counter()
+                batch = {key: value.to(device) for key, value in batch.items()}
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                loss = loss_fn(logits, batch["labels"])
+                if not torch.isfinite(loss):
+                    raise TrialFailed(f"loss is {loss.item()} at step {step + 1} (lr {config.lr} may be too high)")
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                train_seconds += time.perf_counter() - started
+                step += 1
+                samples_seen += len(batch["labels"])
+                running_loss, running_batches = running_loss + loss.item(), running_batches + 1
+                if config.eval_every_steps and step % config.eval_every_steps == 0 and step % steps_per_epoch:
+                    model.eval()
+                    stop = evaluate_now(round(step / steps_per_epoch, 4))
+                    model.train()
+                    if stop:
+                        break
+            if stop:
+                break
+            model.eval()
+            if evaluate_now(float(epoch + 1)):
+                break
 
     assert best is not None
     restore(model, best_state)
@@ -228,6 +230,20 @@ def read_predictions(output_dir: Path) -> list[tuple[str, int, float]]:
     """The validation predictions a trial saved."""
     rows = (output_dir / "predictions.csv").read_text().splitlines()[1:]
     return [(id_, int(label), float(score)) for id_, label, score in (row.split(",") for row in rows)]
+
+
+@contextmanager
+def out_of_memory_as_failure(config: TrialConfig) -> Iterator[None]:
+    """GPU or CPU out-of-memory errors become a TrialFailed that says what to lower."""
+    advice = f"out of memory at batch_size {config.batch_size}, max_length {config.data.max_length}: lower one of them"
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError) as error:
+        raise TrialFailed(advice) from error
+    except RuntimeError as error:
+        if "can't allocate memory" not in str(error):  # PyTorch's CPU allocator
+            raise
+        raise TrialFailed(advice) from error
 
 
 def improved(value: float, best: float, mode: str) -> bool:

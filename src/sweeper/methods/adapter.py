@@ -9,6 +9,7 @@ The backbone is frozen; the task head trains.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from transformers import PreTrainedModel
 from sweeper.config import AdapterSettings, TrialConfig
 from sweeper.errors import MethodError
 from sweeper.methods.roles import count_layers, head_names, select_layers
+
+# adapters warns "none are activated" from a forward pass inside its own set-up; the adapter is active after.
+logging.getLogger("adapters.model_mixin").setLevel(logging.ERROR)
 
 ADAPTER_NAME = "sweeper"
 HEAD_FILE = "head.safetensors"

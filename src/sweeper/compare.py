@@ -1,0 +1,86 @@
+"""Comparing a sweep's trials: the best per group, metric-vs-cost Pareto fronts, totals and what pruning saved."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sweeper.report import SweepDetails, TrialRun
+
+COSTS = {"trainable_params": "trainable parameters", "train_seconds": "train time"}
+
+
+def best_per(details: SweepDetails, key: Callable[[TrialRun], str | None]) -> list[tuple[str, TrialRun]]:
+    """(group, best completed trial) for each group `key` gives (None: not in any group), best group first."""
+    best: dict[str, TrialRun] = {}
+    for trial in details.completed():  # best first, so the first seen of a group is its best
+        group = key(trial)
+        if group is not None:
+            best.setdefault(group, trial)
+    return list(best.items())
+
+
+def backbone_params(details: SweepDetails) -> float | None:
+    """The backbone's size: a full fine-tuning trial's total; else a LoRA/IA3 trial's frozen part (PEFT keeps the
+    original head frozen beside its trained copy); else the smallest total in the sweep."""
+    measured = [(t.method, t.metrics["total_params"], t.metrics.get("trainable_params", 0.0))
+                for t in details.trials if "total_params" in t.metrics]
+    for method, total, trainable in measured:
+        if method == "full":
+            return total
+    for method, total, trainable in measured:
+        if method in ("lora", "ia3"):
+            return total - trainable
+    return min((total for _, total, _ in measured), default=None)
+
+
+def pareto_front(trials: list[TrialRun], metric: str, mode: str, cost: str) -> list[TrialRun]:
+    """Completed trials no other trial beats on both the metric and `cost` (lower is better), cheapest first."""
+    points = [t for t in trials if t.value(metric) is not None and cost in t.metrics]
+    sign = 1.0 if mode == "max" else -1.0
+    points.sort(key=lambda t: (t.metrics[cost], -sign * (t.value(metric) or 0.0)))
+    front: list[TrialRun] = []
+    for trial in points:
+        if not front or sign * (trial.value(metric) or 0.0) > sign * (front[-1].value(metric) or 0.0):
+            front.append(trial)
+    return front
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What a sweep ran and spent."""
+
+    counts: dict[str, int]
+    compute: dict[str, float]  # unit ('CPU-h' / 'GPU-h') -> hours spent
+    saved: dict[str, float]  # unit -> hours pruning saved (estimated)
+    epochs_saved: float
+
+
+def sweep_totals(details: SweepDetails) -> Totals:
+    """Trial counts by state, compute spent, and compute saved by pruning.
+
+    A pruned trial saved the epochs it did not run times the mean seconds per epoch of the trials
+    of its method (each trial's compute seconds over its epochs).
+    """
+    counts = {state: sum(1 for t in details.trials if t.state == state) for state in ("complete", "pruned", "failed", "killed")}
+    compute: dict[str, float] = defaultdict(float)
+    for trial in details.trials:
+        hours, unit = trial.compute_hours
+        compute[unit] += hours
+    per_epoch: dict[str, list[float]] = defaultdict(list)
+    for trial in details.trials:
+        if trial.epochs_done > 0 and trial.compute_seconds > 0:
+            per_epoch[trial.method].append(trial.compute_seconds / trial.epochs_done)
+    saved: dict[str, float] = defaultdict(float)
+    epochs_saved = 0.0
+    for trial in details.trials:
+        if trial.state != "pruned" or not per_epoch[trial.method]:
+            continue
+        left = max(float(trial.params.get("epochs", trial.epochs_done)) - trial.epochs_done, 0.0)
+        seconds = left * sum(per_epoch[trial.method]) / len(per_epoch[trial.method])
+        _, unit = trial.compute_hours
+        devices = trial.gpus if unit == "GPU-h" else trial.cpus
+        saved[unit] += seconds * devices / 3600
+        epochs_saved += left
+    return Totals(counts, dict(compute), dict(saved), epochs_saved)

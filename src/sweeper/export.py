@@ -1,0 +1,78 @@
+"""`sweeper export`: a trial's model as a standalone folder, with the backbone's tokenizer and a `sweeper.json`.
+
+- LoRA / IA3: the PEFT adapter folder (load with `AutoPeftModelForSequenceClassification.from_pretrained`),
+  or with `merge` the merged full weights (load with `AutoModelForSequenceClassification.from_pretrained`);
+- adapter: the `adapters`-format folder and `head.safetensors` (bottleneck layers cannot be merged);
+- full: the whole model, as `save_pretrained` wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from sweeper.errors import SweeperError
+from sweeper.runs import TrialArtifacts, downloaded_trial, trained_model
+from sweeper.tracking import Tracker
+
+MANIFEST = "sweeper.json"
+PEFT_METHODS = ("lora", "ia3")
+HOW_TO_LOAD = {
+    "merged": "AutoModelForSequenceClassification.from_pretrained(DIR)",
+    "full": "AutoModelForSequenceClassification.from_pretrained(DIR)",
+    "lora": "peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)",
+    "ia3": "peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)",
+    "adapter": ("model = AutoModelForSequenceClassification.from_pretrained(BACKBONE, num_labels=2); "
+                "adapters.init(model); model.load_adapter(DIR, set_active=True); "
+                "model.load_state_dict(safetensors.torch.load_file(DIR/'head.safetensors'), strict=False)"),
+}
+
+
+def export_run(tracker: Tracker, run_id: str, out: Path, merge: bool = False) -> Path:
+    """Write the run's model to `out` (which must be empty or absent); returns the manifest's path."""
+    if out.exists() and any(out.iterdir()):
+        raise SweeperError(f"{out} is not empty: export into a new folder")
+    with downloaded_trial(tracker, run_id) as trial:
+        method = trial.config.method
+        if merge and method == "adapter":
+            raise SweeperError("--merge is not supported for bottleneck adapters: they add layers that cannot be folded "
+                               "into the backbone's weights; export without --merge")
+        out.mkdir(parents=True, exist_ok=True)
+        if merge and method in PEFT_METHODS:
+            trained_model(trial).merge_and_unload().save_pretrained(out)
+            kind = "merged"
+        else:  # what trained, as the run logged it (a full model is already "merged")
+            shutil.copytree(trial.model_dir, out, dirs_exist_ok=True)
+            kind = method
+        save_tokenizer(trial, out)
+        return write_manifest(trial, out, kind)
+
+
+def save_tokenizer(trial: TrialArtifacts, out: Path) -> None:
+    """The backbone's tokenizer beside the weights, so the folder encodes its own inputs."""
+    from sweeper.backbone import load_tokenizer
+
+    load_tokenizer(trial.config.backbone).save_pretrained(out)
+
+
+def write_manifest(trial: TrialArtifacts, out: Path, kind: str) -> Path:
+    """`sweeper.json`: where the model came from, how to load it, its config and metrics."""
+    from sweeper.backbone import resolve_backbone
+
+    manifest = {
+        "run_id": trial.run_id,
+        "method": trial.config.method,
+        "format": kind,
+        "backbone": trial.config.backbone,
+        "backbone_path": resolve_backbone(trial.config.backbone),
+        "load": HOW_TO_LOAD[kind],
+        "input": (f"message [ADD] added lines [DEL] removed lines, max {trial.config.data.max_length} tokens "
+                  f"(message {trial.config.data.message_tokens}); see sweeper.data.encoding"),
+        "label": "class 1 = defect-inducing; probability = softmax(logits)[1]",
+        "config": trial.config.model_dump(mode="json"),
+        "metrics": {key: value for key, value in sorted(trial.metrics.items())},
+    }
+    path = out / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,47 @@
+"""`sweeper predict`: the defect probability of commits, from a trial's model as logged in MLflow.
+
+    $ git show HEAD | sweeper predict RUN_ID
+    0.4125
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sweeper.data.commits import parse_commits
+from sweeper.data.records import CommitRecord
+from sweeper.runs import TrialArtifacts, downloaded_trial, trained_model
+from sweeper.tracking import Tracker
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One commit's id and defect probability."""
+
+    id: str
+    probability: float
+
+
+def predict_text(tracker: Tracker, run_id: str, text: str, source: str = "<stdin>") -> list[Prediction]:
+    """Parse commits from `text` (git show, a diff or JSONL) and score them with the run's model."""
+    records = parse_commits(text, source)
+    with downloaded_trial(tracker, run_id) as trial:
+        return predict_records(trial, records)
+
+
+def predict_records(trial: TrialArtifacts, records: list[CommitRecord]) -> list[Prediction]:
+    """Encode records as the trial was trained (same tokenizer, lengths) and return P(defect) per record."""
+    from sweeper.backbone import load_tokenizer
+    from sweeper.data.encoding import encode_commits
+    from sweeper.trial import predict
+
+    config = trial.config
+    tokenizer = load_tokenizer(config.backbone)
+    items = encode_commits(records, tokenizer, config.data.max_length, config.data.message_tokens)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = trained_model(trial).to(device)
+    scores, _ = predict(model, items, config.eval_batch_size, pad_id, device)
+    return [Prediction(record.id, score) for record, score in zip(records, scores)]

@@ -1,0 +1,83 @@
+"""Failing trials: each ends FAILED with its reason, the sweep goes on, the exit code tells the story."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from conftest import MlflowServer
+from sweeper.config import TrialConfig
+from sweeper.trial import TrialFailed, run_trial
+
+SPEC = """name: {name}
+data: {{path: bundled:jitdp, sample: 200, split: {{kind: time, valid: 0.25}}, max_length: 64}}
+defaults: {{method: lora, epochs: 1, lr: 1.0e-3}}
+search:
+  data.path: {{choice: {paths}}}
+sweep: {{trials: {trials}, searcher: grid, pruner: {{kind: none}}, max_concurrent: 2}}
+"""
+
+
+def tiny() -> TrialConfig:
+    return TrialConfig().with_overrides({"data.sample": 120, "data.max_length": 32, "epochs": 1})
+
+
+def test_nan_loss_fails_the_trial_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", lambda self, logits, labels: logits.sum() * float("nan"))
+    with pytest.raises(TrialFailed, match=r"loss is nan at step 1 \(lr 0.0001 may be too high\)"):
+        run_trial(tiny())
+
+
+def test_out_of_memory_fails_the_trial_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_memory(self: torch.nn.Module, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+    monkeypatch.setattr(torch.nn.Embedding, "forward", no_memory)
+    with pytest.raises(TrialFailed, match="out of memory at batch_size 16, max_length 32: lower one of them"):
+        run_trial(tiny())
+
+
+def sweep(tmp_path: Path, name: str, paths: list[str], uri: str) -> subprocess.CompletedProcess:
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(SPEC.format(name=name, paths=json.dumps(paths), trials=len(paths)))
+    return subprocess.run([sys.executable, "-m", "sweeper.cli", "run", str(spec), "--tracking-uri", uri, "--json"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+
+@pytest.mark.slow
+def test_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    bad = tmp_path / "bad.jsonl"
+    good = {"id": "a", "date": "2020-01-01T00:00:00+00:00", "message": "m", "diff": "@@\n+x", "label": 0}
+    bad.write_text("\n".join(json.dumps({**good, "id": str(i)}) for i in range(5)) + "\n" +
+                   json.dumps({**good, "label": 2}) + "\n")
+    out = sweep(tmp_path, "faults", ["bundled:jitdp", str(bad), str(tmp_path / "missing.jsonl")], mlflow_server.uri)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["trials"] == {"complete": 1, "pruned": 0, "failed": 2, "killed": 0}
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.get_experiment_by_name("faults")
+    runs = {run.data.params["data.path"]: run for run in client.search_runs([experiment.experiment_id],
+                                                                          "tags.`sweeper.role` = 'trial'")}
+    assert runs["bundled:jitdp"].info.status == "FINISHED"
+    for path, reason in ((str(bad), f"{bad}:6: field 'label': must be 0 or 1, got 2"),
+                         (str(tmp_path / "missing.jsonl"), "file not found")):
+        run = runs[path]
+        assert run.info.status == "FAILED" and run.data.tags["sweeper.state"] == "failed"
+        assert reason in run.data.tags["sweeper.failure"]
+        traceback_files = client.list_artifacts(run.info.run_id, "error")
+        assert traceback_files, "the traceback is an artifact"
+        text = Path(client.download_artifacts(run.info.run_id, traceback_files[0].path, str(tmp_path))).read_text()
+        assert "Traceback" in text and "DataError" in text
+
+
+@pytest.mark.slow
+def test_sweep_where_every_trial_fails_exits_non_zero_and_says_so(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    out = sweep(tmp_path, "all-fail", [str(tmp_path / "missing-1.jsonl"), str(tmp_path / "missing-2.jsonl")],
+                mlflow_server.uri)
+    assert out.returncode == 1
+    assert "every trial failed" in out.stderr
