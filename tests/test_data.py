@@ -135,3 +135,10 @@ def test_batches_pad_to_their_own_longest_input() -> None:
     assert batch["input_ids"].shape == (len(batches[0]), widest)
     assert batch["attention_mask"].sum().item() == sum(len(items[i].input_ids) for i in batches[0])
     assert length_bucketed_batches(items, 8, seed=0) == batches
+
+
+def test_errors_survive_pickling_across_processes() -> None:
+    import pickle
+
+    error = DataError("d.jsonl", 3, "label", "must be 0 or 1")
+    assert str(pickle.loads(pickle.dumps(error))) == str(error) == "d.jsonl:3: field 'label': must be 0 or 1"

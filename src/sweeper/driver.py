@@ -168,13 +168,22 @@ def resumption(tracker: Tracker, sweep_id: str, study_storage: str | None) -> tu
     return Path(spec_text).read_text(encoding="utf-8"), Resumption(parent.info.run_id, finished, storage)
 
 
+class TuneGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid, without the `study.stop()` it calls when the grid is used up: that only works inside
+    `study.optimize`, and here Ray Tune counts the trials (`sweep.trials`; more than the grid repeats points)."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState,
+                    values: Any) -> None:
+        return None
+
+
 def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
     """TPE (default), random or grid, seeded from the spec."""
     seed = spec.sweep.seed
     if spec.sweep.searcher == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sweep.searcher == "grid":
-        return optuna.samplers.GridSampler(grid(spec), seed=seed)
+        return TuneGridSampler(grid(spec), seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 

@@ -16,6 +16,9 @@ class DataError(SweeperError):
         what = f"field '{field}': " if field else ""
         super().__init__(f"{where}: {what}{problem}")
 
+    def __reduce__(self) -> tuple:  # picklable: errors cross process boundaries in Ray
+        return type(self), (self.source, self.line, self.field, self.problem)
+
 
 class SpecError(SweeperError):
     """A bad spec or override: names the file, the field and the fix."""
@@ -24,6 +27,9 @@ class SpecError(SweeperError):
         self.source, self.field, self.problem, self.fix = source, field, problem, fix
         hint = f" ({fix})" if fix else ""
         super().__init__(f"{source}: field '{field}': {problem}{hint}")
+
+    def __reduce__(self) -> tuple:  # picklable: errors cross process boundaries in Ray
+        return type(self), (self.source, self.field, self.problem, self.fix)
 
 
 class MethodError(SweeperError):
