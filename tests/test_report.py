@@ -51,7 +51,7 @@ def test_best_trial_per_method_matches_the_mlflow_runs(sweep: TinySweep, report:
     markdown = (report / "report.md").read_text()
     rows = {row["method"]: row for row in table(markdown, "Best trial per method")}
     completed = {run.data.tags["sweeper.method"] for run in sweep.trial_runs() if run.data.tags["sweeper.state"] == "complete"}
-    assert set(rows) == completed and len(completed) >= 2
+    assert set(rows) == completed == {"full", "adapter", "lora"}
     for method, row in rows.items():
         best = sweep.best_run(method)
         assert row["run"] == f"`{best.info.run_id}`"
@@ -63,10 +63,20 @@ def test_best_trial_per_method_matches_the_mlflow_runs(sweep: TinySweep, report:
             best.data.metrics["compute_seconds"] / 3600, abs=1e-4)
         size = sum(item.file_size or 0 for item in walk(MlflowClient(sweep.uri), best.info.run_id))
         assert size > 10_000 and row["artifacts"].endswith(("KB", "MB"))
-    full = rows.get("full")
-    if full:
-        assert full["% of backbone"] == "100.00%"
-    assert any(float(row["% of backbone"].rstrip("%")) < 100 for row in rows.values())
+    assert rows["full"]["% of backbone"] == "100.00%"
+    assert float(rows["lora"]["% of backbone"].rstrip("%")) < 5 and float(rows["adapter"]["% of backbone"].rstrip("%")) < 5
+
+
+@pytest.mark.slow
+def test_best_adapter_per_placement_matches_the_mlflow_runs(sweep: TinySweep, report: Path) -> None:
+    rows = {row["placement"]: row for row in table((report / "report.md").read_text(), "Best adapter trial per placement")}
+    adapters = [run for run in sweep.trial_runs() if run.data.tags["sweeper.method"] == "adapter"
+                and run.data.tags["sweeper.state"] == "complete"]
+    assert set(rows) == {run.data.params["adapter.placement"] for run in adapters} == {"ffn", "parallel"}
+    for placement, row in rows.items():
+        best = max((run for run in adapters if run.data.params["adapter.placement"] == placement),
+                   key=lambda run: run.data.metrics["best_auc"])
+        assert row["run"] == f"`{best.info.run_id}`" and row["best auc"] == f"{best.data.metrics['best_auc']:.4f}"
 
 
 def walk(client: MlflowClient, run_id: str, path: str | None = None) -> list:
@@ -86,7 +96,7 @@ def test_totals_count_the_trials_and_the_compute_pruning_saved(sweep: TinySweep,
     spent = sum(run.data.metrics.get("compute_seconds", 0.0) for run in sweep.trial_runs()) / 3600
     assert float(totals["compute spent"].split()[0]) == pytest.approx(spent, abs=1e-4)
     trials = {row["#"]: row for row in table(markdown, "All trials")}
-    assert len(trials) == 6
+    assert len(trials) == 7
     pruned = [row for row in trials.values() if row["state"] == "pruned"]
     saved = float(totals["compute saved by pruning (estimate)"].split()[0])
     if pruned:  # cut after their first evaluation of two
@@ -139,23 +149,27 @@ def test_report_is_logged_to_the_parent_run(sweep: TinySweep, report: Path) -> N
 
 
 @pytest.mark.slow
-def test_mlflow_ui_lists_the_report(sweep: TinySweep, report: Path, tmp_path: Path) -> None:
+def test_mlflow_ui_lists_and_renders_the_report(sweep: TinySweep, report: Path, tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
-    url = f"{sweep.uri}/#/experiments/{sweep.experiment_id}/runs/{sweep.parent_run_id}/artifacts"
-    ARTIFACTS.mkdir(exist_ok=True)
-    screenshot = ARTIFACTS / "mlflow-report-artifacts.png"
+    page = f"{sweep.uri}/#/experiments/{sweep.experiment_id}/runs/{sweep.parent_run_id}/artifacts"
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000", "--virtual-time-budget=15000"]
-    shot = subprocess.run([*flags, f"--screenshot={screenshot}", url], capture_output=True, text=True, timeout=180)
-    assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
-    print(f"MLflow UI screenshot: {screenshot}")
-    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
-    assert sweep.parent_run_id in dom or sweep.sweep_id in dom
+    ARTIFACTS.mkdir(exist_ok=True)
+    for url, name in ((page, "mlflow-report-artifacts.png"), (f"{page}/report/report.md", "mlflow-report-md.png")):
+        screenshot = ARTIFACTS / name
+        shot = subprocess.run([*flags, f"--screenshot={screenshot}", url], capture_output=True, text=True, timeout=180)
+        assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
+        print(f"MLflow UI screenshot: {screenshot}")
+    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=180).stdout
+    assert sweep.sweep_id in dom
     assert re.search(r">\s*report\s*<", dom), "the artifact tree shows no 'report' folder"
     assert "spec.yaml" in dom
+    preview = subprocess.run([*flags, "--dump-dom", f"{page}/report/report.md"], capture_output=True, text=True,
+                             timeout=180).stdout
+    assert "Best trial per method" in preview and "report.html" in preview  # the Markdown, rendered by the UI
 
 
 # --- fast unit tests of the comparisons and the document ---

@@ -65,11 +65,15 @@ class Document:
 
 def markdown_block(block: Block) -> str:
     if isinstance(block, Table):
-        cells = lambda row: "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"  # noqa: E731
-        return "\n".join([cells(block.headers), "|" + "---|" * len(block.headers)] + [cells(row) for row in block.rows])
+        lines = [markdown_row(block.headers), "|" + "---|" * len(block.headers)]
+        return "\n".join(lines + [markdown_row(row) for row in block.rows])
     if isinstance(block, Image):
         return f"![{block.caption}]({block.path.name})\n\n*{block.caption}*"
     return block
+
+
+def markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
 def html_block(block: Block) -> str:

@@ -74,9 +74,6 @@ def best_per_method(trials: list[RankedTrial]) -> list[RankedTrial]:
 
 # --- The whole sweep, for `sweeper report`: every trial with its history, costs and artifact size. ---
 
-STATES = ("complete", "pruned", "failed", "killed")
-
-
 @dataclass(frozen=True)
 class TrialRun:
     """One trial of any state, with what the report needs of it."""

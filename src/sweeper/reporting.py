@@ -5,14 +5,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sweeper import figures
 from sweeper.compare import COSTS, backbone_params, best_per, pareto_front, sweep_totals
-from sweeper.document import Document, Image, Section, Table
+from sweeper.document import Block, Document, Image, Section, Table
 from sweeper.importance import load_study, param_importances
-from sweeper.report import SweepDetails, SweepRecord, load_sweep, searched_params
+from sweeper.report import SweepDetails, SweepRecord, TrialRun, load_sweep, searched_params
 from sweeper.tracking import Tracker
 
 ARTIFACT_PATH = "report"
@@ -89,7 +90,7 @@ def totals_section(details: SweepDetails) -> Section:
     return Section("Sweep totals", [Table(["trials / compute", "value"], rows), note])
 
 
-def best_section(title: str, group: str, details: SweepDetails, key) -> Section:  # type: ignore[no-untyped-def]
+def best_section(title: str, group: str, details: SweepDetails, key: Callable[[TrialRun], str | None]) -> Section:
     """One row per group: the best completed trial's metrics and costs."""
     metric = details.record.metric
     shown = [metric, *(name for name in EXTRA_METRICS if name != metric)]
@@ -97,16 +98,16 @@ def best_section(title: str, group: str, details: SweepDetails, key) -> Section:
     headers = [group, "trial", "run", *(f"best {name}" for name in shown), "trainable params", "% of backbone",
                "peak memory", "train time", "compute", "artifacts"]
     rows = []
-    for name, trial in best_per(details, key):
+    for group_value, trial in best_per(details, key):
         trainable = trial.metrics.get("trainable_params")
         share = f"{100 * trainable / backbone:.2f}%" if trainable is not None and backbone else "-"
         hours, unit = trial.compute_hours
-        rows.append([name, trial.name, f"`{trial.run_id}`",
-                     *(number(trial.metrics.get("best_" + name_)) for name_ in shown),
+        rows.append([group_value, trial.name, f"`{trial.run_id}`",
+                     *(number(trial.value(name)) for name in shown),
                      count_text(trainable), share, megabytes(trial.metrics.get("peak_memory_mb")),
                      seconds_text(trial.metrics.get("train_seconds")), f"{hours:.4f} {unit}",
                      size_text(trial.artifact_bytes)])
-    blocks: list = [Table(headers, rows)] if rows else ["No completed trial."]
+    blocks: list[Block] = [Table(headers, rows)] if rows else ["No completed trial."]
     if rows and backbone:
         blocks.append(f"Backbone: {count_text(backbone)} parameters. Artifacts: the size of everything the run "
                       "logged (trained weights, config, metrics, predictions).")
@@ -118,7 +119,7 @@ def pareto_section(details: SweepDetails, out: Path) -> Section:
     path = figures.pareto_figure(details, out / "pareto.png")
     if path is None:
         return Section("Metric vs cost", ["No completed trial."])
-    blocks: list = [Image(path, f"best {metric} against trainable parameters and train time; ringed trials are the "
+    blocks: list[Block] = [Image(path, f"best {metric} against trainable parameters and train time; ringed trials are the "
                                 "Pareto front (no other trial is both cheaper and better)")]
     for cost, label in COSTS.items():
         front = pareto_front(details.completed(), metric, mode, cost)
@@ -137,7 +138,7 @@ def curves_section(details: SweepDetails, out: Path) -> Section:
 
 
 def importance_section(details: SweepDetails, out: Path) -> Section:
-    blocks: list = []
+    blocks: list[Block] = []
     study, why = load_study(details.tags.get("optuna.storage"), details.record.sweep_id)
     if study is None:
         blocks.append(f"Importances not computed: {why}.")
