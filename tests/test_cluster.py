@@ -46,10 +46,11 @@ tracking:
 
 @dataclass(frozen=True)
 class Cluster:
-    """A local multi-node Ray cluster: its dashboard address and the environment that reaches it."""
+    """A local multi-node Ray cluster: its dashboard address, the environment that reaches it, worker temp dirs."""
 
     address: str
     env: dict[str, str]
+    worker_dirs: list[Path]
 
 
 def ray(*args: str, env: dict[str, str]) -> None:
@@ -67,11 +68,13 @@ def cluster(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> It
         "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
         "--disable-usage-stats", env=env)
     try:
+        worker_dirs = []
         for number in (1, 2):  # each node its own temp dir, as on separate machines (runtime envs are per node)
             temp_dir = tmp_path_factory.mktemp(f"ray-node-{number}")
             ray("start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
                 "--temp-dir", str(temp_dir), "--disable-usage-stats", env=env)
-        yield Cluster(f"http://127.0.0.1:{dashboard}", env)
+            worker_dirs.append(temp_dir)
+        yield Cluster(f"http://127.0.0.1:{dashboard}", env, worker_dirs)
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
@@ -188,3 +191,37 @@ def test_no_secret_in_mlflow_store_or_bucket(finished_sweep: tuple[str, Path], s
     client = s3_server.client()
     for key in s3_server.object_keys():
         assert secret not in client.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read(), key
+
+
+def test_worker_lost_mid_trial_resumes_from_its_checkpoint(cluster: Cluster, s3_server: S3Server,
+                                                           mlflow_server: MlflowServer, tmp_path: Path,
+                                                           finished_sweep: tuple[str, Path]) -> None:
+    """SIGKILL of a worker node's raylet while both nodes train: its trial resumes on the other node.
+
+    Last in this module: the cluster has one worker node left afterwards.
+    """
+    spec = write_spec(tmp_path, s3_server, "cluster-loss", trials=2, epochs=8)
+    job_id = sweeper("submit", str(spec), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
+                     env=cluster.env, cwd=tmp_path).stdout.split()[0]
+    client = MlflowClient(mlflow_server.uri)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # both trials have reported an evaluation
+        runs = trial_runs(mlflow_server.uri, "cluster-loss") if client.get_experiment_by_name("cluster-loss") else []
+        runs = [run for run in runs if run.data.tags.get("sweeper.role") == "trial"]
+        if len(runs) == 2 and all(len(client.get_metric_history(r.info.run_id, "auc")) >= 2 for r in runs):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the two trials never got going")
+    victim = cluster.worker_dirs[1]
+    killed = subprocess.run(["pkill", "-9", "-f", f"raylet.*{victim}"], capture_output=True)
+    assert killed.returncode == 0, "no raylet of the second worker node found"
+    state = wait_for(cluster, job_id, {"SUCCEEDED", "FAILED", "STOPPED"}, tmp_path, 600)
+    logs = sweeper("logs", job_id, "--address", cluster.address, env=cluster.env, cwd=tmp_path).stdout
+    assert state == "SUCCEEDED", logs[-4000:]
+    runs = [run for run in trial_runs(mlflow_server.uri, "cluster-loss") if run.data.tags["sweeper.role"] == "trial"]
+    assert len(runs) == 2  # exactly one run per trial, also for the one that was retried
+    retried = [run for run in runs if run.data.tags.get("sweeper.retries") == "1"]
+    assert len(retried) == 1 and all(run.info.status == "FINISHED" for run in runs)
+    steps = [metric.step for metric in client.get_metric_history(retried[0].info.run_id, "epoch")]
+    assert steps == list(range(1, 9))  # the metrics continue from the checkpoint: each epoch once, in order

@@ -90,3 +90,24 @@ def test_cli_bad_spec_is_one_error_line(tmp_path: Path) -> None:
     out = run_cli("train", str(spec), cwd=tmp_path)
     assert out.returncode == 2
     assert out.stderr.strip() == (f"error: {spec}:3: field 'defaults.lora.rnak': unknown key (did you mean 'rank'?)")
+
+
+def test_a_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    config = small("lora", epochs=3)
+    checkpoint = tmp_path / "checkpoint"
+
+    class WorkerLost(Exception):
+        pass
+
+    def crash_after_first_evaluation(evaluation) -> None:
+        evaluation.save(checkpoint)
+        raise WorkerLost
+
+    with pytest.raises(WorkerLost):
+        run_trial(config, report=crash_after_first_evaluation)
+    seen = []
+    resumed = run_trial(config, report=seen.append, resume_from=checkpoint)
+    uninterrupted = run_trial(config)
+    assert [evaluation.index for evaluation in seen] == [2, 3]  # carries on at the second evaluation
+    assert resumed.history[0] == uninterrupted.history[0]  # the first epoch came from the checkpoint
+    assert len(resumed.history) == 3 and resumed.costs["epochs_run"] == 3.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from rich.table import Table
 from sweeper.pruning import FINAL_FLAG, OptunaSearcher
 from sweeper.tracking import Tracker
 from sweeper.trainable import trial_config
+from sweeper.trial import STATE_FILE
 
 SUMMARY_PREFIX = "best_"  # the trial's result (its best evaluation) is logged as best_auc, best_f1, ...
 COST_KEYS = ("trainable_params", "total_params", "trainable_percent", "train_seconds", "eval_seconds",
@@ -42,6 +44,7 @@ class TrackingCallback(Callback):
         self.data_digest = data_digest
         self.runs: dict[str, str] = {}
         self.numbers: dict[str, int] = {}
+        self.retries: dict[str, int] = {}
         self.states: dict[str, str] = {}
         self.last_results: dict[str, dict[str, Any]] = {}
 
@@ -50,6 +53,10 @@ class TrackingCallback(Callback):
         return {key: value for key, value in self.__dict__.items() if key not in ("tracker", "searcher")}
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        if trial.trial_id in self.runs:  # restarted after a worker loss: same run, one more retry
+            self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
+            self.tracker.set_tags(self.runs[trial.trial_id], {"sweeper.retries": str(self.retries[trial.trial_id])})
+            return
         config = trial_config(trial.config)
         number = trial.config["optuna_trial"]
         self.numbers[trial.trial_id] = number
@@ -76,7 +83,14 @@ class TrackingCallback(Callback):
         state = self.searcher.state_of(trial.trial_id)
         self.states[trial.trial_id] = state
         if trial.checkpoint is not None:
-            self.tracker.log_artifacts(run_id, Path(trial.checkpoint.to_directory()))
+            with tempfile.TemporaryDirectory() as folder:
+                for item in Path(trial.checkpoint.to_directory(folder)).iterdir():
+                    if item.name == STATE_FILE:  # optimiser state for resuming: not a result
+                        continue
+                    if item.is_dir():
+                        self.tracker.log_artifacts(run_id, item, item.name)
+                    else:
+                        self.tracker.log_file(run_id, item)
         self.tracker.end_run(run_id, state)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

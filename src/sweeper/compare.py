@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sweeper.report import SweepDetails, TrialRun
 
 COSTS = {"trainable_params": "trainable parameters", "train_seconds": "train time"}
+COST_LABELS = {**COSTS, "compute_seconds": "compute time", "peak_memory_mb": "peak memory"}  # every cost objective
 
 
 def best_per(details: SweepDetails, key: Callable[[TrialRun], str | None]) -> list[tuple[str, TrialRun]]:

@@ -23,11 +23,15 @@ from sweeper.config import EMBEDDED_BACKBONE
 from sweeper.data.records import read_records
 from sweeper.errors import SweeperError
 from sweeper.preflight import preflight
-from sweeper.pruning import OptunaPruningScheduler, OptunaSearcher, make_pruner
+from sweeper.pruning import (OptunaPruningScheduler, OptunaSearcher, direction, make_pruner, name_objectives,
+                             study_objectives)
 from sweeper.space import define_by_run, grid
-from sweeper.spec import Spec
+from sweeper.spec import Spec, format_objectives
 from sweeper.tracking import STATE_TAG, Tracker
 from sweeper.trainable import train_in_ray
+
+
+RETRIES = 2  # a trial whose worker dies resumes from its last checkpoint on another node, twice at most
 
 
 @dataclass
@@ -70,9 +74,10 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
 
     study_storage = resume.study_storage if resume else (
         spec.tracking.study or default_study_storage(spec.tracking.storage, sweep_id))
-    study = optuna.create_study(study_name=sweep_id, storage=study_storage, load_if_exists=True,
-                                direction="maximize" if spec.mode == "max" else "minimize",
-                                sampler=make_sampler(spec), pruner=make_pruner(spec.sweep.pruner))
+    study = name_objectives(optuna.create_study(
+        study_name=sweep_id, storage=study_storage, load_if_exists=True,
+        directions=[direction(mode) for _, mode in spec.objectives()] or [direction(spec.mode)],
+        sampler=make_sampler(spec), pruner=make_pruner(spec.sweep.pruner)), spec.objectives())
     searcher = OptunaSearcher(study, define_by_run(spec), spec.metric, spec.mode)
     scheduler = OptunaPruningScheduler(searcher, spec.metric)
 
@@ -115,7 +120,7 @@ def tuner(spec: Spec, name: str, trials: int, searcher: OptunaSearcher, schedule
                                     time_budget_s=spec.sweep.time_budget_s, reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=storage_location(spec.tracking.storage), callbacks=callbacks,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                  failure_config=tune.FailureConfig(max_failures=0), verbose=0),
+                                  failure_config=tune.FailureConfig(max_failures=RETRIES), verbose=0),
     )
 
 
@@ -128,18 +133,37 @@ def close_orphans(tracker: Tracker, tracking: TrackingCallback) -> None:
 
 
 def summarise(tracker: Tracker, summary: SweepSummary, study: optuna.Study) -> SweepSummary:
-    """Counts by state, compute and the best run, from MLflow and the study; logged on the parent run."""
+    """Counts by state, compute and the best run, from MLflow and the study; logged on the parent run.
+
+    A multi-objective study has no single best trial: the best run is the Pareto trial best on the primary
+    metric, the objectives are tagged (`sweeper.objectives`) and the Pareto set is logged as `pareto.json`.
+    """
     runs = tracker.trial_runs(summary.parent_run_id, tracker.experiment_id(summary.experiment))
     for name in ("complete", "pruned", "failed", "killed"):
         summary.counts[name] = sum(1 for run in runs if run.data.tags.get(STATE_TAG) == name)
     metrics = {f"trials_{name}": float(count) for name, count in summary.counts.items()}
     metrics["compute_seconds"] = sum(run.data.metrics.get("compute_seconds", 0.0) for run in runs)
     complete = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    run_of = {run.data.tags.get("optuna.trial"): run.info.run_id for run in runs}
+    objectives = study_objectives(study)
+    if objectives:
+        tracker.set_tags(summary.parent_run_id, {"sweeper.objectives": format_objectives(objectives)})
     if complete:
-        best = study.best_trial
-        summary.best_value = metrics["best_value"] = float(best.value)
-        summary.best_run_id = next((run.info.run_id for run in runs
-                                    if run.data.tags.get("optuna.trial") == str(best.number)), None)
+        if objectives:  # the best of the Pareto set by the primary metric (the first objective)
+            pareto = study.best_trials
+            sign = 1.0 if objectives[0][1] == "max" else -1.0
+            best = max(pareto, key=lambda trial: sign * trial.values[0])
+            summary.best_value = metrics["best_value"] = float(best.values[0])
+            metrics["pareto_trials"] = float(len(pareto))
+            tracker.client.log_dict(summary.parent_run_id, {
+                "objectives": [{"metric": metric, "mode": mode} for metric, mode in objectives],
+                "trials": [{"number": trial.number, "run_id": run_of.get(str(trial.number)),
+                            "values": dict(zip((metric for metric, _ in objectives), trial.values))}
+                           for trial in sorted(pareto, key=lambda trial: trial.number)]}, "pareto.json")
+        else:
+            best = study.best_trial
+            summary.best_value = metrics["best_value"] = float(best.value)
+        summary.best_run_id = run_of.get(str(best.number))
         if summary.best_run_id:
             tracker.set_tags(summary.parent_run_id, {"sweeper.best_run_id": summary.best_run_id})
     tracker.log_metrics(summary.parent_run_id, metrics)

@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from sweeper.compare import COSTS, pareto_front  # noqa: E402
-from sweeper.report import SweepDetails, searched_keys, searched_params  # noqa: E402
+from sweeper.compare import COST_LABELS, COSTS, pareto_front  # noqa: E402
+from sweeper.report import SweepDetails, TrialRun, searched_keys, searched_params  # noqa: E402
 
 METHOD_COLORS = {"full": "#1f77b4", "adapter": "#ff7f0e", "lora": "#2ca02c", "ia3": "#d62728"}
 OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -32,15 +32,20 @@ def save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def pareto_figure(details: SweepDetails, path: Path) -> Path | None:
-    """Metric against trainable parameters and against train time; the front joined and ringed."""
+def pareto_figure(details: SweepDetails, path: Path, optuna_set: list[TrialRun] | None = None,
+                  objective_cost: str | None = None) -> Path | None:
+    """Metric against trainable parameters and against train time (and the cost objective of a multi-objective
+    sweep); the front joined and ringed; the Pareto set of a multi-objective Optuna study ringed in red."""
     metric, mode = details.record.metric, details.record.mode
     trials = details.completed()
     if not trials:
         return None
-    figure = Figure(figsize=(11, 4.6), layout="constrained")
-    for index, (cost, label) in enumerate(COSTS.items()):
-        axes = figure.add_subplot(1, len(COSTS), index + 1)
+    costs = dict(COSTS)
+    if objective_cost and objective_cost not in costs:
+        costs[objective_cost] = COST_LABELS.get(objective_cost, objective_cost)
+    figure = Figure(figsize=(5.5 * len(costs), 4.6), layout="constrained")
+    for index, (cost, label) in enumerate(costs.items()):
+        axes = figure.add_subplot(1, len(costs), index + 1)
         for method in sorted({t.method for t in trials}):
             group = [t for t in trials if t.method == method and cost in t.metrics]
             axes.scatter([t.metrics[cost] for t in group], [t.value(metric) for t in group], s=36,
@@ -51,15 +56,22 @@ def pareto_figure(details: SweepDetails, path: Path) -> Path | None:
         axes.scatter(xs, ys, s=120, facecolors="none", edgecolors="black", linewidths=1.3, zorder=4)
         for trial, x, y in zip(front, xs, ys):
             axes.annotate(f"#{trial.number}", (x, y), textcoords="offset points", xytext=(6, -12), fontsize=8)
+        ringed = [t for t in optuna_set or [] if cost in t.metrics and t.value(metric) is not None]
+        if ringed:
+            axes.scatter([t.metrics[cost] for t in ringed], [t.value(metric) for t in ringed], s=230, marker="o",
+                         facecolors="none", edgecolors="#d62728", linewidths=1.6, zorder=5,
+                         label=f"Optuna Pareto set ({metric} vs {COST_LABELS.get(objective_cost or '', objective_cost)})")
         if cost == "trainable_params" and max(xs + [1.0]) / max(min(xs + [1.0]), 1.0) > 20:
             axes.set_xscale("log")
         axes.margins(x=0.12, y=0.08)
-        axes.set_xlabel(f"{label}{' (s)' if cost == 'train_seconds' else ''}, lower is cheaper")
+        suffix = " (s)" if cost.endswith("_seconds") else " (MB)" if cost == "peak_memory_mb" else ""
+        axes.set_xlabel(f"{label}{suffix}, lower is cheaper")
         axes.set_ylabel(f"best {metric}" + (" (higher is better)" if mode == "max" else " (lower is better)"))
         axes.set_title(f"{metric} vs {label}")
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize=8, loc="best")
-    figure.suptitle(f"Sweep {details.record.sweep_id}: metric vs cost (ringed: Pareto front)")
+    figure.suptitle(f"Sweep {details.record.sweep_id}: metric vs cost (ringed: Pareto front"
+                    f"{'; red: the Optuna Pareto set' if optuna_set else ''})")
     return save(figure, path)
 
 

@@ -5,11 +5,15 @@ Here an `OptunaSearcher` (a Ray Tune `Searcher` over an Optuna study, using the 
 API) suggests configurations and answers "report this value at this step: prune?"; the
 `OptunaPruningScheduler` asks it on every result and returns STOP. A pruned trial is told to the
 study as PRUNED, never as COMPLETE with a truncated value, so the sampler is not misled.
+
+A multi-objective study (`sweep.objectives`) is told one value per objective from the trial's final
+result (its best metrics and its costs); Optuna cannot prune such a study, so nothing is reported to it.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import optuna
@@ -22,14 +26,41 @@ from sweeper.space import Space
 from sweeper.spec import PrunerConfig
 
 FINAL_FLAG = "final"  # set on the last result of a trial: its best metrics, not another step
+Objectives = list[tuple[str, str]]  # (metric, 'max' | 'min') per objective; empty for a single-objective study
+
+
+def direction(mode: str) -> str:
+    """Optuna's name for a spec mode."""
+    return "maximize" if mode == "max" else "minimize"
+
+
+def name_objectives(study: optuna.Study, objectives: Objectives) -> optuna.Study:
+    """Record the objectives' metric names in a multi-objective study (optuna-dashboard and `study_objectives`
+    read them); a single-objective study is returned as it is."""
+    if objectives:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric for metric, _ in objectives])
+    return study
+
+
+def study_objectives(study: optuna.Study) -> Objectives:
+    """(metric, mode) per objective of a multi-objective study named by `name_objectives`; empty otherwise."""
+    if len(study.directions) < 2:
+        return []
+    names = study.metric_names or [f"objective_{index}" for index in range(len(study.directions))]
+    return [(name, "max" if way == optuna.study.StudyDirection.MAXIMIZE else "min")
+            for name, way in zip(names, study.directions)]
 
 
 class OptunaSearcher(Searcher):
     """Suggests configurations from an Optuna study and records each trial's fate in it."""
 
-    def __init__(self, study: optuna.Study, space: Space, metric: str, mode: str) -> None:
+    def __init__(self, study: optuna.Study, space: Space, metric: str, mode: str,
+                 objectives: Objectives | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.study = study
+        self.objectives = study_objectives(study) if objectives is None else objectives
         self.space = space
         self.live: dict[str, optuna.Trial] = {}
         self.numbers: dict[str, int] = {}
@@ -52,7 +83,7 @@ class OptunaSearcher(Searcher):
     def report_and_check(self, trial_id: str, step: int, value: float) -> bool:
         """Report an intermediate value; True when the pruner says stop."""
         trial = self.live.get(trial_id)
-        if trial is None or not math.isfinite(value):
+        if trial is None or self.objectives or not math.isfinite(value):
             return False
         trial.report(value, step)
         if trial.should_prune():
@@ -64,12 +95,24 @@ class OptunaSearcher(Searcher):
         trial = self.live.pop(trial_id, None)
         if trial is None:
             return
+        values = None if error else self.final_values(result)
         if trial_id in self.pruned:
             self.study.tell(trial, state=TrialState.PRUNED)
-        elif error or not result or self.metric not in result or not math.isfinite(result[self.metric]):
+        elif values is None:
             self.study.tell(trial, state=TrialState.FAIL)
         else:
-            self.study.tell(trial, result[self.metric])
+            self.study.tell(trial, values)
+
+    def final_values(self, result: dict | None) -> float | list[float] | None:
+        """The metric's value (or one value per objective) from a trial's final result; None if any is missing."""
+        keys = [metric for metric, _ in self.objectives] or [self.metric]
+        try:
+            floats = [float((result or {})[key]) for key in keys]
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not all(math.isfinite(value) for value in floats):
+            return None
+        return floats if self.objectives else floats[0]
 
     def state_of(self, trial_id: str) -> str:
         """'pruned' or 'complete' for a finished trial, as the study recorded it."""

@@ -9,11 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
+
 from sweeper import figures
-from sweeper.compare import COSTS, backbone_params, best_per, pareto_front, sweep_totals
+from sweeper.compare import COST_LABELS, COSTS, backbone_params, best_per, pareto_front, sweep_totals
 from sweeper.document import Block, Document, Image, Section, Table
 from sweeper.importance import load_study, param_importances
 from sweeper.report import SweepDetails, SweepRecord, TrialRun, load_sweep, searched_params
+from sweeper.spec import parse_objectives
 from sweeper.tracking import Tracker
 
 ARTIFACT_PATH = "report"
@@ -46,6 +49,8 @@ def write_report(tracker: Tracker, sweep: SweepRecord, out: Path, log: bool = Tr
 def build_document(details: SweepDetails, out: Path) -> Document:
     """Every section of the report; figures are written to `out` as they are made."""
     record = details.record
+    study, why = load_study(details.tags.get("optuna.storage"), record.sweep_id)
+    multi = (study is not None and len(study.directions) > 1) or bool(details.tags.get("sweeper.objectives"))
     return Document(f"Sweep report: {record.sweep_id}", [
         overview(details),
         totals_section(details),
@@ -56,9 +61,10 @@ def build_document(details: SweepDetails, out: Path) -> Document:
         *([best_section("Best LoRA trial per rank", "rank", details,
                         lambda t: t.params.get("lora.rank") if t.method == "lora" else None)]
           if any(t.method == "lora" for t in details.completed()) else []),
-        pareto_section(details, out),
+        pareto_section(details, out, study),
+        *([optuna_pareto_section(details, study, why)] if multi else []),
         curves_section(details, out),
-        importance_section(details, out),
+        importance_section(details, out, study, why),
         trials_section(details),
     ])
 
@@ -72,9 +78,15 @@ def overview(details: SweepDetails) -> Section:
                      f"`{spec.sweep.pruner.kind}`, backbone `{spec.backbone}`, data `{spec.data.path}` "
                      f"(sample {spec.data.sample or 'all'}), {spec.sweep.resources.cpu:g} CPU / "
                      f"{spec.sweep.resources.gpu:g} GPU per trial.")
+    objectives = parse_objectives(details.tags.get("sweeper.objectives"))
+    if objectives:
+        lines.append("Multi-objective study: " + ", ".join(
+            f"**{metric}** ({'higher' if mode == 'max' else 'lower'} is better)" for metric, mode in objectives)
+            + "; no pruning. See the Pareto set (Optuna) below.")
     best = details.tags.get("sweeper.best_run_id")
     if best:
-        lines.append(f"Best run: `{best}`.")
+        lines.append(f"Best run: `{best}`" + (f" (the Pareto trial with the best {record.metric})" if objectives else "")
+                     + ".")
     return Section("Overview", lines)
 
 
@@ -114,9 +126,11 @@ def best_section(title: str, group: str, details: SweepDetails, key: Callable[[T
     return Section(title, blocks)
 
 
-def pareto_section(details: SweepDetails, out: Path) -> Section:
+def pareto_section(details: SweepDetails, out: Path, study: optuna.Study | None = None) -> Section:
     metric, mode = details.record.metric, details.record.mode
-    path = figures.pareto_figure(details, out / "pareto.png")
+    objectives = study_objectives(study, details)
+    ringed = [trial for _, trial in optuna_pareto(details, study) if trial is not None] if objectives else None
+    path = figures.pareto_figure(details, out / "pareto.png", ringed, objectives[-1][0] if objectives else None)
     if path is None:
         return Section("Metric vs cost", ["No completed trial."])
     blocks: list[Block] = [Image(path, f"best {metric} against trainable parameters and train time; ringed trials are the "
@@ -129,6 +143,38 @@ def pareto_section(details: SweepDetails, out: Path) -> Section:
     return Section("Metric vs cost", blocks)
 
 
+def study_objectives(study: optuna.Study | None, details: SweepDetails) -> list[tuple[str, str]]:
+    """(metric, mode) per objective of a multi-objective sweep: the study's metric names, else the parent run's tag."""
+    if study is not None and len(study.directions) > 1 and study.metric_names:
+        return [(name, "max" if way == optuna.study.StudyDirection.MAXIMIZE else "min")
+                for name, way in zip(study.metric_names, study.directions)]
+    return parse_objectives(details.tags.get("sweeper.objectives"))
+
+
+def optuna_pareto(details: SweepDetails, study: optuna.Study | None) -> list[tuple[optuna.trial.FrozenTrial, TrialRun | None]]:
+    """The study's Pareto set (`study.best_trials`) with each trial's MLflow run, cheapest first; empty when the
+    study is missing or single-objective."""
+    if study is None or len(study.directions) < 2:
+        return []
+    runs = {trial.number: trial for trial in details.trials}
+    return [(trial, runs.get(trial.number)) for trial in sorted(study.best_trials, key=lambda t: (t.values[-1], t.number))]
+
+
+def optuna_pareto_section(details: SweepDetails, study: optuna.Study | None, why: str) -> Section:
+    """The Pareto set the multi-objective Optuna study found, with both objective values as the study has them."""
+    objectives = study_objectives(study, details)
+    if study is None:
+        return Section("Pareto set (Optuna)", [f"Pareto set not shown: {why}."])
+    pareto = optuna_pareto(details, study)
+    headers = ["trial", "method", "run", *(f"{metric} ({mode})" for metric, mode in objectives)]
+    rows = [[f"#{trial.number}", run.method if run else "?", f"`{run.run_id}`" if run else "-",
+             *(cost_text(metric, value) if metric in COST_LABELS else number(value)
+               for (metric, _), value in zip(objectives, trial.values))] for trial, run in pareto]
+    note = (f"The trials of the multi-objective study (`study.best_trials`) that no other completed trial beats on "
+            f"both {' and '.join(metric for metric, _ in objectives)}; ringed in red in the metric-vs-cost figure.")
+    return Section("Pareto set (Optuna)", [note, Table(headers, rows)] if rows else [note, "No completed trial."])
+
+
 def curves_section(details: SweepDetails, out: Path) -> Section:
     path = figures.curves_figure(details, out / "curves.png")
     if path is None:
@@ -137,9 +183,8 @@ def curves_section(details: SweepDetails, out: Path) -> Section:
                                                    "pruned trials are dashed and end in an x where they were cut")])
 
 
-def importance_section(details: SweepDetails, out: Path) -> Section:
+def importance_section(details: SweepDetails, out: Path, study: optuna.Study | None, why: str) -> Section:
     blocks: list[Block] = []
-    study, why = load_study(details.tags.get("optuna.storage"), details.record.sweep_id)
     if study is None:
         blocks.append(f"Importances not computed: {why}.")
     else:
@@ -180,6 +225,8 @@ def number(value: float | None, digits: int = 4) -> str:
 
 
 def cost_text(cost: str, value: float) -> str:
+    if cost == "peak_memory_mb":
+        return megabytes(value)
     return count_text(value) if cost == "trainable_params" else seconds_text(value)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -64,6 +64,22 @@ class PrunerConfig(Section):
     reduction_factor: int = Field(3, ge=2)
 
 
+QUALITY_METRICS = ("auc", "f1", "mcc", "precision", "recall", "max_f1", "eval_loss")
+COST_METRICS = ("trainable_params", "train_seconds", "peak_memory_mb", "compute_seconds")
+ObjectiveMetric = Literal["auc", "f1", "mcc", "precision", "recall", "max_f1", "eval_loss",
+                          "trainable_params", "train_seconds", "peak_memory_mb", "compute_seconds"]
+
+
+class Objective(Section):
+    """One objective of a multi-objective sweep: a metric of the trial's final result and its direction.
+
+    `mode` defaults to the spec's `mode` for the first objective (the spec's metric) and to `min` for the cost.
+    """
+
+    metric: ObjectiveMetric
+    mode: Literal["max", "min"] | None = None
+
+
 class Resources(Section):
     """What each trial gets from Ray; `gpu: 0.5` lets two trials share a GPU."""
 
@@ -81,6 +97,9 @@ class SweepConfig(Section):
     max_concurrent: int = Field(2, ge=1)
     resources: Resources = Resources()
     seed: int = 0
+    objectives: list[Objective] = Field(default_factory=list,
+                                        description="two objectives, the spec's metric then a cost: a multi-objective "
+                                                    "Optuna study (no pruning); empty: optimise the metric alone")
 
 
 class TrackingConfig(Section):
@@ -115,6 +134,22 @@ class Spec(Section):
         """A trial config with searched (or overridden) dotted values set."""
         return self.base_trial().with_overrides(values, source)
 
+    def objectives(self) -> list[tuple[str, str]]:
+        """(metric, mode) of each objective with its default mode filled in; empty for a single-objective sweep."""
+        return [(objective.metric, objective.mode or (self.mode if index == 0 else "min"))
+                for index, objective in enumerate(self.sweep.objectives)]
+
+
+def format_objectives(objectives: list[tuple[str, str]]) -> str:
+    """[('auc', 'max'), ('trainable_params', 'min')] -> 'auc:max,trainable_params:min' (the parent run's tag)."""
+    return ",".join(f"{metric}:{mode}" for metric, mode in objectives)
+
+
+def parse_objectives(text: str | None) -> list[tuple[str, str]]:
+    """The inverse of `format_objectives`; empty for None or ''."""
+    pairs = [item.partition(":") for item in (text or "").split(",") if item]
+    return [(metric, mode or "max") for metric, _, mode in pairs]
+
 
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a spec file; every problem is a SpecError naming file, line and field."""
@@ -141,6 +176,7 @@ def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
     except ValidationError as error:
         raise located_error(error, source, text) from None
     check_search(spec, source, text)
+    check_objectives(spec, source, text)
     base = spec.base_trial()
     validate_trial(base.model_dump(mode="json"), source)
     return spec
@@ -159,6 +195,40 @@ def check_search(spec: Spec, source: str, text: str) -> None:
             spec.base_trial().with_overrides({key: value}, at_line(source, text, ["search", key]))
 
 
+def check_objectives(spec: Spec, source: str, text: str) -> None:
+    """Two objectives: the spec's metric (same mode) then a cost; no Optuna pruner (pruning is single-objective).
+
+    A multi-objective spec that does not name a pruner gets `none`.
+    """
+    sweep = spec.sweep
+    if not sweep.objectives:
+        return
+    where = at_line(source, text, ["sweep", "objectives"])
+    example = "e.g. [{metric: auc, mode: max}, {metric: trainable_params, mode: min}]"
+    if len(sweep.objectives) != 2:
+        raise SpecError(where, "sweep.objectives", f"give exactly two objectives, got {len(sweep.objectives)}",
+                        f"the spec's metric then a cost, {example}")
+    first, cost = sweep.objectives
+    if first.metric != spec.metric:
+        raise SpecError(at_line(source, text, ["sweep", "objectives", "0", "metric"]), "sweep.objectives.0.metric",
+                        f"the first objective must be the spec's metric '{spec.metric}', got '{first.metric}'",
+                        f"list {{metric: {spec.metric}}} first, or set metric: {first.metric} at the top level")
+    if first.mode is not None and first.mode != spec.mode:
+        raise SpecError(at_line(source, text, ["sweep", "objectives", "0", "mode"]), "sweep.objectives.0.mode",
+                        f"'{first.mode}' disagrees with the spec's mode '{spec.mode}' for '{spec.metric}'",
+                        f"write mode: {spec.mode}, or leave it out")
+    if cost.metric not in COST_METRICS:
+        raise SpecError(at_line(source, text, ["sweep", "objectives", "1", "metric"]), "sweep.objectives.1.metric",
+                        f"the second objective must be a cost, got '{cost.metric}'",
+                        f"use one of {', '.join(COST_METRICS)}")
+    if "pruner" not in sweep.model_fields_set:
+        sweep.pruner = PrunerConfig(kind="none")
+    elif sweep.pruner.kind != "none":
+        raise SpecError(at_line(source, text, ["sweep", "pruner"]), "sweep.pruner",
+                        f"Optuna cannot prune a multi-objective study (pruner '{sweep.pruner.kind}' with "
+                        "sweep.objectives)", "set pruner: {kind: none} for multi-objective sweeps")
+
+
 def located_error(error: ValidationError, source: str, text: str) -> SpecError:
     """The first pydantic error as a SpecError with the YAML line of its field."""
     first = error.errors()[0]
@@ -172,6 +242,7 @@ def located_error(error: ValidationError, source: str, text: str) -> SpecError:
         for part in path[:-1]:
             annotation = section.model_fields.get(part)
             inner = getattr(annotation, "annotation", None)
+            inner = next(iter(get_args(inner)), inner) if get_origin(inner) is list else inner  # list[Objective]
             section = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else section
         close = difflib.get_close_matches(path[-1], list(section.model_fields), n=1)
         fix = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(section.model_fields)}"
@@ -192,6 +263,10 @@ def at_line(source: str, text: str, path: list[str]) -> str:
         return source
     line = None
     for part in path:
+        if isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            line = node.start_mark.line + 1
+            continue
         if not isinstance(node, yaml.MappingNode):
             break
         match = next(((k, v) for k, v in node.value if k.value == part), None)

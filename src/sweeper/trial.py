@@ -50,6 +50,7 @@ class Evaluation:
 
 
 Reporter = Callable[[Evaluation], None]
+STATE_FILE = "training_state.pt"
 
 
 @dataclass
@@ -73,9 +74,31 @@ class Prepared:
     data_digest: str
 
 
+@dataclass
+class Progress:
+    """Where training stands; saved with each checkpoint so a trial whose worker died can resume."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] | None = None
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_scores: list[float] = field(default_factory=list)
+    evaluations_without_gain: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    samples_seen: int = 0
+    step: int = 0
+    epochs_done: int = 0
+    running_loss: float = 0.0
+    running_batches: int = 0
+
+
 def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Reporter | None = None,
-              dataset: Dataset | None = None) -> TrialResult:
-    """Train `config`, calling `report` after each evaluation; save artifacts to `output_dir` if given."""
+              dataset: Dataset | None = None, resume_from: Path | None = None) -> TrialResult:
+    """Train `config`, calling `report` after each evaluation; save artifacts to `output_dir` if given.
+
+    `resume_from` is a checkpoint folder an earlier `Evaluation.save` wrote: training goes on from the
+    start of the epoch after it, with the weights, optimiser, schedule and history it held.
+    """
     seed_everything(config.seed, config.threads)
     data = prepare_data(config, dataset)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,39 +111,39 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(data.train).to(device) if config.class_weighting else None)
+    progress = Progress()
+    if resume_from is not None and (resume_from / STATE_FILE).is_file():
+        progress = load_state(resume_from / STATE_FILE, model, optimizer, schedule)
 
-    history: list[dict[str, float]] = []
-    best: dict[str, float] | None = None
-    best_state: dict[str, torch.Tensor] = {}
-    best_scores: list[float] = []
-    evaluations_without_gain = 0
-    train_seconds = eval_seconds = 0.0
-    samples_seen = step = 0
-    running_loss, running_batches = 0.0, 0
+    def save_checkpoint(folder: Path) -> None:
+        save_trained(model, config, folder / "model")
+        torch.save({"progress": progress, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "weights": {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad}},
+                   folder / STATE_FILE)
 
     def evaluate_now(epoch: float) -> bool:
         """Evaluate, remember the best, report; True when early stopping says stop."""
-        nonlocal best, best_state, best_scores, evaluations_without_gain, eval_seconds, running_loss, running_batches
         started = time.perf_counter()
         scores, eval_loss = predict(model, data.valid, config.eval_batch_size, data.pad_id, device)
-        eval_seconds += time.perf_counter() - started
+        progress.eval_seconds += time.perf_counter() - started
         metrics = classification_metrics([item.label for item in data.valid], scores)
-        metrics |= {"eval_loss": eval_loss, "train_loss": running_loss / max(running_batches, 1), "epoch": epoch}
-        running_loss, running_batches = 0.0, 0
-        history.append(metrics)
-        if best is None or improved(metrics[config.metric], best[config.metric], config.mode):
-            best, best_scores, evaluations_without_gain = metrics, scores, 0
-            best_state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+        metrics |= {"eval_loss": eval_loss, "train_loss": progress.running_loss / max(progress.running_batches, 1),
+                    "epoch": epoch}
+        progress.running_loss, progress.running_batches = 0.0, 0
+        progress.history.append(metrics)
+        if progress.best is None or improved(metrics[config.metric], progress.best[config.metric], config.mode):
+            progress.best, progress.best_scores, progress.evaluations_without_gain = metrics, scores, 0
+            progress.best_state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
         else:
-            evaluations_without_gain += 1
+            progress.evaluations_without_gain += 1
         if report is not None:
-            report(Evaluation(len(history), epoch, step, metrics, train_seconds + eval_seconds,
-                              lambda folder: save_trained(model, config, folder)))
-        return config.patience is not None and evaluations_without_gain >= config.patience
+            report(Evaluation(len(progress.history), epoch, progress.step, metrics,
+                              progress.train_seconds + progress.eval_seconds, save_checkpoint))
+        return config.patience is not None and progress.evaluations_without_gain >= config.patience
 
     stop = False
     with out_of_memory_as_failure(config):
-        for epoch in range(config.epochs):
+        for epoch in range(progress.epochs_done, config.epochs):
             model.train()
             for batch in iterate_batches(data.train, config.batch_size, data.pad_id, seed=config.seed + epoch):
                 started = time.perf_counter()
@@ -128,30 +151,35 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 loss = loss_fn(logits, batch["labels"])
                 if not torch.isfinite(loss):
-                    raise TrialFailed(f"loss is {loss.item()} at step {step + 1} (lr {config.lr} may be too high)")
+                    raise TrialFailed(f"loss is {loss.item()} at step {progress.step + 1} "
+                                      f"(lr {config.lr} may be too high)")
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-                train_seconds += time.perf_counter() - started
-                step += 1
-                samples_seen += len(batch["labels"])
-                running_loss, running_batches = running_loss + loss.item(), running_batches + 1
-                if config.eval_every_steps and step % config.eval_every_steps == 0 and step % steps_per_epoch:
+                progress.train_seconds += time.perf_counter() - started
+                progress.step += 1
+                progress.samples_seen += len(batch["labels"])
+                progress.running_loss += loss.item()
+                progress.running_batches += 1
+                if config.eval_every_steps and progress.step % config.eval_every_steps == 0 and \
+                        progress.step % steps_per_epoch:
                     model.eval()
-                    stop = evaluate_now(round(step / steps_per_epoch, 4))
+                    stop = evaluate_now(round(progress.step / steps_per_epoch, 4))
                     model.train()
                     if stop:
                         break
             if stop:
                 break
+            progress.epochs_done = epoch + 1
             model.eval()
             if evaluate_now(float(epoch + 1)):
                 break
 
+    best = progress.best
     assert best is not None
-    restore(model, best_state)
+    restore(model, progress.best_state)
     metrics = dict(best)
     if data.test:
         test_scores, _ = predict(model, data.test, config.eval_batch_size, data.pad_id, device)
@@ -164,17 +192,27 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         "trainable_params": float(trainable),
         "total_params": float(total),
         "trainable_percent": 100.0 * trainable / total,
-        "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
-        "samples_per_second": samples_seen / train_seconds if train_seconds else 0.0,
+        "train_seconds": progress.train_seconds,
+        "eval_seconds": progress.eval_seconds,
+        "samples_per_second": progress.samples_seen / progress.train_seconds if progress.train_seconds else 0.0,
         "peak_memory_mb": peak_memory_mb(device),
         "train_samples": float(len(data.train)),
-        "epochs_run": history[-1]["epoch"],
+        "epochs_run": progress.history[-1]["epoch"],
     }
-    result = TrialResult(metrics, costs, history, output_dir)
+    result = TrialResult(metrics, costs, progress.history, output_dir)
     if output_dir is not None:
-        write_artifacts(model, config, result, data.valid, best_scores, data.data_digest, output_dir)
+        write_artifacts(model, config, result, data.valid, progress.best_scores, data.data_digest, output_dir)
     return result
+
+
+def load_state(path: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
+               schedule: torch.optim.lr_scheduler.LRScheduler) -> Progress:
+    """Put a checkpoint's weights, optimiser and schedule back; return its progress."""
+    state = torch.load(path, weights_only=False)
+    restore(model, state["weights"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    return state["progress"]
 
 
 def prepare_data(config: TrialConfig, dataset: Dataset | None = None) -> Prepared:
