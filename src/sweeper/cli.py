@@ -33,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug or a broken service: one line, the traceback on request
+        if os.environ.get("SWEEPER_DEBUG"):
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"error: {args.command.__name__.removeprefix('cmd_')} broke: {type(error).__name__}: {first} "
+              "(set SWEEPER_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -169,7 +176,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def print_outcome(summary: Any, as_json: bool) -> int:
-    """Counts, the best trial per method, and the exit code: 1 when no trial completed."""
+    """Counts, the best trial per method, and the exit code: 1 when every trial failed."""
     from sweeper.driver import summary_as_dict
     from sweeper.report import best_per_method, find_sweep, ranked_trials
     from sweeper.tracking import Tracker
@@ -181,10 +188,9 @@ def print_outcome(summary: Any, as_json: bool) -> int:
     print_ranking(best_per_method(ranked_trials(tracker, sweep)), sweep.metric, "best trial per method")
     if as_json:
         print(json.dumps(summary_as_dict(summary)))
-    if counts["complete"] == 0:
-        every = counts["failed"] == sum(counts.values())
-        print("error: no trial completed" + (" (every trial failed: see the sweeper.failure tag of each run)"
-                                             if every else ""), file=sys.stderr)
+    if counts["failed"] and counts["failed"] == sum(counts.values()):
+        print("error: every trial failed: see the sweeper.failure tag and error/ artifact of each run",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlflow.exceptions import MlflowException
-
 from sweeper.callbacks import SUMMARY_PREFIX
 from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
@@ -28,12 +26,7 @@ class Reproduction:
 
 def reproduce(tracker: Tracker, run_id: str) -> Reproduction:
     """Fetch the run's params, train the same trial in this process, and pair the metrics."""
-    try:
-        run = tracker.client.get_run(run_id)
-    except MlflowException as error:
-        raise SweeperError(f"no run {run_id} at {tracker.uri}: {error.message.splitlines()[0]}") from None
-    if run.data.tags.get("sweeper.role") != "trial":
-        raise SweeperError(f"run {run_id} is not a sweeper trial run (pick one with `sweeper best`)")
+    run = tracker.trial_run(run_id)
     config = TrialConfig.from_flat(run.data.params, f"params of run {run_id}")
     original = {key.removeprefix(SUMMARY_PREFIX): value for key, value in run.data.metrics.items()
                 if key.startswith(SUMMARY_PREFIX)}

@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
-
 from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
 from sweeper.methods import TrainableModel
@@ -38,12 +36,7 @@ class TrialArtifacts:
 @contextmanager
 def downloaded_trial(tracker: Tracker, run_id: str) -> Iterator[TrialArtifacts]:
     """Download a trial's `model/` (and `config.json` when logged) into a temporary folder, removed afterwards."""
-    try:
-        run = tracker.client.get_run(run_id)
-    except MlflowException as error:
-        raise SweeperError(f"no run {run_id} at {tracker.uri}: {error.message.splitlines()[0]}") from None
-    if run.data.tags.get("sweeper.role") != "trial":
-        raise SweeperError(f"run {run_id} is not a sweeper trial run (pick one with `sweeper best`)")
+    run = tracker.trial_run(run_id)
     names = {item.path for item in tracker.client.list_artifacts(run_id)}
     if "model" not in names:
         state = run.data.tags.get(STATE_TAG, "?")

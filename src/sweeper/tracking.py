@@ -101,6 +101,18 @@ class Tracker:
         self.set_tags(run_id, {STATE_TAG: state})
         self.client.set_terminated(run_id, status)
 
+    def trial_run(self, run_id: str) -> Any:
+        """A trial's run, or a SweeperError saying it does not exist or is not a trial."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as error:
+            raise SweeperError(f"no run {run_id} at {self.uri}: {error.message.splitlines()[0]}") from None
+        if run.data.tags.get("sweeper.role") != "trial":
+            raise SweeperError(f"run {run_id} is not a sweeper trial run (pick one with `sweeper best`)")
+        return run
+
     def sweep_runs(self, experiment: str | None = None, sweep_id: str | None = None) -> list[Any]:
         """Parent runs, newest first, optionally of one experiment or one sweep."""
         experiments = self.experiment_ids(experiment)
