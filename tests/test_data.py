@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.config import SplitConfig
-from sweeper.data.batching import collate, length_bucketed_batches
+from sweeper.config import DataConfig, SplitConfig
+from sweeper.data.batching import collate, iterate_batches, length_bucketed_batches
 from sweeper.data.diff import parse_diff
 from sweeper.data.encoding import EncodedCommit, share_budget
 from sweeper.data.records import read_records, sample_records
@@ -135,6 +135,22 @@ def test_batches_pad_to_their_own_longest_input() -> None:
     assert batch["input_ids"].shape == (len(batches[0]), widest)
     assert batch["attention_mask"].sum().item() == sum(len(items[i].input_ids) for i in batches[0])
     assert length_bucketed_batches(items, 8, seed=0) == batches
+
+
+def test_pad_to_pads_every_batch_to_exactly_that_width() -> None:
+    items = [EncodedCommit(str(i), list(range(1, 2 + (i * 7) % 50)), i % 2) for i in range(50)]
+    batches = list(iterate_batches(items, 8, pad_id=0, seed=0, pad_to=64))
+    assert [batch["input_ids"].shape for batch in batches] == [(8, 64)] * 6 + [(2, 64)]
+    assert sum(batch["attention_mask"].sum().item() for batch in batches) == sum(len(i.input_ids) for i in items)
+    assert sum(batch["labels"].sum().item() for batch in batches) == sum(item.label for item in items)
+    batch = collate(items[:3], pad_id=1, pad_to=64)
+    assert batch["input_ids"].shape == (3, 64)
+    assert batch["input_ids"][0, len(items[0].input_ids):].eq(1).all()
+    with pytest.raises(ValueError, match="pad_to"):
+        collate(items, pad_id=0, pad_to=16)
+    with pytest.raises(Exception, match="pad_to"):
+        DataConfig(max_length=256, pad_to=128)
+    assert DataConfig(max_length=256, pad_to=512).pad_to == 512
 
 
 def test_errors_survive_pickling_across_processes() -> None:

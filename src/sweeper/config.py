@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from sweeper.errors import SpecError
 
@@ -48,6 +48,16 @@ class DataConfig(Section):
     split: SplitConfig = SplitConfig()
     max_length: int = Field(256, ge=16, le=4096, description="tokens per input, after truncation")
     message_tokens: int = Field(64, ge=0, description="token budget of the commit message")
+    pad_to: int | None = Field(None, ge=16, le=4096,
+                               description="pad every batch to this many tokens, unbucketed (the study's recipe: 512); "
+                                           "default: pad each length-bucketed batch to its own longest input")
+
+    @model_validator(mode="after")
+    def pad_to_fits(self) -> "DataConfig":
+        if self.pad_to is not None and self.pad_to < self.max_length:
+            raise ValueError(f"pad_to ({self.pad_to}) is below max_length ({self.max_length}): "
+                             f"set pad_to >= max_length, or leave it out")
+        return self
 
 
 class LoraSettings(Section):

@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from sweeper.backbone import load_classifier, load_tokenizer
 from sweeper.config import TrialConfig
-from sweeper.data.batching import collate, iterate_batches, length_bucketed_batches
+from sweeper.data.batching import batch_indices, collate, iterate_batches
 from sweeper.data.encoding import EncodedCommit, encode_commits
 from sweeper.data.records import Dataset, read_records, sample_records
 from sweeper.data.split import split_records
@@ -124,7 +124,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     def evaluate_now(epoch: float) -> bool:
         """Evaluate, remember the best, report; True when early stopping says stop."""
         started = time.perf_counter()
-        scores, eval_loss = predict(model, data.valid, config.eval_batch_size, data.pad_id, device)
+        scores, eval_loss = predict(model, data.valid, config.eval_batch_size, data.pad_id, device, config.data.pad_to)
         progress.eval_seconds += time.perf_counter() - started
         metrics = classification_metrics([item.label for item in data.valid], scores)
         metrics |= {"eval_loss": eval_loss, "train_loss": progress.running_loss / max(progress.running_batches, 1),
@@ -145,7 +145,8 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     with out_of_memory_as_failure(config):
         for epoch in range(progress.epochs_done, config.epochs):
             model.train()
-            for batch in iterate_batches(data.train, config.batch_size, data.pad_id, seed=config.seed + epoch):
+            for batch in iterate_batches(data.train, config.batch_size, data.pad_id, seed=config.seed + epoch,
+                                         pad_to=config.data.pad_to):
                 started = time.perf_counter()
                 batch = {key: value.to(device) for key, value in batch.items()}
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -182,7 +183,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     restore(model, progress.best_state)
     metrics = dict(best)
     if data.test:
-        test_scores, _ = predict(model, data.test, config.eval_batch_size, data.pad_id, device)
+        test_scores, _ = predict(model, data.test, config.eval_batch_size, data.pad_id, device, config.data.pad_to)
         test_labels = [item.label for item in data.test]
         test = classification_metrics(test_labels, test_scores)
         at_valid_threshold = classification_metrics(test_labels, test_scores, best["max_f1_threshold"])
@@ -228,12 +229,12 @@ def prepare_data(config: TrialConfig, dataset: Dataset | None = None) -> Prepare
 
 @torch.no_grad()
 def predict(model: PreTrainedModel, items: list[EncodedCommit], batch_size: int, pad_id: int,
-            device: torch.device) -> tuple[list[float], float]:
-    """Defect probability per item (in input order) and the mean cross-entropy."""
+            device: torch.device, pad_to: int | None = None) -> tuple[list[float], float]:
+    """Defect probability per item (in input order) and the mean cross-entropy; `pad_to` as in training."""
     scores = [0.0] * len(items)
     total_loss = 0.0
-    for indices in length_bucketed_batches(items, batch_size, seed=None):
-        batch = {key: value.to(device) for key, value in collate([items[i] for i in indices], pad_id).items()}
+    for indices in batch_indices(items, batch_size, seed=None, pad_to=pad_to):
+        batch = {key: value.to(device) for key, value in collate([items[i] for i in indices], pad_id, pad_to).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         total_loss += torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
         for index, score in zip(indices, torch.softmax(logits, dim=-1)[:, 1].tolist()):
@@ -260,7 +261,7 @@ def predict_saved(output_dir: Path) -> list[tuple[str, int, float]]:
     data = prepare_data(config)
     model = load_trained(load_classifier(config.backbone, num_labels=2), config, output_dir / "model")
     model.eval()
-    scores, _ = predict(model, data.valid, config.eval_batch_size, data.pad_id, torch.device("cpu"))
+    scores, _ = predict(model, data.valid, config.eval_batch_size, data.pad_id, torch.device("cpu"), config.data.pad_to)
     return [(item.id, item.label, score) for item, score in zip(data.valid, scores)]
 
 

@@ -3,6 +3,9 @@
 The study padded every input to 512 tokens; most diffs are far shorter, so most of that compute
 went to padding. Sorting inputs by length inside large chunks, batching, then shuffling the
 batches keeps the randomness of training while padding almost nothing.
+
+`pad_to` gives the study's recipe back for comparison (`bench/throughput.py`): batches drawn in plain
+shuffled order, every one padded to the same width.
 """
 
 from __future__ import annotations
@@ -33,9 +36,28 @@ def length_bucketed_batches(items: list[EncodedCommit], batch_size: int, seed: i
     return batches
 
 
-def collate(items: list[EncodedCommit], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest input in the batch: input_ids, attention_mask, labels."""
-    width = max(len(item.input_ids) for item in items)
+def plain_batches(count: int, batch_size: int, seed: int | None) -> list[list[int]]:
+    """Indices in shuffled order (input order for `seed=None`), cut into batches: no bucketing."""
+    order = list(range(count))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    return [order[i:i + batch_size] for i in range(0, count, batch_size)]
+
+
+def batch_indices(items: list[EncodedCommit], batch_size: int, seed: int | None,
+                  pad_to: int | None = None) -> list[list[int]]:
+    """Length-bucketed batches, or plain ones when every batch is padded to `pad_to` anyway."""
+    if pad_to is not None:
+        return plain_batches(len(items), batch_size, seed)
+    return length_bucketed_batches(items, batch_size, seed)
+
+
+def collate(items: list[EncodedCommit], pad_id: int, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+    """Pad to the longest input in the batch (or to `pad_to` tokens): input_ids, attention_mask, labels."""
+    longest = max(len(item.input_ids) for item in items)
+    if pad_to is not None and longest > pad_to:
+        raise ValueError(f"an input has {longest} tokens, more than pad_to ({pad_to})")
+    width = pad_to or longest
     input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(items), width), dtype=torch.long)
     for row, item in enumerate(items):
@@ -46,7 +68,7 @@ def collate(items: list[EncodedCommit], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 def iterate_batches(items: list[EncodedCommit], batch_size: int, pad_id: int,
-                    seed: int | None) -> Iterator[dict[str, torch.Tensor]]:
-    """Padded batches in bucketed order."""
-    for batch in length_bucketed_batches(items, batch_size, seed):
-        yield collate([items[index] for index in batch], pad_id)
+                    seed: int | None, pad_to: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Padded batches in bucketed order (plain shuffled order, padded to `pad_to`, when it is set)."""
+    for batch in batch_indices(items, batch_size, seed, pad_to):
+        yield collate([items[index] for index in batch], pad_id, pad_to)

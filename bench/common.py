@@ -1,0 +1,246 @@
+"""Helpers shared by the benchmark scripts: the machine, tables, an MLflow server, specs, sweeps.
+
+Every script prints its results as plain-text tables (pipe tables, so they paste into BENCHMARKS.md)
+headed by the machine and the date. Nothing here asserts a timing: the scripts report, people judge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SHARED_JITDP = REPO.parent / "shared" / "data" / "jitdp" / "jit-defects4j-a.jsonl.gz"
+Row = Sequence[Any]
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the `--quick` flag every benchmark takes."""
+    args = argparse.ArgumentParser(description=description)
+    args.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs (well under a minute)")
+    return args
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU model as /proc/cpuinfo names it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str:
+    """The visible GPUs, or 'none'."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except ImportError:
+        pass
+    return "none"
+
+
+def machine_rows() -> list[Row]:
+    """Who measured what, where and when."""
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return [("date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+            ("cores", f"{cores()} (of {os.cpu_count()})"), ("cpu", cpu_model()), ("gpu", gpu_name()),
+            ("python", platform.python_version()), ("load average at the end (1, 5, 15 min)", load)]
+
+
+def table(headers: Row, rows: Sequence[Row]) -> str:
+    """A plain-text pipe table with aligned columns."""
+    cells = [[str(cell) for cell in headers]] + [[format_cell(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    line = lambda row: "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |"  # noqa: E731
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (width + 2) for width in widths) + "|",
+                      *(line(row) for row in cells[1:])])
+
+
+def format_cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_report(title: str, settings: dict[str, Any], sections: Sequence[tuple[str, Row, Sequence[Row]]]) -> None:
+    """The machine, the settings, then each (heading, headers, rows) section as a table."""
+    print(f"\n## {title}\n")
+    print(table(("machine", ""), machine_rows()))
+    print()
+    print(table(("setting", "value"), list(settings.items())))
+    for heading, headers, rows in sections:
+        print(f"\n{heading}\n")
+        print(table(headers, rows))
+    print(flush=True)
+
+
+def verdict(value: float, target: float, at_least: bool = True) -> str:
+    """'yes' or 'no' for a target."""
+    return "yes" if (value >= target if at_least else value <= target) else "no"
+
+
+def jitdp_data() -> str:
+    """The shared JIT-Defects4J file when it is there (../shared/data from the repo), else the bundled sample."""
+    return str(SHARED_JITDP) if SHARED_JITDP.is_file() else "bundled:jitdp"
+
+
+def write_spec(folder: Path, spec: dict[str, Any], name: str = "spec.yaml") -> Path:
+    """Write a spec mapping as YAML into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM a process started with start_new_session=True and everything in its group; SIGKILL if it lingers."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace)
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def mlflow_server(folder: Path) -> Iterator[str]:
+    """A real `mlflow server` on localhost (SQLite backend, artifacts in `folder`); yields its URI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = folder / "mlflow-server.log"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+               "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder,
+                                   start_new_session=True)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{uri}/health", process, log, 180)
+        yield uri
+    finally:
+        stop_process_group(process)
+
+
+def wait_for_http(url: str, process: subprocess.Popen, log: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"no answer from {url} in {seconds:.0f}s:\n{log.read_text()[-3000:]}")
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """A finished `sweeper run`: what it printed as JSON, its wall time and when it started and ended (epoch s)."""
+
+    summary: dict[str, Any]
+    wall_seconds: float
+    started: float
+    ended: float
+
+
+def run_sweep(spec: Path, tracking_uri: str, cwd: Path, sweep_id: str, env: dict[str, str] | None = None,
+              timeout: float = 3600) -> SweepRun:
+    """`sweeper run SPEC --json` as a user runs it, in `cwd`; its output goes to `cwd/SWEEP_ID.log`.
+
+    Without RAY_ADDRESS in `env` the sweep starts its own embedded Ray, in a private RAY_TMPDIR: Ray would
+    otherwise join any cluster a `ray start` left on this machine (it looks in /tmp/ray/ray_current_cluster).
+    """
+    command = [str(BIN / "sweeper"), "run", str(spec), "--tracking-uri", tracking_uri, "--sweep-id", sweep_id, "--json"]
+    env = {key: value for key, value in (env or os.environ).items()}
+    env["PATH"] = f"{BIN}:{os.environ.get('PATH', '')}"
+    ray_temp = None
+    if not env.get("RAY_ADDRESS"):
+        env.pop("RAY_ADDRESS", None)
+        ray_temp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths have a length limit
+        env["RAY_TMPDIR"] = str(ray_temp)
+    log = cwd / f"{sweep_id}.log"
+    started = time.time()
+    clock = time.perf_counter()
+    try:
+        with log.open("w") as out:
+            done = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=out, text=True,
+                                  timeout=timeout)
+    finally:
+        if ray_temp is not None:
+            remove(ray_temp)
+    wall = time.perf_counter() - clock
+    ended = time.time()
+    print(f"  sweeper run {sweep_id}: {wall:.1f} s", file=sys.stderr, flush=True)
+    log.write_text(log.read_text() + done.stdout)
+    if done.returncode != 0:
+        raise RuntimeError(f"sweeper run failed ({done.returncode}); last output:\n{log.read_text()[-4000:]}")
+    return SweepRun(json.loads(done.stdout.strip().splitlines()[-1]), wall, started, ended)
+
+
+def trial_runs(tracking_uri: str, parent_run_id: str) -> list[Any]:
+    """The MLflow runs of a sweep's trials, oldest first."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                              ViewType.ALL, max_results=10000)
+    return sorted(runs, key=lambda run: run.info.start_time)
+
+
+def metric_history_length(tracking_uri: str, run_id: str, key: str) -> int:
+    from mlflow import MlflowClient
+
+    return len(MlflowClient(tracking_uri).get_metric_history(run_id, key))
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
