@@ -79,3 +79,15 @@ def test_conditional_parameters_exist_only_for_their_method(tmp_path: Path) -> N
         assert ("adapter.placement" in values) == (values["method"] == "adapter")
         spec.trial(values)  # every sampled combination is a valid trial
     assert seen == {"full", "adapter", "lora"}
+
+
+def test_a_method_the_backbone_cannot_take_is_an_error_before_any_trial(tmp_path: Path) -> None:
+    from sweeper.preflight import preflight
+
+    path = write(tmp_path, "name: x\nsearch:\n  method: {choice: [lora]}\n  lora.targets: {choice: [[query], [q_proj]]}\n")
+    spec = load_spec(path)  # the spec itself is well-formed
+    with pytest.raises(SpecError) as caught:
+        preflight(spec, str(path))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: field 'search.lora.targets': method lora with lora.targets=['q_proj']")
+    assert "neither a role" in message and "attention.self.query" in message
