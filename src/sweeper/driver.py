@@ -212,13 +212,14 @@ def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
 
 
 def start_ray() -> None:
-    """Join the cluster in RAY_ADDRESS (a Ray job's driver does), else start an embedded one on this machine.
+    """Join the cluster in RAY_ADDRESS (a Ray job's driver does; `auto` joins one `ray start` began here),
+    else start an embedded one for this sweep, even if another Ray runs on this machine.
 
     Ray turns token authentication on for a new local cluster (writing a token to ~/.ray/auth_token).
     """
     if ray.is_initialized():
         return
-    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False,
              configure_logging=False)
 
 
