@@ -115,6 +115,25 @@ def jitdp_data() -> str:
     return str(SHARED_JITDP) if SHARED_JITDP.is_file() else "bundled:jitdp"
 
 
+def lora_grid_spec(name: str, trials: int, sample: int, epochs: int, max_length: int, storage: Path,
+                   max_concurrent: int) -> dict[str, Any]:
+    """`trials` LoRA trials of equal cost on the bundled data (a grid of as many learning rates), no pruning."""
+    rates = [round(1e-4 * 30 ** (i / max(trials - 1, 1)), 6) for i in range(trials)]  # 1e-4 .. 3e-3
+    return {
+        "name": name,
+        "data": {"path": "bundled:jitdp", "sample": sample, "split": {"kind": "time", "valid": 0.25},
+                 "max_length": max_length},
+        "backbone": "embedded",
+        "metric": "auc",
+        "defaults": {"method": "lora", "epochs": epochs, "batch_size": 16, "class_weighting": True,
+                     "lora": {"rank": 8}},
+        "search": {"lr": {"choice": rates}},
+        "sweep": {"trials": trials, "searcher": "grid", "pruner": {"kind": "none"}, "max_concurrent": max_concurrent,
+                  "resources": {"cpu": 1}, "seed": 0},
+        "tracking": {"storage": str(storage)},
+    }
+
+
 def write_spec(folder: Path, spec: dict[str, Any], name: str = "spec.yaml") -> Path:
     """Write a spec mapping as YAML into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -25,20 +25,7 @@ TARGET_PER_TRIAL = 1.0  # seconds of overhead per trial
 
 def spec(trials: int, sample: int, epochs: int, max_length: int, storage: Path) -> dict[str, Any]:
     """LoRA on the bundled data, a grid of exactly `trials` learning rates: every trial costs the same."""
-    rates = [round(1e-4 * 30 ** (i / max(trials - 1, 1)), 6) for i in range(trials)]  # 1e-4 .. 3e-3
-    return {
-        "name": "bench-overhead",
-        "data": {"path": "bundled:jitdp", "sample": sample, "split": {"kind": "time", "valid": 0.25},
-                 "max_length": max_length},
-        "backbone": "embedded",
-        "metric": "auc",
-        "defaults": {"method": "lora", "epochs": epochs, "batch_size": 16, "class_weighting": True,
-                     "lora": {"rank": 8}},
-        "search": {"lr": {"choice": rates}},
-        "sweep": {"trials": trials, "searcher": "grid", "pruner": {"kind": "none"}, "max_concurrent": 1,
-                  "resources": {"cpu": 1}, "seed": 0},
-        "tracking": {"storage": str(storage)},
-    }
+    return common.lora_grid_spec("bench-overhead", trials, sample, epochs, max_length, storage, max_concurrent=1)
 
 
 def run_bare(spec_path: Path) -> tuple[float, list[float], list[float]]:

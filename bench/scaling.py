@@ -102,20 +102,7 @@ def group_running(group: int) -> bool:
 
 def spec(trials: int, sample: int, epochs: int, max_length: int, storage: Path) -> dict[str, Any]:
     """`trials` LoRA trials of equal cost (a grid of as many learning rates), two at a time, no pruning."""
-    rates = [round(1e-4 * 30 ** (i / max(trials - 1, 1)), 6) for i in range(trials)]
-    return {
-        "name": "bench-scaling",
-        "data": {"path": "bundled:jitdp", "sample": sample, "split": {"kind": "time", "valid": 0.25},
-                 "max_length": max_length},
-        "backbone": "embedded",
-        "metric": "auc",
-        "defaults": {"method": "lora", "epochs": epochs, "batch_size": 16, "class_weighting": True,
-                     "lora": {"rank": 8}},
-        "search": {"lr": {"choice": rates}},
-        "sweep": {"trials": trials, "searcher": "grid", "pruner": {"kind": "none"}, "max_concurrent": 2,
-                  "resources": {"cpu": 1}, "seed": 0},
-        "tracking": {"storage": str(storage)},
-    }
+    return common.lora_grid_spec("bench-scaling", trials, sample, epochs, max_length, storage, max_concurrent=2)
 
 
 @dataclass(frozen=True)
