@@ -17,7 +17,7 @@ from sweeper.config import TrialConfig
 from sweeper.data.commits import parse_commits
 from sweeper.data.encoding import encode_commits
 from sweeper.data.records import read_records
-from sweeper.trial import predict, read_predictions
+from sweeper.tasks.defects import predict, read_scored
 from tiny_sweep import TinySweep, sweeper, tiny_sweep
 
 JAVA_BEFORE = """public class Account {
@@ -55,7 +55,7 @@ def logged(sweep: TinySweep, run_id: str, tmp_path: Path) -> tuple[TrialConfig, 
     folder.mkdir()
     for name in ("config.json", "predictions.csv"):
         client.download_artifacts(run_id, name, str(folder))
-    return TrialConfig.model_validate_json((folder / "config.json").read_text()), read_predictions(folder)
+    return TrialConfig.model_validate_json((folder / "config.json").read_text()), read_scored(folder / "predictions.csv")
 
 
 def git(*args: str, cwd: Path) -> None:

@@ -17,7 +17,9 @@ from typing import Any
 
 from sweeper.errors import SweeperError
 
-METRICS_SHOWN = ("auc", "f1", "mcc", "precision", "recall", "max_f1", "eval_loss")
+METRICS_SHOWN = ("auc", "f1", "mcc", "precision", "recall", "max_f1", "bleu", "corpus_bleu", "rouge_l", "exact_match",
+                 "eval_loss")
+EVALUATION_SHOWN = ("auc", "f1", "mcc", "bleu", "rouge_l", "eval_loss")
 COSTS_SHOWN = ("trainable_params", "total_params", "trainable_percent", "train_seconds", "eval_seconds",
                "samples_per_second", "peak_memory_mb")
 
@@ -144,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def print_evaluation(evaluation: Any) -> None:
-    shown = " ".join(f"{key}={evaluation.metrics[key]:.4f}" for key in ("auc", "f1", "mcc", "eval_loss"))
+    shown = " ".join(f"{key}={evaluation.metrics[key]:.4f}" for key in EVALUATION_SHOWN if key in evaluation.metrics)
     print(f"  epoch {evaluation.epoch:g}: {shown}", file=sys.stderr, flush=True)
 
 
@@ -250,11 +252,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     outcome = reproduce(Tracker.connect(args.tracking_uri), args.run_id)
     if args.json:
-        print(json.dumps({"run_id": outcome.run_id, "original": outcome.original, "reproduced": outcome.reproduced}))
+        print(json.dumps({"run_id": outcome.run_id, "original": outcome.original, "reproduced": outcome.reproduced,
+                          "predictions": outcome.predictions, "predictions_differing": outcome.predictions_differing}))
     else:
         print(f"{'metric':24} {'original':>22} {'reproduced':>22}")
         for name, value in outcome.original.items():
             print(f"{name:24} {value!r:>22} {outcome.reproduced.get(name)!r:>22}")
+        if outcome.predictions_differing is not None:
+            print(f"validation predictions: {outcome.predictions - outcome.predictions_differing} of "
+                  f"{outcome.predictions} identical")
         print("identical" if not outcome.mismatches() else f"differ: {', '.join(outcome.mismatches())}")
     return 0 if not outcome.mismatches() else 1
 

@@ -19,6 +19,7 @@ from sweeper.errors import SpecError
 
 EMBEDDED_BACKBONE = "embedded"
 MethodName = Literal["full", "adapter", "lora", "ia3"]
+TaskName = Literal["jitdp", "cmg"]
 Layers = Annotated[Literal["all"] | list[int] | str, BeforeValidator(lambda v: [v] if isinstance(v, int) else v)]
 LAYERS_HELP = ("layers to adapt, numbered from 0 (an encoder-decoder numbers its decoder layers after its "
                "encoder's): 'all', a list [0, 1, 5], indices and inclusive ranges '0-5' or '0-2,7', "
@@ -47,7 +48,11 @@ class DataConfig(Section):
     skip_bad: bool = Field(False, description="skip malformed lines (counted and reported) instead of failing")
     split: SplitConfig = SplitConfig()
     max_length: int = Field(256, ge=16, le=4096, description="tokens per input, after truncation")
-    message_tokens: int = Field(64, ge=0, description="token budget of the commit message")
+    message_tokens: int = Field(64, ge=0, description="token budget of the commit message: part of the input "
+                                                         "for jitdp, the target to generate for cmg")
+    message: Literal["first_line", "full"] = Field("first_line", description="cmg: the message to generate")
+    clean_message: bool = Field(False, description="cmg: drop issue references (#123, gh-123) and trailer lines "
+                                                   "(Signed-off-by:, Co-authored-by:, git-svn-id:) from the target")
     pad_to: int | None = Field(None, ge=16, le=4096,
                                description="pad every batch to this many tokens, unbucketed (the study's recipe: 512); "
                                            "default: pad each length-bucketed batch to its own longest input")
@@ -90,6 +95,15 @@ class IA3Settings(Section):
     layers: Layers = Field("all", description=LAYERS_HELP)
 
 
+class GenerationSettings(Section):
+    """Commit message generation: decoding and how often the generated messages are scored."""
+
+    num_beams: int = Field(1, ge=1, description="1: greedy search; more: beam search")
+    max_new_tokens: int = Field(32, ge=1, description="longest message generated, in tokens")
+    every: int | None = Field(None, ge=1, description="also generate and score (bleu, rouge_l, ...) every N "
+                                                      "evaluations; they are always scored once at the end")
+
+
 class HyperParams(Section):
     """What a sweep searches over: the method, its settings and the training recipe."""
 
@@ -108,12 +122,13 @@ class HyperParams(Section):
     lora: LoraSettings = LoraSettings()
     adapter: AdapterSettings = AdapterSettings()
     ia3: IA3Settings = IA3Settings()
+    generation: GenerationSettings = GenerationSettings()
 
 
 class TrialConfig(HyperParams):
     """One trial, resolved: task, data, backbone and hyper-parameters."""
 
-    task: Literal["jitdp"] = "jitdp"
+    task: TaskName = Field("jitdp", description="jitdp: defect prediction; cmg: commit message generation")
     data: DataConfig = DataConfig()
     backbone: str = Field(EMBEDDED_BACKBONE, description="hub name, local folder, or 'embedded'")
     metric: str = Field("auc", description="the metric that picks the best evaluation")

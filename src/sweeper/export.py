@@ -53,7 +53,7 @@ def save_tokenizer(trial: TrialArtifacts, out: Path) -> None:
     """The backbone's tokenizer beside the weights, so the folder encodes its own inputs."""
     from sweeper.backbone import load_tokenizer
 
-    load_tokenizer(trial.config.backbone).save_pretrained(out)
+    load_tokenizer(trial.config.backbone, trial.config.task).save_pretrained(out)
 
 
 def write_manifest(trial: TrialArtifacts, out: Path, kind: str) -> Path:
@@ -65,7 +65,7 @@ def write_manifest(trial: TrialArtifacts, out: Path, kind: str) -> Path:
         "method": trial.config.method,
         "format": kind,
         "backbone": trial.config.backbone,
-        "backbone_path": resolve_backbone(trial.config.backbone),
+        "backbone_path": resolve_backbone(trial.config.backbone, trial.config.task),
         "load": HOW_TO_LOAD[kind],
         "input": (f"message [ADD] added lines [DEL] removed lines, max {trial.config.data.max_length} tokens "
                   f"(message {trial.config.data.message_tokens}); see sweeper.data.encoding"),

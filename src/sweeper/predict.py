@@ -35,7 +35,7 @@ def predict_records(trial: TrialArtifacts, records: list[CommitRecord]) -> list[
     """Encode records as the trial was trained (same tokenizer, lengths) and return P(defect) per record."""
     from sweeper.backbone import load_tokenizer
     from sweeper.data.encoding import encode_commits
-    from sweeper.trial import predict
+    from sweeper.tasks.defects import predict
 
     config = trial.config
     tokenizer = load_tokenizer(config.backbone)

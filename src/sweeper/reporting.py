@@ -20,7 +20,7 @@ from sweeper.spec import parse_objectives
 from sweeper.tracking import Tracker
 
 ARTIFACT_PATH = "report"
-EXTRA_METRICS = ("f1", "mcc")
+EXTRA_METRICS = {"jitdp": ("f1", "mcc"), "cmg": ("bleu", "rouge_l", "exact_match")}  # shown beside the sweep's metric
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,8 @@ def totals_section(details: SweepDetails) -> Section:
 def best_section(title: str, group: str, details: SweepDetails, key: Callable[[TrialRun], str | None]) -> Section:
     """One row per group: the best completed trial's metrics and costs."""
     metric = details.record.metric
-    shown = [metric, *(name for name in EXTRA_METRICS if name != metric)]
+    task = details.spec.task if details.spec is not None else "jitdp"
+    shown = [metric, *(name for name in EXTRA_METRICS[task] if name != metric)]
     backbone = backbone_params(details)
     headers = [group, "trial", "run", *(f"best {name}" for name in shown), "trainable params", "% of backbone",
                "peak memory", "train time", "compute", "artifacts"]

@@ -54,7 +54,7 @@ def downloaded_trial(tracker: Tracker, run_id: str) -> Iterator[TrialArtifacts]:
 
 def trained_model(trial: TrialArtifacts) -> TrainableModel:
     """The backbone with the run's trained weights, in eval mode."""
-    from sweeper.backbone import load_classifier
     from sweeper.methods import load_trained
+    from sweeper.tasks import task_for
 
-    return load_trained(load_classifier(trial.config.backbone, num_labels=2), trial.config, trial.model_dir)
+    return load_trained(task_for(trial.config).load_model(trial.config.backbone), trial.config, trial.model_dir)

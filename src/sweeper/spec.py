@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sweeper.config import (DataConfig, EMBEDDED_BACKBONE, HyperParams, Section, TrialConfig,
+from sweeper.config import (DataConfig, EMBEDDED_BACKBONE, HyperParams, Section, TaskName, TrialConfig,
                             known_keys, parse_scalar, validate_trial)
 from sweeper.errors import SpecError
 
@@ -64,9 +64,14 @@ class PrunerConfig(Section):
     reduction_factor: int = Field(3, ge=2)
 
 
-QUALITY_METRICS = ("auc", "f1", "mcc", "precision", "recall", "max_f1", "eval_loss")
+# The metrics each evaluation of a trial reports, per task; message generation scores generated messages
+# (bleu, ...) only every `generation.every` evaluations and at the end, so only eval_loss is always there.
+EVALUATION_METRICS = {"jitdp": ("auc", "f1", "mcc", "precision", "recall", "max_f1", "eval_loss"), "cmg": ("eval_loss",)}
+SCORED_METRICS = ("bleu", "corpus_bleu", "rouge_l", "exact_match")
+LOWER_IS_BETTER = ("eval_loss",)
 COST_METRICS = ("trainable_params", "train_seconds", "peak_memory_mb", "compute_seconds")
 ObjectiveMetric = Literal["auc", "f1", "mcc", "precision", "recall", "max_f1", "eval_loss",
+                          "bleu", "corpus_bleu", "rouge_l", "exact_match",
                           "trainable_params", "train_seconds", "peak_memory_mb", "compute_seconds"]
 
 
@@ -114,7 +119,7 @@ class Spec(Section):
     """A sweep: what to train on, what to search, how to run it, where to record it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    task: Literal["jitdp"] = "jitdp"
+    task: TaskName = "jitdp"
     data: DataConfig = DataConfig()
     backbone: str = EMBEDDED_BACKBONE
     metric: str = "auc"
@@ -176,6 +181,7 @@ def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
     except ValidationError as error:
         raise located_error(error, source, text) from None
     check_search(spec, source, text)
+    check_metric(spec, source, text)
     check_objectives(spec, source, text)
     base = spec.base_trial()
     validate_trial(base.model_dump(mode="json"), source)
@@ -193,6 +199,24 @@ def check_search(spec: Spec, source: str, text: str) -> None:
                 raise SpecError(at_line(source, text, ["search", key]), f"search.{key}", f"unknown trial key '{name}'", fix)
         for value in distribution.choice or []:
             spec.base_trial().with_overrides({key: value}, at_line(source, text, ["search", key]))
+
+
+def check_metric(spec: Spec, source: str, text: str) -> None:
+    """The metric must be one each evaluation of the task reports, in its natural direction."""
+    where = at_line(source, text, ["metric"])
+    known = EVALUATION_METRICS[spec.task]
+    if spec.task == "cmg" and spec.metric in SCORED_METRICS:
+        if spec.defaults.generation.every != 1 or any(key.startswith("generation.") for key in spec.search):
+            raise SpecError(where, "metric", f"'{spec.metric}' is scored only at the end of a trial, so it cannot "
+                            "pick the best evaluation or prune", "use metric: eval_loss with mode: min, or set "
+                            "defaults.generation.every: 1 (generates messages at every evaluation: slower)")
+    elif spec.metric not in known:
+        scored = f", or {', '.join(SCORED_METRICS)} with generation.every: 1" if spec.task == "cmg" else ""
+        raise SpecError(where, "metric", f"'{spec.metric}' is not a {spec.task} metric",
+                        f"use one of {', '.join(known)}{scored}")
+    if spec.metric in LOWER_IS_BETTER and spec.mode != "min":
+        raise SpecError(at_line(source, text, ["mode"]), "mode", f"{spec.metric} is lower-is-better, got mode: {spec.mode}",
+                        "set mode: min")
 
 
 def check_objectives(spec: Spec, source: str, text: str) -> None:

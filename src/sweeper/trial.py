@@ -2,12 +2,14 @@
 
 The recipe reads top to bottom: data, model, optimiser, then epochs of training with an
 evaluation after each (and every `eval_every_steps`), early stopping, and the best evaluation's
-weights and predictions saved at the end. Sweeps, `sweeper train`, `reproduce` and the tests
-all call `run_trial`.
+weights and predictions saved at the end. What differs between defect prediction and message
+generation (model, encoding, loss, metrics, predictions) comes from `sweeper.tasks`. Sweeps,
+`sweeper train`, `reproduce` and the tests all call `run_trial`.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import random
@@ -22,15 +24,15 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
-from sweeper.backbone import load_classifier, load_tokenizer
+from sweeper.backbone import load_tokenizer
 from sweeper.config import TrialConfig
-from sweeper.data.batching import batch_indices, collate, iterate_batches
-from sweeper.data.encoding import EncodedCommit, encode_commits
+from sweeper.data.batching import batch_indices, collate
+from sweeper.data.encoding import EncodedCommit
 from sweeper.data.records import Dataset, read_records, sample_records
 from sweeper.data.split import split_records
 from sweeper.errors import SweeperError
 from sweeper.methods import apply_method, count_parameters, load_trained, save_trained
-from sweeper.metrics import classification_metrics
+from sweeper.tasks import Prediction, Task, task_for
 
 
 class TrialFailed(SweeperError):
@@ -51,6 +53,7 @@ class Evaluation:
 
 Reporter = Callable[[Evaluation], None]
 STATE_FILE = "training_state.pt"
+PREDICTIONS_FILE = "predictions.csv"
 
 
 @dataclass
@@ -65,12 +68,12 @@ class TrialResult:
 
 @dataclass
 class Prepared:
-    """Encoded splits and the tokenizer's pad id, ready to train on."""
+    """Encoded splits, ready to train on; the task is prepared for them."""
 
     train: list[EncodedCommit]
     valid: list[EncodedCommit]
     test: list[EncodedCommit]
-    pad_id: int
+    task: Task
     data_digest: str
 
 
@@ -81,7 +84,7 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] | None = None
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
-    best_scores: list[float] = field(default_factory=list)
+    best_predictions: list[Prediction] = field(default_factory=list)
     evaluations_without_gain: int = 0
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -100,9 +103,10 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     start of the epoch after it, with the weights, optimiser, schedule and history it held.
     """
     seed_everything(config.seed, config.threads)
-    data = prepare_data(config, dataset)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = apply_method(load_classifier(config.backbone, num_labels=2), config).to(device)
+    data = prepare_data(config, dataset, device)
+    task = data.task
+    model = apply_method(task.load_model(config.backbone), config).to(device)
     trainable, total = count_parameters(model)
 
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
@@ -110,7 +114,6 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(data.train).to(device) if config.class_weighting else None)
     progress = Progress()
     if resume_from is not None and (resume_from / STATE_FILE).is_file():
         progress = load_state(resume_from / STATE_FILE, model, optimizer, schedule)
@@ -124,15 +127,17 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     def evaluate_now(epoch: float) -> bool:
         """Evaluate, remember the best, report; True when early stopping says stop."""
         started = time.perf_counter()
-        scores, eval_loss = predict(model, data.valid, config.eval_batch_size, data.pad_id, device, config.data.pad_to)
+        every = config.generation.every
+        evaluated = task.evaluate(model, data.valid, device, score=every is not None and
+                                  (len(progress.history) + 1) % every == 0)
         progress.eval_seconds += time.perf_counter() - started
-        metrics = classification_metrics([item.label for item in data.valid], scores)
-        metrics |= {"eval_loss": eval_loss, "train_loss": progress.running_loss / max(progress.running_batches, 1),
-                    "epoch": epoch}
+        metrics = evaluated.metrics | {"train_loss": progress.running_loss / max(progress.running_batches, 1),
+                                       "epoch": epoch}
         progress.running_loss, progress.running_batches = 0.0, 0
         progress.history.append(metrics)
         if progress.best is None or improved(metrics[config.metric], progress.best[config.metric], config.mode):
-            progress.best, progress.best_scores, progress.evaluations_without_gain = metrics, scores, 0
+            progress.best, progress.best_predictions, progress.evaluations_without_gain = \
+                metrics, evaluated.predictions, 0
             progress.best_state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
         else:
             progress.evaluations_without_gain += 1
@@ -145,12 +150,10 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     with out_of_memory_as_failure(config):
         for epoch in range(progress.epochs_done, config.epochs):
             model.train()
-            for batch in iterate_batches(data.train, config.batch_size, data.pad_id, seed=config.seed + epoch,
+            for indices in batch_indices(data.train, config.batch_size, seed=config.seed + epoch,
                                          pad_to=config.data.pad_to):
                 started = time.perf_counter()
-                batch = {key: value.to(device) for key, value in batch.items()}
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                loss = loss_fn(logits, batch["labels"])
+                loss = task.loss(model, task.batch(model, [data.train[index] for index in indices], device))
                 if not torch.isfinite(loss):
                     raise TrialFailed(f"loss is {loss.item()} at step {progress.step + 1} "
                                       f"(lr {config.lr} may be too high)")
@@ -161,7 +164,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
                 optimizer.zero_grad(set_to_none=True)
                 progress.train_seconds += time.perf_counter() - started
                 progress.step += 1
-                progress.samples_seen += len(batch["labels"])
+                progress.samples_seen += len(indices)
                 progress.running_loss += loss.item()
                 progress.running_batches += 1
                 if config.eval_every_steps and progress.step % config.eval_every_steps == 0 and \
@@ -181,14 +184,16 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     best = progress.best
     assert best is not None
     restore(model, progress.best_state)
+    model.eval()
     metrics = dict(best)
+    if not progress.best_predictions:  # generation scored between evaluations only: score the best weights now
+        started = time.perf_counter()
+        final = task.evaluate(model, data.valid, device, score=True)
+        progress.eval_seconds += time.perf_counter() - started
+        metrics |= final.metrics
+        progress.best_predictions = final.predictions
     if data.test:
-        test_scores, _ = predict(model, data.test, config.eval_batch_size, data.pad_id, device, config.data.pad_to)
-        test_labels = [item.label for item in data.test]
-        test = classification_metrics(test_labels, test_scores)
-        at_valid_threshold = classification_metrics(test_labels, test_scores, best["max_f1_threshold"])
-        metrics |= {f"test_{name}": value for name, value in test.items()}
-        metrics["test_f1_at_valid_threshold"] = at_valid_threshold["f1"]
+        metrics |= task.test_metrics(model, data.test, device, best)
     costs = {
         "trainable_params": float(trainable),
         "total_params": float(total),
@@ -202,7 +207,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     }
     result = TrialResult(metrics, costs, progress.history, output_dir)
     if output_dir is not None:
-        write_artifacts(model, config, result, data.valid, progress.best_scores, data.data_digest, output_dir)
+        write_artifacts(model, config, result, data, progress.best_predictions, output_dir)
     return result
 
 
@@ -216,59 +221,48 @@ def load_state(path: Path, model: PreTrainedModel, optimizer: torch.optim.Optimi
     return state["progress"]
 
 
-def prepare_data(config: TrialConfig, dataset: Dataset | None = None) -> Prepared:
-    """Read (unless given), sample, split and encode the data of `config`."""
+def prepare_data(config: TrialConfig, dataset: Dataset | None = None, device: torch.device | None = None) -> Prepared:
+    """Read (unless given), sample, split and encode the data of `config`; prepare its task for it."""
     dataset = dataset or read_records(config.data.path, config.task, config.data.skip_bad)
     records = sample_records(dataset.records, config.data.sample, config.seed)
     splits = split_records(records, config.data.split, config.seed)
-    tokenizer = load_tokenizer(config.backbone)
-    encode = lambda part: encode_commits(part, tokenizer, config.data.max_length, config.data.message_tokens)  # noqa: E731
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return Prepared(encode(splits.train), encode(splits.valid), encode(splits.test), pad_id, dataset.digest)
+    tokenizer = load_tokenizer(config.backbone, config.task)
+    task = task_for(config)
+    train, valid, test = (task.encode(part, tokenizer) for part in (splits.train, splits.valid, splits.test))
+    if not train or not valid:
+        raise SweeperError(f"{config.data.path}: {len(train)} training and {len(valid)} validation commits after "
+                           "sampling and splitting: give more data (data.sample) or a larger data.split.valid")
+    task.prepare(train, tokenizer, device or torch.device("cpu"))
+    return Prepared(train, valid, test, task, dataset.digest)
 
 
-@torch.no_grad()
-def predict(model: PreTrainedModel, items: list[EncodedCommit], batch_size: int, pad_id: int,
-            device: torch.device, pad_to: int | None = None) -> tuple[list[float], float]:
-    """Defect probability per item (in input order) and the mean cross-entropy; `pad_to` as in training."""
-    scores = [0.0] * len(items)
-    total_loss = 0.0
-    for indices in batch_indices(items, batch_size, seed=None, pad_to=pad_to):
-        batch = {key: value.to(device) for key, value in collate([items[i] for i in indices], pad_id, pad_to).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        total_loss += torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
-        for index, score in zip(indices, torch.softmax(logits, dim=-1)[:, 1].tolist()):
-            scores[index] = score
-    return scores, total_loss / max(len(items), 1)
-
-
-def write_artifacts(model: PreTrainedModel, config: TrialConfig, result: TrialResult, valid: list[EncodedCommit],
-                    scores: list[float], data_digest: str, output_dir: Path) -> None:
+def write_artifacts(model: PreTrainedModel, config: TrialConfig, result: TrialResult, data: Prepared,
+                    predictions: list[Prediction], output_dir: Path) -> None:
     """What was trained, the resolved config, the metrics and the validation predictions."""
     output_dir.mkdir(parents=True, exist_ok=True)
     save_trained(model, config, output_dir / "model")
     (output_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-    summary = {"metrics": result.metrics, "costs": result.costs, "history": result.history, "data_digest": data_digest}
+    summary = {"metrics": result.metrics, "costs": result.costs, "history": result.history,
+               "data_digest": data.data_digest}
     (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    lines = ["id,label,score"] + [f"{item.id},{item.label},{score!r}" for item, score in zip(valid, scores)]
-    (output_dir / "predictions.csv").write_text("\n".join(lines) + "\n")
+    data.task.write_predictions(output_dir / PREDICTIONS_FILE, data.valid, predictions)
 
 
-def predict_saved(output_dir: Path) -> list[tuple[str, int, float]]:
+def predict_saved(output_dir: Path) -> list[Prediction]:
     """Reload a trial's artifacts (config and trained weights) and predict its validation set again."""
     config = TrialConfig.model_validate_json((output_dir / "config.json").read_text())
     seed_everything(config.seed, config.threads)
-    data = prepare_data(config)
-    model = load_trained(load_classifier(config.backbone, num_labels=2), config, output_dir / "model")
-    model.eval()
-    scores, _ = predict(model, data.valid, config.eval_batch_size, data.pad_id, torch.device("cpu"), config.data.pad_to)
-    return [(item.id, item.label, score) for item, score in zip(data.valid, scores)]
+    device = torch.device("cpu")
+    data = prepare_data(config, device=device)
+    model = load_trained(data.task.load_model(config.backbone), config, output_dir / "model")
+    return data.task.evaluate(model, data.valid, device, score=True).predictions
 
 
-def read_predictions(output_dir: Path) -> list[tuple[str, int, float]]:
-    """The validation predictions a trial saved."""
-    rows = (output_dir / "predictions.csv").read_text().splitlines()[1:]
-    return [(id_, int(label), float(score)) for id_, label, score in (row.split(",") for row in rows)]
+def read_predictions(output_dir: Path) -> list[Prediction]:
+    """The validation predictions a trial saved, in order: defect probabilities or generated messages."""
+    with (output_dir / PREDICTIONS_FILE).open(newline="", encoding="utf-8") as handle:
+        header, *rows = csv.reader(handle)
+    return [float(row[-1]) if header[-1] == "score" else row[-1] for row in rows]
 
 
 @contextmanager
@@ -288,12 +282,6 @@ def out_of_memory_as_failure(config: TrialConfig) -> Iterator[None]:
 def improved(value: float, best: float, mode: str) -> bool:
     """Whether `value` beats `best` in the direction of `mode`."""
     return value > best if mode == "max" else value < best
-
-
-def class_weights(items: list[EncodedCommit]) -> torch.Tensor:
-    """Inverse class frequency, normalised so a balanced set gets weights of 1."""
-    counts = np.bincount([item.label for item in items], minlength=2).astype(np.float64)
-    return torch.tensor(len(items) / (2 * np.maximum(counts, 1)), dtype=torch.float32)
 
 
 def restore(model: PreTrainedModel, state: dict[str, torch.Tensor]) -> None:

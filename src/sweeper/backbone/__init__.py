@@ -1,4 +1,8 @@
-"""Backbones: the embedded default (built offline) or any hub name or local `save_pretrained` folder."""
+"""Backbones: the embedded defaults (built offline) or any hub name or local `save_pretrained` folder.
+
+`embedded` means the embedded encoder (RoBERTa) for defect prediction and the embedded encoder-decoder
+(BART) for message generation; both share one tokenizer.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
@@ -14,32 +21,46 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from sweeper.backbone.embedded import embedded_backbone_dir
+from sweeper.backbone.embedded_seq2seq import embedded_seq2seq_dir
 from sweeper.errors import SweeperError
 
-__all__ = ["embedded_backbone_dir", "load_classifier", "load_tokenizer", "resolve_backbone"]
+__all__ = ["embedded_backbone_dir", "embedded_seq2seq_dir", "load_classifier", "load_generator", "load_tokenizer",
+           "resolve_backbone"]
 
 EMBEDDED = "embedded"
 Loaded = TypeVar("Loaded")
 
 
-def resolve_backbone(name: str) -> str:
-    """`"embedded"` becomes the embedded backbone's folder (built if needed); any other name is kept."""
-    return str(embedded_backbone_dir()) if name == EMBEDDED else name
+def resolve_backbone(name: str, task: str = "jitdp") -> str:
+    """`"embedded"` becomes the task's embedded backbone folder (built if needed); any other name is kept."""
+    if name != EMBEDDED:
+        return name
+    return str(embedded_seq2seq_dir() if task == "cmg" else embedded_backbone_dir())
 
 
-def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+def load_tokenizer(name: str, task: str = "jitdp") -> PreTrainedTokenizerBase:
     """The backbone's tokenizer; a `SweeperError` if it cannot be loaded."""
-    return _load(name, AutoTokenizer.from_pretrained)
+    return _load(name, task, AutoTokenizer.from_pretrained)
 
 
 def load_classifier(name: str, num_labels: int = 2) -> PreTrainedModel:
     """The backbone with a new sequence-classification head; a `SweeperError` if it cannot be loaded."""
-    return _load(name, lambda path: AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels))
+    return _load(name, "jitdp",
+                 lambda path: AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels))
 
 
-def _load(name: str, loader: Callable[[str], Loaded]) -> Loaded:
+def load_generator(name: str) -> PreTrainedModel:
+    """The backbone as a text generator: encoder-decoder (`AutoModelForSeq2SeqLM`) or decoder-only (`AutoModelForCausalLM`)."""
+    def loader(path: str) -> PreTrainedModel:
+        kind = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(path).is_encoder_decoder else AutoModelForCausalLM
+        return kind.from_pretrained(path)
+
+    return _load(name, "cmg", loader)
+
+
+def _load(name: str, task: str, loader: Callable[[str], Loaded]) -> Loaded:
     """`loader(resolved name)`, quiet about the expected new head, load failures as one-line errors."""
-    path = resolve_backbone(name)
+    path = resolve_backbone(name, task)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:

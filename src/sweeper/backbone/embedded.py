@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
@@ -55,16 +56,21 @@ def cache_dir() -> Path:
 
 
 def embedded_backbone_dir() -> Path:
-    """The embedded backbone's folder, built on first use (safe when several processes ask at once)."""
-    target = cache_dir() / NAME
+    """The embedded encoder's folder, built on first use (safe when several processes ask at once)."""
+    return built_once(NAME, build_backbone)
+
+
+def built_once(name: str, build: Callable[[Path], None]) -> Path:
+    """`cache_dir()/name`, made by `build(folder)` under a file lock the first time it is asked for."""
+    target = cache_dir() / name
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{target}.lock"):
         if not target.is_dir():
-            partial = Path(tempfile.mkdtemp(prefix=f"{NAME}.", suffix=".partial", dir=target.parent))
+            partial = Path(tempfile.mkdtemp(prefix=f"{name}.", suffix=".partial", dir=target.parent))
             try:
-                build_backbone(partial)
+                build(partial)
                 partial.rename(target)
                 print(f"saved to {target}", file=sys.stderr)
             finally:
@@ -72,10 +78,10 @@ def embedded_backbone_dir() -> Path:
     return target
 
 
-def bundled_texts() -> tuple[list[str], list[str]]:
+def bundled_texts(names: tuple[str, ...] = BUNDLED) -> tuple[list[str], list[str]]:
     """The bundled commits as `commit_text` strings, split into (pre-training, held out)."""
     texts: list[str] = []
-    for name in BUNDLED:
+    for name in names:
         with gzip.open(str(files("sweeper") / "data" / "bundled" / name), "rt", encoding="utf-8") as handle:
             texts += [commit_text(row["message"], row["diff"]) for row in map(json.loads, handle)]
     heldout = [text for index, text in enumerate(texts) if index % HELDOUT_EVERY == 0]
@@ -93,10 +99,10 @@ def train_tokenizer(texts: list[str]) -> RobertaTokenizerFast:
         return RobertaTokenizerFast(vocab_file, merges_file, additional_special_tokens=markers, model_max_length=512)
 
 
-def chunk(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> torch.Tensor:
-    """Every text cut into consecutive windows of at most `SEQ_LEN` tokens, padded: (windows, SEQ_LEN)."""
+def chunk(tokenizer: PreTrainedTokenizerBase, texts: list[str], length: int = SEQ_LEN) -> torch.Tensor:
+    """Every text cut into consecutive windows of at most `length` tokens, padded: (windows, length)."""
     encoded = tokenizer(
-        texts, max_length=SEQ_LEN, truncation=True, return_overflowing_tokens=True, padding="max_length"
+        texts, max_length=length, truncation=True, return_overflowing_tokens=True, padding="max_length"
     )
     return torch.tensor(encoded["input_ids"])
 

@@ -52,8 +52,14 @@ def batch_indices(items: list[EncodedCommit], batch_size: int, seed: int | None,
     return length_bucketed_batches(items, batch_size, seed)
 
 
+IGNORED_LABEL = -100  # PyTorch's cross-entropy skips targets with this id
+
+
 def collate(items: list[EncodedCommit], pad_id: int, pad_to: int | None = None) -> dict[str, torch.Tensor]:
-    """Pad to the longest input in the batch (or to `pad_to` tokens): input_ids, attention_mask, labels."""
+    """Pad to the longest input in the batch (or to `pad_to` tokens): input_ids, attention_mask, labels.
+
+    For generation, `labels` are the targets' token ids padded with -100 (ignored by the loss).
+    """
     longest = max(len(item.input_ids) for item in items)
     if pad_to is not None and longest > pad_to:
         raise ValueError(f"an input has {longest} tokens, more than pad_to ({pad_to})")
@@ -63,7 +69,12 @@ def collate(items: list[EncodedCommit], pad_id: int, pad_to: int | None = None) 
     for row, item in enumerate(items):
         input_ids[row, :len(item.input_ids)] = torch.tensor(item.input_ids)
         attention_mask[row, :len(item.input_ids)] = 1
-    labels = torch.tensor([item.label for item in items], dtype=torch.long)
+    if items[0].target_ids:
+        labels = torch.full((len(items), max(len(item.target_ids) for item in items)), IGNORED_LABEL, dtype=torch.long)
+        for row, item in enumerate(items):
+            labels[row, :len(item.target_ids)] = torch.tensor(item.target_ids)
+    else:
+        labels = torch.tensor([item.label for item in items], dtype=torch.long)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 

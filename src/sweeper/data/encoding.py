@@ -3,25 +3,31 @@
 Each part gets a share of `max_length`: the message up to `message_tokens`, the rest split between
 added and removed lines, a part that needs less leaving its share to the other. No padding here:
 batches are padded to their own longest input (see `batching`).
+
+For message generation (`encode_for_generation`) the input is the diff alone, `[ADD] added [DEL] removed`,
+and the message, cut to `message_tokens`, is the target.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
 from sweeper.data.diff import ADD_MARKER, DEL_MARKER, parse_diff
+from sweeper.data.messages import target_message
 from sweeper.data.records import CommitRecord
 
 
 @dataclass(frozen=True)
 class EncodedCommit:
-    """Token ids of one commit, unpadded, with its label and id."""
+    """Token ids of one commit, unpadded, with its id and label (defect prediction) or target (generation)."""
 
     id: str
     input_ids: list[int]
-    label: int
+    label: int = 0
+    target_ids: list[int] = field(default_factory=list)  # the message's token ids, special tokens included
+    reference: str = ""  # the message text that generated messages are scored against
 
 
 def encode_commits(records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase,
@@ -41,6 +47,26 @@ def encode_commits(records: list[CommitRecord], tokenizer: PreTrainedTokenizerBa
         body = message + add_ids + added + del_ids + removed
         ids = tokenizer.build_inputs_with_special_tokens(body)
         encoded.append(EncodedCommit(record.id, ids, record.label or 0))
+    return encoded
+
+
+def encode_for_generation(records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase, max_length: int,
+                          message_tokens: int, part: str = "first_line", clean: bool = False) -> list[EncodedCommit]:
+    """Diff as input, message as target; commits whose message is empty after cleaning are left out."""
+    add_ids = marker_ids(tokenizer, ADD_MARKER)
+    del_ids = marker_ids(tokenizer, DEL_MARKER)
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=False) - len(add_ids) - len(del_ids)
+    encoded = []
+    for record in records:
+        reference = target_message(record.message, part, clean)
+        if not reference:
+            continue
+        changes = parse_diff(record.diff)
+        added, removed = share_budget(token_ids(tokenizer, " ".join(changes.added)),
+                                      token_ids(tokenizer, " ".join(changes.removed)), max(budget, 0))
+        input_ids = tokenizer.build_inputs_with_special_tokens(add_ids + added + del_ids + removed)
+        target_ids = tokenizer.build_inputs_with_special_tokens(token_ids(tokenizer, reference)[:message_tokens])
+        encoded.append(EncodedCommit(record.id, input_ids, target_ids=target_ids, reference=reference))
     return encoded
 
 

@@ -1,0 +1,68 @@
+"""What differs between the two tasks: the model, the encoding, the loss, evaluation and the predictions file.
+
+`run_trial` is the same recipe for both; it asks `task_for(config)` for the parts that differ.
+
+    >>> task = task_for(config)                 # DefectPrediction or MessageGeneration
+    >>> model = task.load_model(config.backbone)
+    >>> evaluated = task.evaluate(model, items, device, score=True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sweeper.config import TrialConfig
+from sweeper.data.encoding import EncodedCommit
+from sweeper.data.records import CommitRecord
+
+Prediction = float | str  # a defect probability, or a generated message
+
+
+@dataclass
+class Evaluated:
+    """Metrics over a set of commits and one prediction per commit (in input order).
+
+    `scored` is False when only the cheap metrics were computed (message generation between scorings:
+    the evaluation loss, no messages generated).
+    """
+
+    metrics: dict[str, float]
+    predictions: list[Prediction]
+    scored: bool = True
+
+
+class Task(Protocol):
+    """The task-specific parts of a trial."""
+
+    def load_model(self, backbone: str) -> PreTrainedModel: ...
+
+    def encode(self, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase) -> list[EncodedCommit]: ...
+
+    def prepare(self, train: list[EncodedCommit], tokenizer: PreTrainedTokenizerBase, device: torch.device) -> None:
+        """Set what training needs from the data and tokenizer (class weights, pad and end ids)."""
+
+    def batch(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device) -> dict[str, torch.Tensor]:
+        """A training batch on `device`: padded inputs and labels."""
+
+    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def evaluate(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
+                 score: bool) -> Evaluated: ...
+
+    def test_metrics(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
+                     best: dict[str, float]) -> dict[str, float]: ...
+
+    def write_predictions(self, path: Path, items: list[EncodedCommit], predictions: list[Prediction]) -> None: ...
+
+
+def task_for(config: TrialConfig) -> Task:
+    """The task object for `config.task`."""
+    from sweeper.tasks.defects import DefectPrediction
+    from sweeper.tasks.messages import MessageGeneration
+
+    return MessageGeneration(config) if config.task == "cmg" else DefectPrediction(config)

@@ -1,0 +1,90 @@
+"""Just-in-time defect prediction: a sequence classifier scores P(defect) for each commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sweeper.backbone import load_classifier
+from sweeper.config import TrialConfig
+from sweeper.data.batching import batch_indices, collate
+from sweeper.data.encoding import EncodedCommit, encode_commits
+from sweeper.data.records import CommitRecord
+from sweeper.metrics import classification_metrics
+from sweeper.tasks import Evaluated, Prediction
+
+
+class DefectPrediction:
+    """Binary classification of commits; metrics auc, f1, mcc, precision, recall, max_f1 and eval_loss."""
+
+    def __init__(self, config: TrialConfig) -> None:
+        self.config = config
+        self.pad_id = 0
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+
+    def load_model(self, backbone: str) -> PreTrainedModel:
+        return load_classifier(backbone, num_labels=2)
+
+    def encode(self, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase) -> list[EncodedCommit]:
+        return encode_commits(records, tokenizer, self.config.data.max_length, self.config.data.message_tokens)
+
+    def prepare(self, train: list[EncodedCommit], tokenizer: PreTrainedTokenizerBase, device: torch.device) -> None:
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        weights = class_weights(train).to(device) if self.config.class_weighting else None
+        self.loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+
+    def batch(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device) -> dict[str, torch.Tensor]:
+        return {key: value.to(device) for key, value in collate(items, self.pad_id, self.config.data.pad_to).items()}
+
+    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return self.loss_fn(logits, batch["labels"])
+
+    def evaluate(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
+                 score: bool = True) -> Evaluated:
+        scores, eval_loss = predict(model, items, self.config.eval_batch_size, self.pad_id, device,
+                                    self.config.data.pad_to)
+        metrics = classification_metrics([item.label for item in items], scores) | {"eval_loss": eval_loss}
+        return Evaluated(metrics, list(scores))
+
+    def test_metrics(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
+                     best: dict[str, float]) -> dict[str, float]:
+        scores, _ = predict(model, items, self.config.eval_batch_size, self.pad_id, device, self.config.data.pad_to)
+        labels = [item.label for item in items]
+        test = {f"test_{name}": value for name, value in classification_metrics(labels, scores).items()}
+        test["test_f1_at_valid_threshold"] = classification_metrics(labels, scores, best["max_f1_threshold"])["f1"]
+        return test
+
+    def write_predictions(self, path: Path, items: list[EncodedCommit], predictions: list[Prediction]) -> None:
+        lines = ["id,label,score"] + [f"{item.id},{item.label},{score!r}" for item, score in zip(items, predictions)]
+        path.write_text("\n".join(lines) + "\n")
+
+
+@torch.no_grad()
+def predict(model: PreTrainedModel, items: list[EncodedCommit], batch_size: int, pad_id: int,
+            device: torch.device, pad_to: int | None = None) -> tuple[list[float], float]:
+    """Defect probability per item (in input order) and the mean cross-entropy; `pad_to` as in training."""
+    scores = [0.0] * len(items)
+    total_loss = 0.0
+    for indices in batch_indices(items, batch_size, seed=None, pad_to=pad_to):
+        batch = {key: value.to(device) for key, value in collate([items[i] for i in indices], pad_id, pad_to).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        total_loss += torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
+        for index, score in zip(indices, torch.softmax(logits, dim=-1)[:, 1].tolist()):
+            scores[index] = score
+    return scores, total_loss / max(len(items), 1)
+
+
+def class_weights(items: list[EncodedCommit]) -> torch.Tensor:
+    """Inverse class frequency, normalised so a balanced set gets weights of 1."""
+    counts = np.bincount([item.label for item in items], minlength=2).astype(np.float64)
+    return torch.tensor(len(items) / (2 * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def read_scored(path: Path) -> list[tuple[str, int, float]]:
+    """The validation predictions a defect-prediction trial saved: (id, label, score)."""
+    rows = path.read_text().splitlines()[1:]
+    return [(id_, int(label), float(score)) for id_, label, score in (row.split(",") for row in rows)]

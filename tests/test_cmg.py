@@ -1,0 +1,158 @@
+"""Commit message generation: encoding, the decoder-only loss mask, each method on an encoder-decoder and a
+decoder-only backbone, exact reloads, and the spec's metric rules."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from sweeper.backbone import load_tokenizer
+from sweeper.config import TrialConfig
+from sweeper.data.batching import IGNORED_LABEL
+from sweeper.data.encoding import encode_for_generation
+from sweeper.data.records import read_records
+from sweeper.errors import SpecError
+from sweeper.spec import load_spec
+from sweeper.tasks.messages import MessageGeneration
+from sweeper.trial import read_predictions, run_trial
+
+CMG_SMOKE = Path(__file__).parent.parent / "search_spaces" / "cmg-smoke.yaml"
+
+
+def small(method: str, backbone: str = "embedded", **overrides: object) -> TrialConfig:
+    """A quick generation trial: 160 bundled CMG commits, short inputs and messages, one epoch."""
+    base = {"task": "cmg", "backbone": backbone, "method": method, "data.path": "bundled:cmg", "data.sample": 160,
+            "data.max_length": 64, "data.message_tokens": 12, "epochs": 1, "lr": 1e-3, "metric": "eval_loss",
+            "mode": "min", "adapter.bottleneck": 16, "lora.rank": 4, "generation.max_new_tokens": 8}
+    return TrialConfig().with_overrides({**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A randomly initialised 2-layer GPT-2 with the embedded tokenizer, saved as a local backbone folder."""
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = load_tokenizer("embedded")
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=64, n_layer=2, n_head=2,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_generation_input_is_the_diff_and_the_target_the_cleaned_first_line() -> None:
+    tokenizer = load_tokenizer("embedded", "cmg")
+    record = next(r for r in read_records("bundled:cmg", "cmg").records if "\n" in r.message.strip())
+    item = encode_for_generation([record], tokenizer, 64, 12, "first_line", clean=True)[0]
+    first_line = record.message.strip().splitlines()[0]
+    assert item.reference == " ".join(first_line.split()) or "#" in first_line
+    assert tokenizer.decode(item.target_ids, skip_special_tokens=True).strip().startswith(item.reference.split()[0])
+    assert len(item.input_ids) <= 64 and item.input_ids[1] == tokenizer.convert_tokens_to_ids("[ADD]")
+
+
+def test_decoder_only_loss_covers_the_message_tokens_only(tiny_gpt2: str) -> None:
+    config = small("full", tiny_gpt2)
+    tokenizer = load_tokenizer(tiny_gpt2)
+    task = MessageGeneration(config)
+    items = task.encode(read_records("bundled:cmg", "cmg").records[:3], tokenizer)
+    task.prepare(items, tokenizer, torch.device("cpu"))
+    batch = task.causal_batch(items)
+    for row, item in enumerate(items):
+        prompt, target = task.prompt(item), task.target(item)
+        labels = batch["labels"][row].tolist()
+        assert labels[:len(prompt)] == [IGNORED_LABEL] * len(prompt)
+        assert labels[len(prompt):len(prompt) + len(target)] == target
+        assert set(labels[len(prompt) + len(target):]) <= {IGNORED_LABEL}
+        assert target[-1] == tokenizer.eos_token_id
+
+
+def generated(folder: Path) -> list[dict[str, str]]:
+    with (folder / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["encoder-decoder", "decoder-only"])
+@pytest.mark.parametrize("method", ["full", "adapter", "lora"])
+def test_each_method_trains_generates_and_reloads_exactly(kind: str, method: str, tiny_gpt2: str,
+                                                           tmp_path: Path) -> None:
+    config = small(method, "embedded" if kind == "encoder-decoder" else tiny_gpt2, epochs=2)
+    reports = []
+    result = run_trial(config, tmp_path, reports.append)
+    assert [evaluation.metrics["epoch"] for evaluation in reports] == [1.0, 2.0]
+    assert all("bleu" not in evaluation.metrics for evaluation in reports)  # scored at the end only
+    for key in ("bleu", "corpus_bleu", "rouge_l", "exact_match"):
+        assert 0 <= result.metrics[key] <= 100
+    assert result.metrics["eval_loss"] == min(evaluation.metrics["eval_loss"] for evaluation in reports)
+    rows = generated(tmp_path)
+    assert len(rows) > 0 and list(rows[0]) == ["id", "reference", "prediction"]
+    assert all(row["reference"] for row in rows)
+    if method != "full":
+        assert result.costs["trainable_percent"] < 15
+    script = ("import json, sys; from pathlib import Path; from sweeper.trial import predict_saved; "
+              "print(json.dumps(predict_saved(Path(sys.argv[1]))))")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == read_predictions(tmp_path) == [row["prediction"] for row in rows]
+
+
+@pytest.mark.slow
+def test_scoring_every_evaluation_and_beam_search() -> None:
+    result = run_trial(small("lora", epochs=2, **{"generation.every": 1, "generation.num_beams": 3,
+                                                  "metric": "bleu", "mode": "max"}))
+    assert all("bleu" in history and "rouge_l" in history for history in result.history)
+    assert result.metrics["bleu"] == max(history["bleu"] for history in result.history)
+
+
+@pytest.mark.slow
+def test_same_config_and_seed_give_identical_messages(tmp_path: Path) -> None:
+    run_trial(small("lora"), tmp_path / "a")
+    run_trial(small("lora"), tmp_path / "b")
+    assert generated(tmp_path / "a") == generated(tmp_path / "b")
+
+
+def write_spec(tmp_path: Path, **changes: object) -> Path:
+    import yaml
+
+    spec = yaml.safe_load(CMG_SMOKE.read_text())
+    spec.update(changes)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_cmg_smoke_spec_loads() -> None:
+    spec = load_spec(CMG_SMOKE)
+    assert spec.task == "cmg" and spec.metric == "eval_loss" and spec.base_trial().task == "cmg"
+
+
+def test_a_metric_scored_only_at_the_end_cannot_drive_the_sweep(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"metric.*'bleu' is scored only at the end.*generation.every: 1"):
+        load_spec(write_spec(tmp_path, metric="bleu", mode="max"))
+    spec = yaml_with_every(tmp_path)
+    assert load_spec(spec).metric == "bleu"
+
+
+def yaml_with_every(tmp_path: Path) -> Path:
+    import yaml
+
+    spec = yaml.safe_load(CMG_SMOKE.read_text())
+    spec.update(metric="bleu", mode="max")
+    spec["defaults"]["generation"]["every"] = 1
+    path = tmp_path / "every.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_classification_metric_or_a_wrong_mode_is_a_spec_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"'auc' is not a cmg metric"):
+        load_spec(write_spec(tmp_path, metric="auc", mode="max"))
+    with pytest.raises(SpecError, match=r"field 'mode'.*lower-is-better"):
+        load_spec(write_spec(tmp_path, mode="max"))
