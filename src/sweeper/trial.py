@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
 import resource
 import time
@@ -104,6 +105,8 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     """
     seed_everything(config.seed, config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # a reused worker's earlier trials do not count
     data = prepare_data(config, dataset, device)
     task = data.task
     model = apply_method(task.load_model(config.backbone), config).to(device)
@@ -293,7 +296,9 @@ def restore(model: PreTrainedModel, state: dict[str, torch.Tensor]) -> None:
 
 
 def seed_everything(seed: int, threads: int) -> None:
-    """Same seed and thread count, same numbers: results repeat exactly on a CPU."""
+    """Same seed and thread count, same numbers: results repeat exactly on a CPU (and on a GPU, where cuBLAS
+    gets the fixed workspace its deterministic mode needs, unless the environment sets one)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(threads)
     random.seed(seed)
     np.random.seed(seed)
