@@ -138,12 +138,17 @@ class OptunaPruningScheduler(FIFOScheduler):
 
 
 def make_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
-    """The Optuna pruner a spec names."""
+    """The Optuna pruner a spec names.
+
+    Steps are evaluations numbered from 1, and Optuna prunes from step `n_warmup_steps` on, so `warmup_steps: N`
+    (N evaluations are safe) is `n_warmup_steps=N + 1`.
+    """
     if config.kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials, n_warmup_steps=config.warmup_steps)
+        return optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials,
+                                           n_warmup_steps=config.warmup_steps + 1)
     if config.kind == "percentile":
         return optuna.pruners.PercentilePruner(config.percentile, n_startup_trials=config.startup_trials,
-                                               n_warmup_steps=config.warmup_steps)
+                                               n_warmup_steps=config.warmup_steps + 1)
     if config.kind == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=config.min_resource,
                                                       reduction_factor=config.reduction_factor)
