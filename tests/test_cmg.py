@@ -128,9 +128,11 @@ def write_spec(tmp_path: Path, **changes: object) -> Path:
     return path
 
 
-def test_cmg_smoke_spec_loads() -> None:
-    spec = load_spec(CMG_SMOKE)
-    assert spec.task == "cmg" and spec.metric == "eval_loss" and spec.base_trial().task == "cmg"
+@pytest.mark.parametrize("name", ["cmg-smoke.yaml", "cmg-study.yaml"])
+def test_cmg_specs_load(name: str) -> None:
+    spec = load_spec(CMG_SMOKE.parent / name)
+    assert spec.task == "cmg" and spec.base_trial().task == "cmg"
+    assert spec.metric == ("eval_loss" if name == "cmg-smoke.yaml" else "bleu")
 
 
 def test_a_metric_scored_only_at_the_end_cannot_drive_the_sweep(tmp_path: Path) -> None:
@@ -156,3 +158,65 @@ def test_a_classification_metric_or_a_wrong_mode_is_a_spec_error(tmp_path: Path)
         load_spec(write_spec(tmp_path, metric="auc", mode="max"))
     with pytest.raises(SpecError, match=r"field 'mode'.*lower-is-better"):
         load_spec(write_spec(tmp_path, mode="max"))
+
+
+SWEEP_SPEC = """\
+name: tiny-cmg
+task: cmg
+data: {path: bundled:cmg, sample: 120, split: {kind: time, valid: 0.25}, max_length: 64, message_tokens: 12}
+backbone: embedded
+metric: eval_loss
+mode: min
+defaults: {epochs: 2, batch_size: 16, lr: 2.0e-3, adapter: {bottleneck: 16}, lora: {rank: 4},
+           generation: {max_new_tokens: 8}}
+search:
+  method: {choice: [full, adapter, lora]}
+sweep:
+  trials: 3
+  searcher: grid
+  pruner: {kind: none}
+  max_concurrent: 2
+  resources: {cpu: 1}
+tracking: {storage: STORAGE}
+"""
+
+
+@pytest.mark.slow
+def test_a_cmg_sweep_records_runs_and_reproduces_predictions(mlflow_server, tmp_path: Path) -> None:
+    import shutil
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    from tiny_sweep import sweeper
+
+    spec = tmp_path / "tiny-cmg.yaml"
+    spec.write_text(SWEEP_SPEC.replace("STORAGE", str(tmp_path / "results")))
+    ray_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    try:
+        out = sweeper("run", str(spec), "--tracking-uri", mlflow_server.uri, "--json", cwd=tmp_path,
+                      env={"RAY_TMPDIR": ray_dir})
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["trials"]["complete"] == 3
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.get_experiment_by_name("tiny-cmg")
+    runs = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'")
+    assert sorted(run.data.tags["sweeper.method"] for run in runs) == ["adapter", "full", "lora"]
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.params["task"] == "cmg"
+        assert {"best_eval_loss", "best_bleu", "best_rouge_l", "best_exact_match"} <= set(run.data.metrics)
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_loss")] == [1, 2]
+        folder = tmp_path / run.info.run_id
+        folder.mkdir()
+        client.download_artifacts(run.info.run_id, "predictions.csv", str(folder))
+        rows = generated(folder)
+        assert rows and list(rows[0]) == ["id", "reference", "prediction"]
+    lora = next(run for run in runs if run.data.tags["sweeper.method"] == "lora")
+    again = sweeper("reproduce", lora.info.run_id, "--json", "--tracking-uri", mlflow_server.uri, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    outcome = json.loads(again.stdout.strip().splitlines()[-1])
+    assert outcome["predictions"] > 0 and outcome["predictions_differing"] == 0
+    assert outcome["reproduced"] == outcome["original"]
