@@ -220,3 +220,20 @@ def test_a_cmg_sweep_records_runs_and_reproduces_predictions(mlflow_server, tmp_
     outcome = json.loads(again.stdout.strip().splitlines()[-1])
     assert outcome["predictions"] > 0 and outcome["predictions_differing"] == 0
     assert outcome["reproduced"] == outcome["original"]
+
+    logged = {row["id"]: row["prediction"] for row in generated(tmp_path / lora.info.run_id)}
+    wanted = list(logged)[:2]
+    lines = [line for line in bundled_lines("cmg") if json.loads(line)["id"] in wanted]
+    (tmp_path / "two.jsonl").write_text("\n".join(lines) + "\n")
+    guessed = sweeper("predict", lora.info.run_id, str(tmp_path / "two.jsonl"), "--json",
+                      "--tracking-uri", mlflow_server.uri, cwd=tmp_path)
+    assert guessed.returncode == 0, guessed.stderr[-2000:]
+    assert {row["id"]: row["message"] for row in json.loads(guessed.stdout)} == {id_: logged[id_] for id_ in wanted}
+
+
+def bundled_lines(name: str) -> list[str]:
+    import gzip
+
+    from sweeper.data.records import read_bytes
+
+    return [line for line in gzip.decompress(read_bytes(f"bundled:{name}")).decode().splitlines() if line.strip()]

@@ -106,10 +106,10 @@ def parser() -> argparse.ArgumentParser:
     report.set_defaults(command=cmd_report)
 
     guess = commands.add_parser("predict", parents=[tracking],
-                                help="defect probability of commits (`git show`, a diff or JSONL) with a trial's model")
+                                help="defect probability (or, for a cmg run, a message) of commits (`git show`, a diff or JSONL)")
     guess.add_argument("run_id", help="MLflow run id of a completed trial")
     guess.add_argument("file", nargs="?", help="input file (default: standard input)")
-    guess.add_argument("--json", action="store_true", help='{"run_id": ..., "probability": ...} (a list for several)')
+    guess.add_argument("--json", action="store_true", help='{"run_id": ..., "probability": ...} or {..., "message": ...} (a list for several)')
     guess.set_defaults(command=cmd_predict)
 
     export = commands.add_parser("export", parents=[tracking], help="write a trial's model as a standalone folder")
@@ -293,14 +293,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         text, source = sys.stdin.read(), "<stdin>"
     predictions = predict_text(Tracker.connect(args.tracking_uri), args.run_id, text, source)
+    shown = [p.message if p.message is not None else f"{p.probability:.6f}" for p in predictions]
     if args.json:
-        rows = [{"run_id": args.run_id, "id": p.id, "probability": p.probability} for p in predictions]
+        rows = [{"run_id": args.run_id, "id": p.id, **({"message": p.message} if p.message is not None
+                                                       else {"probability": p.probability})} for p in predictions]
         print(json.dumps(rows[0] if len(rows) == 1 else rows))
     elif len(predictions) == 1:
-        print(f"{predictions[0].probability:.6f}")
+        print(shown[0])
     else:
-        for prediction in predictions:
-            print(f"{prediction.id}\t{prediction.probability:.6f}")
+        for prediction, text in zip(predictions, shown):
+            print(f"{prediction.id}\t{text}")
     return 0
 
 

@@ -56,6 +56,30 @@ def save_tokenizer(trial: TrialArtifacts, out: Path) -> None:
     load_tokenizer(trial.config.backbone, trial.config.task).save_pretrained(out)
 
 
+def how_to_load(trial: TrialArtifacts, kind: str) -> str:
+    """HOW_TO_LOAD for the run's task: a generator's Auto class in place of the classifier's."""
+    if trial.config.task != "cmg":
+        return HOW_TO_LOAD[kind]
+    from transformers import AutoConfig
+
+    from sweeper.backbone import resolve_backbone
+
+    seq2seq = AutoConfig.from_pretrained(resolve_backbone(trial.config.backbone, "cmg")).is_encoder_decoder
+    auto = "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM"
+    return HOW_TO_LOAD[kind].replace("AutoModelForSequenceClassification", auto).replace(", num_labels=2", "")
+
+
+def task_notes(trial: TrialArtifacts) -> dict[str, str]:
+    """What the model reads and what it gives, per task."""
+    data = trial.config.data
+    if trial.config.task == "cmg":
+        return {"input": f"[ADD] added lines [DEL] removed lines, max {data.max_length} tokens; see sweeper.data.encoding",
+                "output": f"the commit message ({data.message}, max {data.message_tokens} tokens), by generate()"}
+    return {"input": (f"message [ADD] added lines [DEL] removed lines, max {data.max_length} tokens "
+                      f"(message {data.message_tokens}); see sweeper.data.encoding"),
+            "label": "class 1 = defect-inducing; probability = softmax(logits)[1]"}
+
+
 def write_manifest(trial: TrialArtifacts, out: Path, kind: str) -> Path:
     """`sweeper.json`: where the model came from, how to load it, its config and metrics."""
     from sweeper.backbone import resolve_backbone
@@ -66,10 +90,8 @@ def write_manifest(trial: TrialArtifacts, out: Path, kind: str) -> Path:
         "format": kind,
         "backbone": trial.config.backbone,
         "backbone_path": resolve_backbone(trial.config.backbone, trial.config.task),
-        "load": HOW_TO_LOAD[kind],
-        "input": (f"message [ADD] added lines [DEL] removed lines, max {trial.config.data.max_length} tokens "
-                  f"(message {trial.config.data.message_tokens}); see sweeper.data.encoding"),
-        "label": "class 1 = defect-inducing; probability = softmax(logits)[1]",
+        "load": how_to_load(trial, kind),
+        **task_notes(trial),
         "config": trial.config.model_dump(mode="json"),
         "metrics": {key: value for key, value in sorted(trial.metrics.items())},
     }

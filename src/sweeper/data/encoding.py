@@ -51,15 +51,17 @@ def encode_commits(records: list[CommitRecord], tokenizer: PreTrainedTokenizerBa
 
 
 def encode_for_generation(records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase, max_length: int,
-                          message_tokens: int, part: str = "first_line", clean: bool = False) -> list[EncodedCommit]:
-    """Diff as input, message as target; commits whose message is empty after cleaning are left out."""
+                          message_tokens: int, part: str = "first_line", clean: bool = False,
+                          keep_without_message: bool = False) -> list[EncodedCommit]:
+    """Diff as input, message as target; commits whose message is empty after cleaning are left out, unless
+    `keep_without_message` (to generate messages for new commits)."""
     add_ids = marker_ids(tokenizer, ADD_MARKER)
     del_ids = marker_ids(tokenizer, DEL_MARKER)
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=False) - len(add_ids) - len(del_ids)
     encoded = []
     for record in records:
         reference = target_message(record.message, part, clean)
-        if not reference:
+        if not reference and not keep_without_message:
             continue
         changes = parse_diff(record.diff)
         added, removed = share_budget(token_ids(tokenizer, " ".join(changes.added)),
