@@ -102,9 +102,13 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
                   searcher, scheduler, [tracking, progress]).fit()
         state = "complete"
     finally:
-        close_orphans(tracker, tracking)
-        summary = summarise(tracker, SweepSummary(sweep_id, parent_run_id, spec.name, tracker.uri, study_storage), study)
-        tracker.end_run(parent_run_id, state)
+        try:
+            tracking.flush()  # the trial events' MLflow requests, before anything reads MLflow back
+        finally:
+            close_orphans(tracker, tracking)
+            summary = summarise(tracker, SweepSummary(sweep_id, parent_run_id, spec.name, tracker.uri, study_storage),
+                                study)
+            tracker.end_run(parent_run_id, state)
     return summary
 
 
@@ -125,11 +129,14 @@ def tuner(spec: Spec, name: str, trials: int, searcher: OptunaSearcher, schedule
 
 
 def close_orphans(tracker: Tracker, tracking: TrackingCallback) -> None:
-    """Trial runs this session opened and never ended (the sweep was interrupted) end as KILLED."""
-    for trial_id, run_id in tracking.runs.items():
+    """Trial runs this session opened and never ended end as KILLED: the sweep was interrupted, or the tracking
+    writer stopped at an error before it ended them. Trials that never ended fail in the Optuna study."""
+    for trial_id in tracking.numbers:
         if trial_id not in tracking.states:
-            tracker.end_run(run_id, "killed")
             tracking.searcher.on_trial_complete(trial_id, error=True)
+    for trial_id, run_id in tracking.runs.items():
+        if trial_id not in tracking.ended:
+            tracker.end_run(run_id, "killed")
 
 
 def summarise(tracker: Tracker, summary: SweepSummary, study: optuna.Study) -> SweepSummary:

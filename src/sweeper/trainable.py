@@ -4,10 +4,14 @@ Each evaluation is reported to Tune with a checkpoint (the weights trained so fa
 state, so a trial whose worker dies resumes from it on another node); the last
 report carries the best evaluation's metrics, the cost figures and the trial's artifacts, flagged
 `final` so the pruner does not count it as another step.
+
+Ray reuses a worker process for trial after trial (`reuse_actors`), so what every trial of a sweep reads
+the same way, its data file, is read once per worker and kept (`trial_dataset`).
 """
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ import ray
 from ray import tune
 
 from sweeper.config import TrialConfig
+from sweeper.data.records import Dataset, read_records
 from sweeper.pruning import FINAL_FLAG
 from sweeper.trial import Evaluation, run_trial
 
@@ -23,6 +28,23 @@ from sweeper.trial import Evaluation, run_trial
 def trial_config(config: dict[str, Any]) -> TrialConfig:
     """The resolved trial config from Tune's config: the spec's base trial plus the searched values."""
     return TrialConfig.model_validate(config["base"]).with_overrides(config["values"], "search")
+
+
+def trial_dataset(config: TrialConfig) -> Dataset:
+    """The records of `config`'s data, read once per worker process while the file stays the same."""
+    path = config.data.path
+    try:
+        stat = Path(path).expanduser().stat()
+        version: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+    except (OSError, ValueError):  # s3:// and bundled: sources are not local files
+        version = None
+    return read_dataset(path, config.task, config.data.skip_bad, version)
+
+
+@functools.lru_cache(maxsize=1)
+def read_dataset(path: str, task: str, skip_bad: bool, version: tuple[int, int] | None) -> Dataset:
+    """`read_records`, remembered for the last (source, task, skip_bad, file version) asked for."""
+    return read_records(path, task, skip_bad)
 
 
 def train_in_ray(config: dict[str, Any]) -> None:
@@ -40,7 +62,7 @@ def train_in_ray(config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     with tempfile.TemporaryDirectory() as output, tempfile.TemporaryDirectory() as previous:
         resume_from = Path(checkpoint.to_directory(previous)) if checkpoint else None
-        result = run_trial(trial, Path(output), report, resume_from=resume_from)
+        result = run_trial(trial, Path(output), report, dataset=trial_dataset(trial), resume_from=resume_from)
         seconds = result.costs["train_seconds"] + result.costs["eval_seconds"]
         final = {**result.metrics, **result.costs, "compute_seconds": seconds, FINAL_FLAG: 1, **node}
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(output))
