@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 import common
 
 SMOKE = common.REPO / "search_spaces" / "smoke.yaml"
@@ -50,6 +52,8 @@ def smoke_spec(pruner: dict[str, Any], options: Any, storage: Path) -> dict[str,
     spec["data"]["sample"] = options.sample
     if options.quick:
         spec["data"]["max_length"] = 64
+    if options.epochs:
+        spec["defaults"]["epochs"] = options.epochs
     spec["sweep"].update(trials=options.trials, searcher=options.searcher, seed=options.seed, max_concurrent=1,
                          pruner=pruner)
     spec["tracking"] = {"storage": str(storage)}
@@ -75,10 +79,14 @@ def main() -> None:
     args.add_argument("--searcher", choices=["random", "tpe"], default="random",
                       help="random (default) tries the same configurations in both sweeps; tpe adapts to pruning")
     args.add_argument("--seed", type=int, default=0)
+    args.add_argument("--epochs", type=int, help="epochs per trial (default: the spec's 3)")
+    args.add_argument("--pruner", help="the pruner as a YAML mapping (default: the spec's median pruner), "
+                                       "e.g. '{kind: percentile, percentile: 25, startup_trials: 3}'")
     options = args.parse_args()
     options.trials = options.trials or (4 if options.quick else 14)
     options.sample = options.sample or (80 if options.quick else 120)
-    median = common.load_yaml(SMOKE)["sweep"]["pruner"]
+    median = yaml.safe_load(options.pruner) if options.pruner else common.load_yaml(SMOKE)["sweep"]["pruner"]
+    kind = median["kind"]
     from sweeper.backbone import embedded_backbone_dir
 
     embedded_backbone_dir()  # built once and cached: neither sweep pays for building it
@@ -95,24 +103,25 @@ def main() -> None:
     by_number = {trial[0]: trial for trial in unpruned.trials}
     common.print_report("Pruning savings (bench/pruning.py)", {
         "spec": f"search_spaces/smoke.yaml, data.sample {options.sample}"
+                + (f", epochs {options.epochs}" if options.epochs else "")
                 + (", max_length 64" if options.quick else ""),
         "sweep": f"{options.trials} trials, one at a time, searcher {options.searcher} (seed {options.seed}), "
                  "1 thread per trial",
-        "pruner": "median " + ", ".join(f"{key} {value}" for key, value in median.items() if key != "kind"),
+        "pruner": f"{kind} " + ", ".join(f"{key} {value}" for key, value in median.items() if key != "kind"),
         "tracking": "local SQLite MLflow store",
     }, [
         ("Per sweep", ("pruner", "trial-epochs", "compute s", "sweep wall s", "best auc"), [
-            ("median", pruned.epochs, pruned.seconds, pruned.wall_seconds, pruned.best),
+            (kind, pruned.epochs, pruned.seconds, pruned.wall_seconds, pruned.best),
             ("none", unpruned.epochs, unpruned.seconds, unpruned.wall_seconds, unpruned.best),
         ]),
-        ("Median pruner against none", ("figure", "value", "target", "met"), [
+        (f"{kind} pruner against none", ("figure", "value", "target", "met"), [
             ("compute saved, trial-epochs %", saving_epochs, f">= {TARGET_SAVING:g} %",
              common.verdict(saving_epochs, TARGET_SAVING)),
             ("compute saved, seconds %", saving_seconds, f">= {TARGET_SAVING:g} %",
              common.verdict(saving_seconds, TARGET_SAVING)),
-            ("best auc, median / none", quality, f">= {TARGET_QUALITY:g}", common.verdict(quality, TARGET_QUALITY)),
+            (f"best auc, {kind} / none", quality, f">= {TARGET_QUALITY:g}", common.verdict(quality, TARGET_QUALITY)),
         ]),
-        ("Per trial (median pruner | none)", ("trial", "method", "state", "epochs", "compute s", "epochs (none)",
+        (f"Per trial ({kind} pruner | none)", ("trial", "method", "state", "epochs", "compute s", "epochs (none)",
                                               "compute s (none)"),
          [(number, method, state, epochs, seconds, *(by_number[number][3:] if number in by_number else ("-", "-")))
           for number, method, state, epochs, seconds in pruned.trials]),
