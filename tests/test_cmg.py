@@ -118,11 +118,13 @@ def test_same_config_and_seed_give_identical_messages(tmp_path: Path) -> None:
     assert generated(tmp_path / "a") == generated(tmp_path / "b")
 
 
-def write_spec(tmp_path: Path, **changes: object) -> Path:
+def write_spec(tmp_path: Path, generation: dict[str, object] | None = None, **changes: object) -> Path:
+    """cmg-smoke.yaml with top-level keys changed and `defaults.generation` updated."""
     import yaml
 
     spec = yaml.safe_load(CMG_SMOKE.read_text())
     spec.update(changes)
+    spec["defaults"]["generation"].update(generation or {})
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -138,19 +140,7 @@ def test_cmg_specs_load(name: str) -> None:
 def test_a_metric_scored_only_at_the_end_cannot_drive_the_sweep(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"metric.*'bleu' is scored only at the end.*generation.every: 1"):
         load_spec(write_spec(tmp_path, metric="bleu", mode="max"))
-    spec = yaml_with_every(tmp_path)
-    assert load_spec(spec).metric == "bleu"
-
-
-def yaml_with_every(tmp_path: Path) -> Path:
-    import yaml
-
-    spec = yaml.safe_load(CMG_SMOKE.read_text())
-    spec.update(metric="bleu", mode="max")
-    spec["defaults"]["generation"]["every"] = 1
-    path = tmp_path / "every.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    assert load_spec(write_spec(tmp_path, {"every": 1}, metric="bleu", mode="max")).metric == "bleu"
 
 
 def test_a_classification_metric_or_a_wrong_mode_is_a_spec_error(tmp_path: Path) -> None:
