@@ -165,22 +165,26 @@ def small_config(tokenizer: PreTrainedTokenizerBase, dropout: float = FINE_TUNIN
     )
 
 
-def pretrain(
-    model: RobertaForMaskedLM, tokenizer: PreTrainedTokenizerBase, windows: torch.Tensor, steps: int
-) -> None:
-    """`steps` AdamW steps of masked-LM on `windows` in a seeded order, linear warm-up then decay."""
+BatchLoss = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def pretrain(model: torch.nn.Module, batch_loss: BatchLoss, windows: torch.Tensor, steps: int,
+             eps: float = 1e-6) -> None:
+    """`steps` AdamW steps of `batch_loss` on batches of `windows` in a seeded order, linear warm-up then decay.
+
+    One seeded generator draws the order and is handed to `batch_loss` for its masking.
+    """
     generator = torch.Generator().manual_seed(SEED)
     order = torch.cat([torch.randperm(len(windows), generator=generator)
                        for _ in range(math.ceil(steps * BATCH_SIZE / len(windows)))])
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01
+        model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.98), eps=eps, weight_decay=0.01
     )
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, steps // 20), steps)
     model.train()
     recent = 0.0
     for step in range(steps):
-        batch = windows[order[step * BATCH_SIZE:(step + 1) * BATCH_SIZE]]
-        loss, _ = masked_lm_loss(model, tokenizer, batch, generator)
+        loss = batch_loss(windows[order[step * BATCH_SIZE:(step + 1) * BATCH_SIZE]], generator)
         recent += loss.item()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -204,7 +208,8 @@ def build_backbone(folder: Path, steps: int = STEPS) -> None:
         model = RobertaForMaskedLM(small_config(tokenizer, dropout=0.0))
         heldout_windows = chunk(tokenizer, heldout)
         print(f"  held-out MLM loss before: {mlm_loss(model, tokenizer, heldout_windows):.3f}", file=sys.stderr)
-        pretrain(model, tokenizer, chunk(tokenizer, train), steps)
+        pretrain(model, lambda batch, generator: masked_lm_loss(model, tokenizer, batch, generator)[0],
+                 chunk(tokenizer, train), steps)
         print(f"  held-out MLM loss after: {mlm_loss(model, tokenizer, heldout_windows):.3f}", file=sys.stderr)
     model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = FINE_TUNING_DROPOUT
     model.save_pretrained(folder)
