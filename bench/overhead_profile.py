@@ -62,10 +62,10 @@ def timed(owner: Any, name: str, event: str, fields: Callable[..., dict[str, Any
 
 
 def time_trial_phases() -> None:
-    """Timers in `sweeper.trial` and `sweeper.trainable` of this process (once)."""
+    """Timers in `sweeper.trial` and `sweeper.sweep.trainable` of this process (once)."""
     import torch
 
-    import sweeper.trainable as trainable
+    import sweeper.sweep.trainable as trainable
     import sweeper.trial as trial
 
     if getattr(trial, "_profiled", False):
@@ -85,7 +85,7 @@ def time_trial_phases() -> None:
 
 def profiled_train(config: dict[str, Any]) -> None:
     """The sweep's trainable with timers; Ray pickles it by reference, as it does `train_in_ray`."""
-    import sweeper.trainable as trainable
+    import sweeper.sweep.trainable as trainable
 
     started = time.time()
     time_trial_phases()
@@ -130,9 +130,9 @@ def time_driver() -> None:
     """Timers in the driver: callbacks, Optuna, MLflow requests, Ray's trial switch; the sweep runs `profiled_train`."""
     from ray.tune.execution import tune_controller
 
-    import sweeper.driver as driver
-    from sweeper import callbacks, pruning
-    from sweeper.tracking import Tracker
+    import sweeper.sweep.driver as driver
+    from sweeper.sweep import callbacks, search as pruning
+    from sweeper.tracking.client import Tracker
 
     # This file again, under its module name: Ray then pickles `profiled_train` by reference (as it does
     # `train_in_ray`), and the workers import it from this folder, as they import the package.
@@ -226,7 +226,7 @@ def run_bare(spec_path: Path) -> None:
 def run_profiled_sweep(spec_path: Path, folder: Path) -> None:
     import ray
 
-    from sweeper.driver import run_sweep
+    from sweeper.sweep.driver import run_sweep
     from sweeper.spec import load_spec
 
     time_driver()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from sweeper.metrics import classification_metrics
+from sweeper.metrics.classification import classification_metrics
 
 
 def test_hand_worked_confusion_matrix() -> None:

@@ -19,9 +19,9 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from sweeper.errors import SpecError
-from sweeper.pruning import OptunaSearcher, name_objectives, study_objectives
-from sweeper.report import SweepDetails, SweepRecord, TrialRun
-from sweeper.space import define_by_run
+from sweeper.sweep.search import OptunaSearcher, name_objectives, study_objectives
+from sweeper.tracking.sweeps import SweepDetails, SweepRecord, TrialRun
+from sweeper.sweep.space import define_by_run
 from sweeper.spec import format_objectives, load_spec, parse_objectives, parse_spec
 
 OBJECTIVES = "  objectives:\n    - {metric: auc, mode: max}\n    - {metric: trainable_params, mode: min}\n"
@@ -106,8 +106,8 @@ def test_single_objective_searcher_still_tells_one_value() -> None:
 
 
 def test_summarise_tags_objectives_and_logs_the_pareto_set(tmp_path: Path) -> None:
-    from sweeper.driver import SweepSummary, summarise
-    from sweeper.tracking import Tracker
+    from sweeper.sweep.driver import SweepSummary, summarise
+    from sweeper.tracking.client import Tracker
 
     study = multi_study()
     for auc, params in ((0.7, 1e6), (0.6, 1e4), (0.5, 2e4)):
@@ -131,7 +131,7 @@ def test_summarise_tags_objectives_and_logs_the_pareto_set(tmp_path: Path) -> No
 
 
 def test_report_lists_and_rings_the_optuna_pareto_set(tmp_path: Path) -> None:
-    from sweeper.reporting import optuna_pareto, optuna_pareto_section, pareto_section
+    from sweeper.report import optuna_pareto, optuna_pareto_section, pareto_section
 
     study = multi_study()
     trials = []

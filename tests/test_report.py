@@ -14,10 +14,10 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from conftest import MlflowServer
-from sweeper.compare import pareto_front, sweep_totals
-from sweeper.document import Document, Image as DocImage, Section, Table
-from sweeper.figures import AxisScale
-from sweeper.report import SweepDetails, SweepRecord, TrialRun
+from sweeper.report.analysis import pareto_front, sweep_totals
+from sweeper.report.document import Document, Image as DocImage, Section, Table
+from sweeper.report.figures import AxisScale
+from sweeper.tracking.sweeps import SweepDetails, SweepRecord, TrialRun
 from tiny_sweep import TinySweep, sweeper, tiny_sweep
 
 ARTIFACTS = Path(__file__).parent / "artifacts"

@@ -9,7 +9,7 @@ import pytest
 
 from sweeper.config import TrialConfig
 from sweeper.errors import SpecError
-from sweeper.space import define_by_run
+from sweeper.sweep.space import define_by_run
 from sweeper.spec import load_spec, parse_overrides
 
 SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*.yaml"))
@@ -82,7 +82,7 @@ def test_conditional_parameters_exist_only_for_their_method(tmp_path: Path) -> N
 
 
 def test_a_method_the_backbone_cannot_take_is_an_error_before_any_trial(tmp_path: Path) -> None:
-    from sweeper.preflight import preflight
+    from sweeper.sweep.preflight import preflight
 
     path = write(tmp_path, "name: x\nsearch:\n  method: {choice: [lora]}\n  lora.targets: {choice: [[query], [q_proj]]}\n")
     spec = load_spec(path)  # the spec itself is well-formed

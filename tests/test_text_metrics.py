@@ -15,7 +15,7 @@ from nltk.translate import bleu_score as nltk_bleu
 from rouge_score.rouge_scorer import RougeScorer
 
 import sweeper
-from sweeper.text_metrics import (corpus_bleu, exact_match, generation_metrics, rouge_l, sentence_bleu,
+from sweeper.metrics.text import (corpus_bleu, exact_match, generation_metrics, rouge_l, sentence_bleu,
                                   tokenize)
 
 SHARED_COMMITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmg" / "python-commits.jsonl.gz"

@@ -151,7 +151,7 @@ def print_evaluation(evaluation: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sweeper.driver import run_sweep
+    from sweeper.sweep.driver import run_sweep
     from sweeper.spec import load_spec
 
     spec = load_spec(args.spec)
@@ -164,9 +164,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     import yaml
 
-    from sweeper.driver import resumption, run_sweep
+    from sweeper.sweep.driver import resumption, run_sweep
     from sweeper.spec import parse_spec
-    from sweeper.tracking import Tracker
+    from sweeper.tracking.client import Tracker
 
     tracker = Tracker.connect(args.tracking_uri)
     spec_text, state = resumption(tracker, args.sweep, args.study)
@@ -179,9 +179,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def print_outcome(summary: Any, as_json: bool) -> int:
     """Counts, the best trial per method, and the exit code: 1 when every trial failed."""
-    from sweeper.driver import summary_as_dict
-    from sweeper.report import best_per_method, find_sweep, ranked_trials
-    from sweeper.tracking import Tracker
+    from sweeper.sweep.driver import summary_as_dict
+    from sweeper.tracking.sweeps import best_per_method, find_sweep, ranked_trials
+    from sweeper.tracking.client import Tracker
 
     counts = {state: summary.count(state) for state in ("complete", "pruned", "failed", "killed")}
     print(f"sweep {summary.sweep_id} done: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
@@ -203,7 +203,7 @@ def interrupt(signum: int, frame: Any) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from sweeper.jobs import submit
+    from sweeper.sweep.jobs import submit
 
     job_id, new = submit(args.spec, args.address, args.tracking_uri)
     print(job_id if new else f"{job_id} (already submitted: this spec's job exists)")
@@ -211,14 +211,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sweeper.jobs import status
+    from sweeper.sweep.jobs import status
 
     print(status(args.job_id, args.address))
     return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from sweeper.jobs import logs
+    from sweeper.sweep.jobs import logs
 
     for chunk in logs(args.job_id, args.address, args.follow):
         print(chunk, end="", flush=True)
@@ -226,15 +226,15 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from sweeper.jobs import stop
+    from sweeper.sweep.jobs import stop
 
     print("stopping" if stop(args.job_id, args.address) else "already ended")
     return 0
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from sweeper.report import find_sweep, ranked_trials
-    from sweeper.tracking import Tracker
+    from sweeper.tracking.sweeps import find_sweep, ranked_trials
+    from sweeper.tracking.client import Tracker
 
     tracker = Tracker.connect(args.tracking_uri)
     sweep = find_sweep(tracker, args.sweep, args.experiment)
@@ -247,8 +247,8 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from sweeper.reproduce import reproduce
-    from sweeper.tracking import Tracker
+    from sweeper.trained.reproduce import reproduce
+    from sweeper.tracking.client import Tracker
 
     outcome = reproduce(Tracker.connect(args.tracking_uri), args.run_id)
     if args.json:
@@ -267,9 +267,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     quiet_downloads()
-    from sweeper.report import find_sweep
-    from sweeper.reporting import write_report
-    from sweeper.tracking import Tracker
+    from sweeper.tracking.sweeps import find_sweep
+    from sweeper.report import write_report
+    from sweeper.tracking.client import Tracker
 
     tracker = Tracker.connect(args.tracking_uri)
     sweep = find_sweep(tracker, args.sweep, args.experiment)
@@ -283,8 +283,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     quiet_downloads()
-    from sweeper.predict import predict_text
-    from sweeper.tracking import Tracker
+    from sweeper.trained.predict import predict_text
+    from sweeper.tracking.client import Tracker
 
     if args.file:
         if not Path(args.file).is_file():
@@ -308,8 +308,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     quiet_downloads()
-    from sweeper.export import export_run
-    from sweeper.tracking import Tracker
+    from sweeper.trained.export import export_run
+    from sweeper.tracking.client import Tracker
 
     manifest = export_run(Tracker.connect(args.tracking_uri), args.run_id, args.dir, args.merge)
     print(f"exported run {args.run_id} to {args.dir} (see {manifest.name})")
@@ -317,7 +317,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from sweeper.tracking import resolve_uri
+    from sweeper.tracking.client import resolve_uri
 
     uri = resolve_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):

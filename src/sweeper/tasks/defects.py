@@ -13,7 +13,7 @@ from sweeper.config import TrialConfig
 from sweeper.data.batching import batch_indices, collate
 from sweeper.data.encoding import EncodedCommit, encode_commits
 from sweeper.data.records import CommitRecord
-from sweeper.metrics import classification_metrics
+from sweeper.metrics.classification import classification_metrics
 from sweeper.tasks import Evaluated, Prediction
 
 

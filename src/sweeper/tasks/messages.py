@@ -20,7 +20,7 @@ from sweeper.data.batching import IGNORED_LABEL, batch_indices, collate
 from sweeper.data.encoding import EncodedCommit, encode_for_generation
 from sweeper.data.records import CommitRecord
 from sweeper.tasks import Evaluated, Prediction
-from sweeper.text_metrics import generation_metrics
+from sweeper.metrics.text import generation_metrics
 
 SCORED_METRICS = ("bleu", "corpus_bleu", "rouge_l", "exact_match")
 

@@ -18,17 +18,18 @@ import ray
 from ray import tune
 
 from sweeper.backbone import embedded_backbone_dir
-from sweeper.callbacks import ProgressCallback, TrackingCallback
+from sweeper.sweep.callbacks import TrackingCallback
+from sweeper.sweep.progress import ProgressCallback
 from sweeper.config import EMBEDDED_BACKBONE
 from sweeper.data.records import read_records
 from sweeper.errors import SweeperError
-from sweeper.preflight import preflight
-from sweeper.pruning import (OptunaPruningScheduler, OptunaSearcher, direction, make_pruner, name_objectives,
+from sweeper.sweep.preflight import preflight
+from sweeper.sweep.search import (OptunaPruningScheduler, OptunaSearcher, direction, make_pruner, name_objectives,
                              study_objectives)
-from sweeper.space import define_by_run, grid
+from sweeper.sweep.space import define_by_run, grid
 from sweeper.spec import Spec, format_objectives
-from sweeper.tracking import STATE_TAG, Tracker
-from sweeper.trainable import train_in_ray
+from sweeper.tracking.client import STATE_TAG, Tracker
+from sweeper.sweep.trainable import train_in_ray
 
 
 RETRIES = 2  # a trial whose worker dies resumes from its last checkpoint on another node, twice at most

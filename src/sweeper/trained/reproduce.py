@@ -6,10 +6,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeper.callbacks import SUMMARY_PREFIX
+from sweeper.sweep.callbacks import SUMMARY_PREFIX
 from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
-from sweeper.tracking import Tracker
+from sweeper.tracking.client import Tracker
 from sweeper.trial import PREDICTIONS_FILE, read_predictions, run_trial
 
 

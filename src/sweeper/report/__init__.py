@@ -11,13 +11,13 @@ from pathlib import Path
 
 import optuna
 
-from sweeper import figures
-from sweeper.compare import COST_LABELS, COSTS, backbone_params, best_per, pareto_front, sweep_totals
-from sweeper.document import Block, Document, Image, Section, Table
-from sweeper.importance import load_study, param_importances
-from sweeper.report import SweepDetails, SweepRecord, TrialRun, load_sweep, searched_params
+from sweeper.report import figures
+from sweeper.report.analysis import COST_LABELS, COSTS, backbone_params, best_per, pareto_front, sweep_totals
+from sweeper.report.document import Block, Document, Image, Section, Table
+from sweeper.report.importance import load_study, param_importances
+from sweeper.tracking.sweeps import SweepDetails, SweepRecord, TrialRun, load_sweep, searched_params
 from sweeper.spec import parse_objectives
-from sweeper.tracking import Tracker
+from sweeper.tracking.client import Tracker
 
 ARTIFACT_PATH = "report"
 EXTRA_METRICS = {"jitdp": ("f1", "mcc"), "cmg": ("bleu", "rouge_l", "exact_match")}  # shown beside the sweep's metric

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 from sweeper.errors import SweeperError
-from sweeper.runs import TrialArtifacts, downloaded_trial, trained_model
-from sweeper.tracking import Tracker
+from sweeper.artifacts import TrialArtifacts, downloaded_trial, trained_model
+from sweeper.tracking.client import Tracker
 
 MANIFEST = "sweeper.json"
 PEFT_METHODS = ("lora", "ia3")

@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from sweeper.compare import COST_LABELS, COSTS, pareto_front  # noqa: E402
-from sweeper.report import SweepDetails, TrialRun, searched_keys, searched_params  # noqa: E402
+from sweeper.report.analysis import COST_LABELS, COSTS, pareto_front  # noqa: E402
+from sweeper.tracking.sweeps import SweepDetails, TrialRun, searched_keys, searched_params  # noqa: E402
 
 METHOD_COLORS = {"full": "#1f77b4", "adapter": "#ff7f0e", "lora": "#2ca02c", "ia3": "#d62728"}
 OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f")

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sweeper.report import SweepDetails, TrialRun
+from sweeper.tracking.sweeps import SweepDetails, TrialRun
 
 COSTS = {"trainable_params": "trainable parameters", "train_seconds": "train time"}
 COST_LABELS = {**COSTS, "compute_seconds": "compute time", "peak_memory_mb": "peak memory"}  # every cost objective

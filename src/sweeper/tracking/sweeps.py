@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeper.callbacks import SUMMARY_PREFIX
+from sweeper.sweep.callbacks import SUMMARY_PREFIX
 from sweeper.errors import SweeperError
-from sweeper.tracking import STATE_TAG, SWEEP_TAG, Tracker
+from sweeper.tracking.client import STATE_TAG, SWEEP_TAG, Tracker
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ def searched_params(details: SweepDetails, trial: TrialRun) -> dict[str, str]:
     Without the spec: `method`, `lr`, and the keys of the trial's own method section.
     """
     from sweeper.config import parse_scalar
-    from sweeper.space import applies
+    from sweeper.sweep.space import applies
 
     if details.spec is None:
         return {key: value for key, value in trial.params.items()

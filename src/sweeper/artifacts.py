@@ -15,7 +15,7 @@ from pathlib import Path
 from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
 from sweeper.methods import TrainableModel
-from sweeper.tracking import STATE_TAG, Tracker
+from sweeper.tracking.client import STATE_TAG, Tracker
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ray import tune
 
 from sweeper.config import TrialConfig
 from sweeper.data.records import Dataset, read_records
-from sweeper.pruning import FINAL_FLAG
+from sweeper.sweep.search import FINAL_FLAG
 from sweeper.trial import Evaluation, run_trial
 
 

@@ -22,7 +22,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from sweeper.space import Space
+from sweeper.sweep.space import Space
 from sweeper.spec import PrunerConfig
 
 FINAL_FLAG = "final"  # set on the last result of a trial: its best metrics, not another step

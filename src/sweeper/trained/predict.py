@@ -15,8 +15,8 @@ import torch
 
 from sweeper.data.commits import parse_commits
 from sweeper.data.records import CommitRecord
-from sweeper.runs import TrialArtifacts, downloaded_trial, trained_model
-from sweeper.tracking import Tracker
+from sweeper.artifacts import TrialArtifacts, downloaded_trial, trained_model
+from sweeper.tracking.client import Tracker
 
 
 @dataclass(frozen=True)

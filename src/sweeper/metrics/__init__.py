@@ -1,0 +1,1 @@
+"""Metrics of a trial's predictions: classification (defect prediction) and generated text (message generation)."""
