@@ -21,7 +21,8 @@ from sweeper.data.records import read_records
 from sweeper.errors import SpecError
 from sweeper.spec import load_spec
 from sweeper.tasks.messages import MessageGeneration
-from sweeper.trial import read_predictions, run_trial
+from sweeper.artifacts import read_predictions
+from sweeper.trial import run_trial
 
 CMG_SMOKE = Path(__file__).parent.parent / "search_spaces" / "cmg-smoke.yaml"
 

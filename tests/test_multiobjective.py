@@ -131,7 +131,7 @@ def test_summarise_tags_objectives_and_logs_the_pareto_set(tmp_path: Path) -> No
 
 
 def test_report_lists_and_rings_the_optuna_pareto_set(tmp_path: Path) -> None:
-    from sweeper.report import optuna_pareto, optuna_pareto_section, pareto_section
+    from sweeper.report.sections import optuna_pareto, optuna_pareto_section, pareto_section
 
     study = multi_study()
     trials = []

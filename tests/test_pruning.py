@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 
-from sweeper.sweep.search import make_pruner
+from sweeper.sweep.pruning import make_pruner
 from sweeper.spec import PrunerConfig
 
 

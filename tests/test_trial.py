@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from sweeper.config import TrialConfig
-from sweeper.trial import read_predictions, run_trial
+from sweeper.artifacts import read_predictions
+from sweeper.trial import run_trial
 
 pytestmark = pytest.mark.slow
 

@@ -1,21 +1,109 @@
-"""A trial run's artifacts fetched from MLflow, and the trained model rebuilt from them.
+"""A trial's artifacts: which files it saves, under which names, and how they are read back (from a folder or MLflow).
 
-    >>> with downloaded_trial(tracker, run_id) as trial:
-    ...     model = trained_model(trial)
+A trial folder (written by `run_trial`, logged as the MLflow run's artifacts)::
+
+    model/            what trained, in its method's format (see sweeper.methods)
+    config.json       the resolved TrialConfig
+    metrics.json      best metrics, costs, every evaluation's metrics, the data digest
+    predictions.csv   validation predictions: id,label,score (jitdp) or id,reference,prediction (cmg)
+
+A checkpoint folder (Ray Tune's, to resume a trial whose worker died) holds `model/` and `training_state.pt`:
+the optimiser, schedule, training progress and random number generators' states.
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import random
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 
 from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
-from sweeper.methods import TrainableModel
-from sweeper.tracking.client import STATE_TAG, Tracker
+from sweeper.methods import TrainableModel, load_trained, save_trained
+from sweeper.tasks import Prediction, Task, task_for
+from sweeper.tracking.client import Tracker
+from sweeper.tracking.schema import Tag
+
+MODEL_DIR = "model"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+STATE_FILE = "training_state.pt"  # checkpoints only: never logged as a result
+
+
+def write_trial(folder: Path, model: TrainableModel, config: TrialConfig, summary: dict[str, Any], task: Task,
+                items: list[Any], predictions: list[Prediction]) -> None:
+    """What was trained, the resolved config, the metrics summary and the validation predictions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_trained(model, config, folder / MODEL_DIR)
+    (folder / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    (folder / METRICS_FILE).write_text(json.dumps(summary, indent=2))
+    task.write_predictions(folder / PREDICTIONS_FILE, items, predictions)
+
+
+def read_config(folder: Path) -> TrialConfig:
+    """The resolved config a trial folder holds."""
+    return TrialConfig.model_validate_json((folder / CONFIG_FILE).read_text())
+
+
+def read_predictions(folder: Path) -> list[Prediction]:
+    """The validation predictions a trial saved, in order: defect probabilities or generated messages."""
+    with (folder / PREDICTIONS_FILE).open(newline="", encoding="utf-8") as handle:
+        header, *rows = csv.reader(handle)
+    return [float(row[-1]) if header[-1] == "score" else row[-1] for row in rows]
+
+
+def save_checkpoint(folder: Path, model: TrainableModel, config: TrialConfig, progress: Any,
+                    optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Everything the steps after this point depend on: trained weights, optimiser, schedule, progress and the
+    random number generators, so a trial resumed from here goes on as if it had never stopped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_trained(model, config, folder / MODEL_DIR)
+    torch.save({"progress": progress, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "weights": {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad},
+                "rng": rng_states()}, folder / STATE_FILE)
+
+
+def load_checkpoint(folder: Path, model: TrainableModel, optimizer: torch.optim.Optimizer,
+                    schedule: torch.optim.lr_scheduler.LRScheduler) -> Any | None:
+    """Put a checkpoint's weights, optimiser, schedule and random states back; its progress, or None without one."""
+    path = folder / STATE_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, weights_only=False)
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["weights"].items():
+            parameters[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    set_rng_states(state["rng"])
+    return state["progress"]
+
+
+def rng_states() -> dict[str, Any]:
+    """The states of every random number generator training draws from (dropout, shuffles)."""
+    states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 @dataclass(frozen=True)
@@ -30,31 +118,34 @@ class TrialArtifacts:
 
     @property
     def model_dir(self) -> Path:
-        return self.folder / "model"
+        return self.folder / MODEL_DIR
 
 
 @contextmanager
 def downloaded_trial(tracker: Tracker, run_id: str) -> Iterator[TrialArtifacts]:
-    """Download a trial's `model/` (and `config.json` when logged) into a temporary folder, removed afterwards."""
+    """Download a trial's `model/` (and `config.json` when logged) into a temporary folder, removed afterwards.
+
+    Usage::
+
+        with downloaded_trial(tracker, run_id) as trial:
+            model = trained_model(trial)
+    """
     run = tracker.trial_run(run_id)
     names = {item.path for item in tracker.client.list_artifacts(run_id)}
-    if "model" not in names:
-        state = run.data.tags.get(STATE_TAG, "?")
+    state = run.data.tags.get(Tag.STATE, "?")
+    if MODEL_DIR not in names:
         raise SweeperError(f"run {run_id} ({state}) logged no trained model; pick a completed trial with `sweeper best`")
     with tempfile.TemporaryDirectory(prefix="sweeper-run-") as folder:
         root = Path(folder)
-        tracker.client.download_artifacts(run_id, "model", folder)
-        if "config.json" in names:
-            config_text = Path(tracker.client.download_artifacts(run_id, "config.json", folder)).read_text()
-            config = TrialConfig.model_validate_json(config_text)
+        tracker.client.download_artifacts(run_id, MODEL_DIR, folder)
+        if CONFIG_FILE in names:
+            tracker.client.download_artifacts(run_id, CONFIG_FILE, folder)
+            config = read_config(root)
         else:  # a pruned trial's last checkpoint: the params are the resolved config
             config = TrialConfig.from_flat(dict(run.data.params), f"params of run {run_id}")
-        yield TrialArtifacts(run_id, run.data.tags.get(STATE_TAG, "?"), config, dict(run.data.metrics), root)
+        yield TrialArtifacts(run_id, state, config, dict(run.data.metrics), root)
 
 
 def trained_model(trial: TrialArtifacts) -> TrainableModel:
     """The backbone with the run's trained weights, in eval mode."""
-    from sweeper.methods import load_trained
-    from sweeper.tasks import task_for
-
     return load_trained(task_for(trial.config).load_model(trial.config.backbone), trial.config, trial.model_dir)

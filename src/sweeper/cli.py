@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.errors import SweeperError
+from sweeper.tracking.schema import SPEC_FILE, State
 
 METRICS_SHOWN = ("auc", "f1", "mcc", "precision", "recall", "max_f1", "bleu", "corpus_bleu", "rouge_l", "exact_match",
                  "eval_loss")
@@ -164,13 +165,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     import yaml
 
-    from sweeper.sweep.driver import resumption, run_sweep
+    from sweeper.sweep.driver import recover_interrupted, run_sweep
     from sweeper.spec import parse_spec
     from sweeper.tracking.client import Tracker
 
     tracker = Tracker.connect(args.tracking_uri)
-    spec_text, state = resumption(tracker, args.sweep, args.study)
-    source = f"spec.yaml of sweep {args.sweep}"
+    spec_text, state = recover_interrupted(tracker, args.sweep, args.study)
+    source = f"{SPEC_FILE} of sweep {args.sweep}"
     spec = parse_spec(yaml.safe_load(spec_text), source, spec_text)
     signal.signal(signal.SIGTERM, interrupt)
     print(f"resuming {args.sweep}: {state.finished} of {spec.sweep.trials} trials had ended")
@@ -180,17 +181,18 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def print_outcome(summary: Any, as_json: bool) -> int:
     """Counts, the best trial per method, and the exit code: 1 when every trial failed."""
     from sweeper.sweep.driver import summary_as_dict
-    from sweeper.tracking.sweeps import best_per_method, find_sweep, ranked_trials
     from sweeper.tracking.client import Tracker
+    from sweeper.tracking.sweeps import best_per_method, find_sweep, ranked, trial_runs
 
-    counts = {state: summary.count(state) for state in ("complete", "pruned", "failed", "killed")}
+    counts = {state: summary.count(state) for state in State.ENDED}
     print(f"sweep {summary.sweep_id} done: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
     tracker = Tracker.connect(summary.tracking_uri)
     sweep = find_sweep(tracker, summary.sweep_id)
-    print_ranking(best_per_method(ranked_trials(tracker, sweep)), sweep.metric, "best trial per method")
+    print_ranking(best_per_method(ranked(trial_runs(tracker, sweep), sweep.metric, sweep.mode)), sweep.metric,
+                  "best trial per method")
     if as_json:
         print(json.dumps(summary_as_dict(summary)))
-    if counts["failed"] and counts["failed"] == sum(counts.values()):
+    if counts[State.FAILED] and counts[State.FAILED] == sum(counts.values()):
         print("error: every trial failed: see the sweeper.failure tag and error/ artifact of each run",
               file=sys.stderr)
         return 1
@@ -233,12 +235,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from sweeper.tracking.sweeps import find_sweep, ranked_trials
     from sweeper.tracking.client import Tracker
+    from sweeper.tracking.sweeps import find_sweep, ranked, trial_runs
 
     tracker = Tracker.connect(args.tracking_uri)
     sweep = find_sweep(tracker, args.sweep, args.experiment)
-    trials = ranked_trials(tracker, sweep)
+    trials = ranked(trial_runs(tracker, sweep), sweep.metric, sweep.mode)
     if args.json:
         print(json.dumps([trial.as_dict(sweep.metric) for trial in trials]))
     else:
@@ -351,7 +353,7 @@ def print_ranking(trials: list[Any], metric: str, title: str) -> None:
         keys = ["lr", "lora.rank", "adapter.placement"] if trial.method != "full" else ["lr"]
         shown = " ".join(f"{key}={format_param(params[key])}" for key in keys if key in params and
                          (key == "lr" or key.startswith(trial.method)))
-        table.add_row(trial.run_id, trial.method, f"{trial.value:.4f}",
+        table.add_row(trial.run_id, trial.method, f"{trial.value(metric):.4f}",
                       f"{int(trial.metrics.get('trainable_params', 0)):,}", shown)
     Console(width=max(Console().width, 120)).print(table)
 

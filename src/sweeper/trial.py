@@ -1,16 +1,15 @@
 """One trial, free of Ray: fine-tune one configuration, evaluate, report, save what was trained.
 
-The recipe reads top to bottom: data, model, optimiser, then epochs of training with an
-evaluation after each (and every `eval_every_steps`), early stopping, and the best evaluation's
-weights and predictions saved at the end. What differs between defect prediction and message
-generation (model, encoding, loss, metrics, predictions) comes from `sweeper.tasks`. Sweeps,
-`sweeper train`, `reproduce` and the tests all call `run_trial`.
+The recipe (`run_trial`) reads top to bottom: data, model, optimiser; then the steps of the training plan, with
+an evaluation wherever the plan puts one (each epoch's end, and every `eval_every_steps`) and early stopping; at
+the end the best evaluation's weights, metrics and predictions. What differs between defect prediction and
+message generation comes from `sweeper.tasks`; what is saved, and under which names, from `sweeper.artifacts`.
+Sweeps, `sweeper train`, `reproduce` and the tests all call `run_trial`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import functools
 import math
 import os
 import random
@@ -23,17 +22,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
+from sweeper.artifacts import MODEL_DIR, load_checkpoint, read_config, save_checkpoint, write_trial
 from sweeper.backbone import load_tokenizer
 from sweeper.config import TrialConfig
-from sweeper.data.batching import batch_indices, collate
+from sweeper.data.batching import batch_indices
 from sweeper.data.encoding import EncodedCommit
 from sweeper.data.records import Dataset, read_records, sample_records
 from sweeper.data.split import split_records
 from sweeper.errors import SweeperError
-from sweeper.methods import apply_method, count_parameters, load_trained, save_trained
+from sweeper.methods import TrainableModel, apply_method, count_parameters, load_trained
 from sweeper.tasks import Prediction, Task, task_for
+from sweeper.tracking.schema import EPOCH, TRAIN_LOSS
 
 
 class TrialFailed(SweeperError):
@@ -42,7 +43,7 @@ class TrialFailed(SweeperError):
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One evaluation during training; `save(dir)` writes the weights trained so far."""
+    """One evaluation during training; `save(folder)` writes a checkpoint to resume the trial from this point."""
 
     index: int
     epoch: float
@@ -53,8 +54,6 @@ class Evaluation:
 
 
 Reporter = Callable[[Evaluation], None]
-STATE_FILE = "training_state.pt"
-PREDICTIONS_FILE = "predictions.csv"
 
 
 @dataclass
@@ -78,9 +77,34 @@ class Prepared:
     data_digest: str
 
 
+@dataclass(frozen=True)
+class Step:
+    """One optimiser step of the training plan: its number (from 1), its epoch (from 0), the indices of its
+    batch, and whether an evaluation follows it (at `epoch_end`, or mid-epoch every `eval_every_steps`)."""
+
+    number: int
+    epoch: int
+    batch: list[int]
+    evaluate: bool
+    epoch_end: bool
+
+
+def training_plan(items: list[EncodedCommit], config: TrialConfig) -> Iterator[Step]:
+    """Every step of the trial, in order. Each epoch's batch order depends only on the seed and the epoch, so a
+    resumed trial walks the same plan and skips the steps it had done."""
+    number = 0
+    for epoch in range(config.epochs):
+        batches = batch_indices(items, config.batch_size, seed=config.seed + epoch, pad_to=config.data.pad_to)
+        for position, batch in enumerate(batches, start=1):
+            number += 1
+            epoch_end = position == len(batches)
+            every = config.eval_every_steps
+            yield Step(number, epoch, batch, epoch_end or bool(every and number % every == 0), epoch_end)
+
+
 @dataclass
 class Progress:
-    """Where training stands; saved with each checkpoint so a trial whose worker died can resume."""
+    """Where training stands and the best evaluation so far; saved with each checkpoint."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] | None = None
@@ -91,25 +115,38 @@ class Progress:
     eval_seconds: float = 0.0
     samples_seen: int = 0
     step: int = 0
-    epochs_done: int = 0
     running_loss: float = 0.0
     running_batches: int = 0
+
+    def record(self, metrics: dict[str, float], predictions: list[Prediction], model: TrainableModel,
+               config: TrialConfig) -> None:
+        """Add an evaluation to the history; keep its weights and predictions if it is the best so far."""
+        self.history.append(metrics)
+        self.running_loss, self.running_batches = 0.0, 0
+        if self.best is None or improved(metrics[config.metric], self.best[config.metric], config.mode):
+            self.best, self.best_predictions, self.evaluations_without_gain = metrics, predictions, 0
+            self.best_state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+        else:
+            self.evaluations_without_gain += 1
+
+    def stalled(self, patience: int | None) -> bool:
+        """Early stopping: `patience` evaluations in a row without a gain."""
+        return patience is not None and self.evaluations_without_gain >= patience
 
 
 def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Reporter | None = None,
               dataset: Dataset | None = None, resume_from: Path | None = None) -> TrialResult:
     """Train `config`, calling `report` after each evaluation; save artifacts to `output_dir` if given.
 
-    `resume_from` is a checkpoint folder an earlier `Evaluation.save` wrote: training goes on from the
-    start of the epoch after it, with the weights, optimiser, schedule and history it held.
+    `resume_from` is a checkpoint folder an earlier `Evaluation.save` wrote: training goes on from the step after
+    it, with the weights, optimiser, schedule, history and random states it held.
     """
     seed_everything(config.seed, config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # a reused worker's earlier trials do not count
     data = prepare_data(config, dataset, device)
-    task = data.task
-    model = apply_method(task.load_model(config.backbone), config).to(device)
+    model = apply_method(data.task.load_model(config.backbone), config).to(device)
     trainable, total = count_parameters(model)
 
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
@@ -118,85 +155,53 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     progress = Progress()
-    if resume_from is not None and (resume_from / STATE_FILE).is_file():
-        progress = load_state(resume_from / STATE_FILE, model, optimizer, schedule)
+    if resume_from is not None:
+        progress = load_checkpoint(resume_from, model, optimizer, schedule) or progress
 
-    def save_checkpoint(folder: Path) -> None:
-        save_trained(model, config, folder / "model")
-        torch.save({"progress": progress, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "weights": {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad}},
-                   folder / STATE_FILE)
-
-    def evaluate_now(epoch: float) -> bool:
-        """Evaluate, remember the best, report; True when early stopping says stop."""
-        started = time.perf_counter()
-        every = config.generation.every
-        evaluated = task.evaluate(model, data.valid, device, score=every is not None and
-                                  (len(progress.history) + 1) % every == 0)
-        progress.eval_seconds += time.perf_counter() - started
-        metrics = evaluated.metrics | {"train_loss": progress.running_loss / max(progress.running_batches, 1),
-                                       "epoch": epoch}
-        progress.running_loss, progress.running_batches = 0.0, 0
-        progress.history.append(metrics)
-        if progress.best is None or improved(metrics[config.metric], progress.best[config.metric], config.mode):
-            progress.best, progress.best_predictions, progress.evaluations_without_gain = \
-                metrics, evaluated.predictions, 0
-            progress.best_state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-        else:
-            progress.evaluations_without_gain += 1
-        if report is not None:
-            report(Evaluation(len(progress.history), epoch, progress.step, metrics,
-                              progress.train_seconds + progress.eval_seconds, save_checkpoint))
-        return config.patience is not None and progress.evaluations_without_gain >= config.patience
-
-    stop = False
     with out_of_memory_as_failure(config):
-        for epoch in range(progress.epochs_done, config.epochs):
+        model.train()
+        for step in training_plan(data.train, config):
+            if step.number <= progress.step:  # done before the checkpoint this trial resumed from
+                continue
+            started = time.perf_counter()
+            loss = data.task.loss(model, data.task.batch(model, [data.train[i] for i in step.batch], device))
+            if not torch.isfinite(loss):
+                raise TrialFailed(f"loss is {loss.item()} at step {step.number} (lr {config.lr} may be too high)")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress.train_seconds += time.perf_counter() - started
+            progress.step = step.number
+            progress.samples_seen += len(step.batch)
+            progress.running_loss += loss.item()
+            progress.running_batches += 1
+            if not step.evaluate:
+                continue
+            epoch = float(step.epoch + 1) if step.epoch_end else round(step.number / steps_per_epoch, 4)
+            metrics = evaluate(model, data, config, progress, device, epoch)
+            if report is not None:
+                report(Evaluation(len(progress.history), epoch, step.number, metrics,
+                                  progress.train_seconds + progress.eval_seconds,
+                                  functools.partial(save_checkpoint, model=model, config=config, progress=progress,
+                                                    optimizer=optimizer, schedule=schedule)))
+            if progress.stalled(config.patience):
+                break
             model.train()
-            for indices in batch_indices(data.train, config.batch_size, seed=config.seed + epoch,
-                                         pad_to=config.data.pad_to):
-                started = time.perf_counter()
-                loss = task.loss(model, task.batch(model, [data.train[index] for index in indices], device))
-                if not torch.isfinite(loss):
-                    raise TrialFailed(f"loss is {loss.item()} at step {progress.step + 1} "
-                                      f"(lr {config.lr} may be too high)")
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                progress.train_seconds += time.perf_counter() - started
-                progress.step += 1
-                progress.samples_seen += len(indices)
-                progress.running_loss += loss.item()
-                progress.running_batches += 1
-                if config.eval_every_steps and progress.step % config.eval_every_steps == 0 and \
-                        progress.step % steps_per_epoch:
-                    model.eval()
-                    stop = evaluate_now(round(progress.step / steps_per_epoch, 4))
-                    model.train()
-                    if stop:
-                        break
-            if stop:
-                break
-            progress.epochs_done = epoch + 1
-            model.eval()
-            if evaluate_now(float(epoch + 1)):
-                break
 
-    best = progress.best
-    assert best is not None
+    assert progress.best is not None
     restore(model, progress.best_state)
     model.eval()
-    metrics = dict(best)
+    metrics = dict(progress.best)
     if not progress.best_predictions:  # generation scored between evaluations only: score the best weights now
         started = time.perf_counter()
-        final = task.evaluate(model, data.valid, device, score=True)
+        final = data.task.evaluate(model, data.valid, device, score=True)
         progress.eval_seconds += time.perf_counter() - started
         metrics |= final.metrics
         progress.best_predictions = final.predictions
     if data.test:
-        metrics |= task.test_metrics(model, data.test, device, best)
+        metrics |= data.task.test_metrics(model, data.test, device, progress.best)
     costs = {
         "trainable_params": float(trainable),
         "total_params": float(total),
@@ -206,22 +211,27 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         "samples_per_second": progress.samples_seen / progress.train_seconds if progress.train_seconds else 0.0,
         "peak_memory_mb": peak_memory_mb(device),
         "train_samples": float(len(data.train)),
-        "epochs_run": progress.history[-1]["epoch"],
+        "epochs_run": progress.history[-1][EPOCH],
     }
     result = TrialResult(metrics, costs, progress.history, output_dir)
     if output_dir is not None:
-        write_artifacts(model, config, result, data, progress.best_predictions, output_dir)
+        summary = {"metrics": metrics, "costs": costs, "history": progress.history, "data_digest": data.data_digest}
+        write_trial(output_dir, model, config, summary, data.task, data.valid, progress.best_predictions)
     return result
 
 
-def load_state(path: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
-               schedule: torch.optim.lr_scheduler.LRScheduler) -> Progress:
-    """Put a checkpoint's weights, optimiser and schedule back; return its progress."""
-    state = torch.load(path, weights_only=False)
-    restore(model, state["weights"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    return state["progress"]
+def evaluate(model: TrainableModel, data: Prepared, config: TrialConfig, progress: Progress, device: torch.device,
+             epoch: float) -> dict[str, float]:
+    """Evaluate on the validation set (generating messages every `generation.every` evaluations) and record it."""
+    model.eval()
+    started = time.perf_counter()
+    every = config.generation.every
+    evaluated = data.task.evaluate(model, data.valid, device,
+                                   score=every is not None and (len(progress.history) + 1) % every == 0)
+    progress.eval_seconds += time.perf_counter() - started
+    metrics = evaluated.metrics | {TRAIN_LOSS: progress.running_loss / max(progress.running_batches, 1), EPOCH: epoch}
+    progress.record(metrics, evaluated.predictions, model, config)
+    return metrics
 
 
 def prepare_data(config: TrialConfig, dataset: Dataset | None = None, device: torch.device | None = None) -> Prepared:
@@ -239,33 +249,14 @@ def prepare_data(config: TrialConfig, dataset: Dataset | None = None, device: to
     return Prepared(train, valid, test, task, dataset.digest)
 
 
-def write_artifacts(model: PreTrainedModel, config: TrialConfig, result: TrialResult, data: Prepared,
-                    predictions: list[Prediction], output_dir: Path) -> None:
-    """What was trained, the resolved config, the metrics and the validation predictions."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_trained(model, config, output_dir / "model")
-    (output_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-    summary = {"metrics": result.metrics, "costs": result.costs, "history": result.history,
-               "data_digest": data.data_digest}
-    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    data.task.write_predictions(output_dir / PREDICTIONS_FILE, data.valid, predictions)
-
-
-def predict_saved(output_dir: Path) -> list[Prediction]:
-    """Reload a trial's artifacts (config and trained weights) and predict its validation set again."""
-    config = TrialConfig.model_validate_json((output_dir / "config.json").read_text())
+def predict_saved(folder: Path) -> list[Prediction]:
+    """Reload a trial folder's config and trained weights, and predict its validation set again."""
+    config = read_config(folder)
     seed_everything(config.seed, config.threads)
     device = torch.device("cpu")
     data = prepare_data(config, device=device)
-    model = load_trained(data.task.load_model(config.backbone), config, output_dir / "model")
+    model = load_trained(data.task.load_model(config.backbone), config, folder / MODEL_DIR)
     return data.task.evaluate(model, data.valid, device, score=True).predictions
-
-
-def read_predictions(output_dir: Path) -> list[Prediction]:
-    """The validation predictions a trial saved, in order: defect probabilities or generated messages."""
-    with (output_dir / PREDICTIONS_FILE).open(newline="", encoding="utf-8") as handle:
-        header, *rows = csv.reader(handle)
-    return [float(row[-1]) if header[-1] == "score" else row[-1] for row in rows]
 
 
 @contextmanager
@@ -287,7 +278,7 @@ def improved(value: float, best: float, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
-def restore(model: PreTrainedModel, state: dict[str, torch.Tensor]) -> None:
+def restore(model: TrainableModel, state: dict[str, torch.Tensor]) -> None:
     """Copy saved trainable weights back into the model."""
     parameters = dict(model.named_parameters())
     with torch.no_grad():

@@ -6,10 +6,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sweeper.tracking.schema import COSTS, State
 from sweeper.tracking.sweeps import SweepDetails, TrialRun
 
-COSTS = {"trainable_params": "trainable parameters", "train_seconds": "train time"}
-COST_LABELS = {**COSTS, "compute_seconds": "compute time", "peak_memory_mb": "peak memory"}  # every cost objective
+FRONT_COSTS = ("trainable_params", "train_seconds")  # the costs every report draws a Pareto front on
 
 
 def best_per(details: SweepDetails, key: Callable[[TrialRun], str | None]) -> list[tuple[str, TrialRun]]:
@@ -64,7 +64,7 @@ def sweep_totals(details: SweepDetails) -> Totals:
     A pruned trial saved the epochs it did not run times the mean seconds per epoch of the trials
     of its method (each trial's compute seconds over its epochs).
     """
-    counts = {state: sum(1 for t in details.trials if t.state == state) for state in ("complete", "pruned", "failed", "killed")}
+    counts = {state: sum(1 for t in details.trials if t.state == state) for state in State.ENDED}
     compute: dict[str, float] = defaultdict(float)
     for trial in details.trials:
         hours, unit = trial.compute_hours
@@ -76,7 +76,7 @@ def sweep_totals(details: SweepDetails) -> Totals:
     saved: dict[str, float] = defaultdict(float)
     epochs_saved = 0.0
     for trial in details.trials:
-        if trial.state != "pruned" or not per_epoch[trial.method]:
+        if trial.state != State.PRUNED or not per_epoch[trial.method]:
             continue
         left = max(float(trial.params.get("epochs", trial.epochs_done)) - trial.epochs_done, 0.0)
         seconds = left * sum(per_epoch[trial.method]) / len(per_epoch[trial.method])

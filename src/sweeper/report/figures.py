@@ -14,7 +14,8 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from sweeper.report.analysis import COST_LABELS, COSTS, pareto_front  # noqa: E402
+from sweeper.report.analysis import FRONT_COSTS, pareto_front  # noqa: E402
+from sweeper.tracking.schema import COSTS, State  # noqa: E402
 from sweeper.tracking.sweeps import SweepDetails, TrialRun, searched_keys, searched_params  # noqa: E402
 
 METHOD_COLORS = {"full": "#1f77b4", "adapter": "#ff7f0e", "lora": "#2ca02c", "ia3": "#d62728"}
@@ -40,9 +41,9 @@ def pareto_figure(details: SweepDetails, path: Path, optuna_set: list[TrialRun] 
     trials = details.completed()
     if not trials:
         return None
-    costs = dict(COSTS)
+    costs = {cost: COSTS[cost] for cost in FRONT_COSTS}
     if objective_cost and objective_cost not in costs:
-        costs[objective_cost] = COST_LABELS.get(objective_cost, objective_cost)
+        costs[objective_cost] = COSTS.get(objective_cost, objective_cost)
     figure = Figure(figsize=(5.5 * len(costs), 4.6), layout="constrained")
     for index, (cost, label) in enumerate(costs.items()):
         axes = figure.add_subplot(1, len(costs), index + 1)
@@ -60,7 +61,7 @@ def pareto_figure(details: SweepDetails, path: Path, optuna_set: list[TrialRun] 
         if ringed:
             axes.scatter([t.metrics[cost] for t in ringed], [t.value(metric) for t in ringed], s=230, marker="o",
                          facecolors="none", edgecolors="#d62728", linewidths=1.6, zorder=5,
-                         label=f"Optuna Pareto set ({metric} vs {COST_LABELS.get(objective_cost or '', objective_cost)})")
+                         label=f"Optuna Pareto set ({metric} vs {COSTS.get(objective_cost or '', objective_cost)})")
         if cost == "trainable_params" and max(xs + [1.0]) / max(min(xs + [1.0]), 1.0) > 20:
             axes.set_xscale("log")
         axes.margins(x=0.12, y=0.08)
@@ -89,7 +90,7 @@ def curves_figure(details: SweepDetails, path: Path) -> Path | None:
         palette = matplotlib.colormaps["tab10"]
         for shade, trial in enumerate(trials):
             xs, ys = zip(*trial.curve)
-            pruned = trial.state != "complete"
+            pruned = trial.state != State.COMPLETE
             axes.plot(xs, ys, linestyle="--" if pruned else "-", marker="o", markersize=3.5, linewidth=1.5,
                       color=palette(shade % 10), alpha=0.9)
             if pruned:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +13,15 @@ from ray.tune import Callback, Checkpoint
 from ray.tune.experiment import Trial
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from sweeper.sweep.search import FINAL_FLAG, OptunaSearcher
-from sweeper.sweep.trainable import trial_config
+from sweeper.artifacts import STATE_FILE
+from sweeper.sweep.search import OptunaSearcher
+from sweeper.sweep.trainable import EVALUATION, FINAL, NODE, OPTIMIZER_STEP, trial_config
 from sweeper.tracking.client import Tracker
+from sweeper.tracking.schema import BEST_PREFIX, COSTS, ERROR_FOLDER, State, Tag
 from sweeper.tracking.writer import BackgroundWriter
-from sweeper.trial import STATE_FILE
 
-SUMMARY_PREFIX = "best_"  # the trial's result (its best evaluation) is logged as best_auc, best_f1, ...
-COST_KEYS = ("trainable_params", "total_params", "trainable_percent", "train_seconds", "eval_seconds",
-             "samples_per_second", "peak_memory_mb", "train_samples", "epochs_run", "compute_seconds")
-NOT_METRICS = {*AUTO_RESULT_KEYS, "config", "done", "checkpoint_dir_name", "should_checkpoint", FINAL_FLAG,
-               "evaluation", "optimizer_step"}
+NOT_METRICS = {*AUTO_RESULT_KEYS, "config", "done", "checkpoint_dir_name", "should_checkpoint", FINAL, EVALUATION,
+               OPTIMIZER_STEP, NODE}
 
 
 def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
@@ -30,13 +29,24 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in result.items() if key not in NOT_METRICS}
 
 
+@dataclass
+class TrackedTrial:
+    """What the callback knows of one Ray trial: its Optuna number, its MLflow run (once the writer created it),
+    how often it was restarted, how it ended (None while running) and whether its run was ended."""
+
+    number: int
+    run_id: str | None = None
+    retries: int = 0
+    state: str | None = None
+    run_ended: bool = False
+
+
 class TrackingCallback(Callback):
     """One MLflow child run per Ray trial: params at start, metrics per evaluation, state and artifacts at the end.
 
     The MLflow requests run on a `BackgroundWriter`, in event order, so neither the trials (Ray Tune reports
     synchronously: a trial waits in `tune.report` until the driver has processed its result) nor the start of the
-    next trial wait for the tracking server. `flush` waits for them (the driver does before it reads MLflow back);
-    `runs` maps Ray trial ids to run ids as the writer creates them, `ended` holds the trials whose run it ended.
+    next trial wait for the tracking server. `flush` waits for them (the driver does before it reads MLflow back).
     """
 
     def __init__(self, tracker: Tracker, experiment: str, parent_run_id: str, sweep_id: str,
@@ -48,12 +58,7 @@ class TrackingCallback(Callback):
         self.searcher = searcher
         self.data_digest = data_digest
         self.writer = BackgroundWriter()
-        self.runs: dict[str, str] = {}
-        self.numbers: dict[str, int] = {}
-        self.retries: dict[str, int] = {}
-        self.states: dict[str, str] = {}
-        self.ended: set[str] = set()
-        self.last_results: dict[str, dict[str, Any]] = {}
+        self.trials: dict[str, TrackedTrial] = {}  # by Ray trial id
 
     def __getstate__(self) -> dict[str, Any]:
         """Ray pickles the Tuner's settings for its own records; the MLflow client, writer and searcher stay behind."""
@@ -64,62 +69,74 @@ class TrackingCallback(Callback):
         """Wait until every MLflow request of the trial events so far has been made; raise the first that failed."""
         self.writer.flush()
 
+    def close(self) -> None:
+        """After the sweep (or its interruption): trials that never ended fail in the Optuna study, and the runs this
+        session opened and never ended end as KILLED."""
+        for trial_id, trial in self.trials.items():
+            if trial.state is None:
+                self.searcher.on_trial_complete(trial_id, error=True)
+            if trial.run_id is not None and not trial.run_ended:
+                self.tracker.end_run(trial.run_id, State.KILLED)
+
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        if trial.trial_id in self.numbers:  # restarted after a worker loss: same run, one more retry
-            self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
-            self.writer.submit(self._set_tags, trial.trial_id, {"sweeper.retries": str(self.retries[trial.trial_id])})
+        tracked = self.trials.get(trial.trial_id)
+        if tracked is not None:  # restarted after a worker loss: same run, one more retry
+            tracked.retries += 1
+            self.writer.submit(self._set_tags, tracked, {Tag.RETRIES: str(tracked.retries)})
             return
         config = trial_config(trial.config)
-        number = trial.config["optuna_trial"]
-        self.numbers[trial.trial_id] = number
-        tags = {"sweeper.method": config.method, "ray.trial_id": trial.trial_id, "optuna.trial": str(number),
-                "sweeper.data_digest": self.data_digest}
-        self.writer.submit(self._start_run, trial.trial_id, f"trial-{number:03d}-{config.method}", config.flat(), tags,
+        tracked = self.trials[trial.trial_id] = TrackedTrial(trial.config["optuna_trial"])
+        tags = {Tag.METHOD: config.method, Tag.RAY_TRIAL: trial.trial_id, Tag.OPTUNA_TRIAL: str(tracked.number),
+                Tag.DATA_DIGEST: self.data_digest}
+        self.writer.submit(self._start_run, tracked, f"trial-{tracked.number:03d}-{config.method}", config.flat(), tags,
                            now_ms())
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        self.last_results[trial.trial_id] = result
+        tracked = self.trials[trial.trial_id]
         metrics = trial_metrics(result)
-        if result.get(FINAL_FLAG):
-            summary = {SUMMARY_PREFIX + key: value for key, value in metrics.items() if key not in COST_KEYS}
-            costs = {key: metrics[key] for key in COST_KEYS if key in metrics}
-            self.writer.submit(self._log, trial.trial_id, {**summary, **costs}, 0, None, now_ms())
+        if result.get(FINAL):
+            summary = {BEST_PREFIX + key: value for key, value in metrics.items() if key not in COSTS}
+            costs = {key: metrics[key] for key in COSTS if key in metrics}
+            self.writer.submit(self._log, tracked, {**summary, **costs}, 0, None, now_ms())
             return
         tags = None
-        if result.get("evaluation") == 1:
-            tags = {"ray.node_id": result.get("node_id", ""), "ray.hostname": result.get("hostname", ""),
-                    "ray.node_ip": result.get("node_ip", "")}
-        self.writer.submit(self._log, trial.trial_id, metrics, int(result["evaluation"]), tags, now_ms())
+        if result.get(EVALUATION) == 1:
+            tags = {Tag.RAY_NODE: result.get(NODE, ""), Tag.RAY_HOST: result.get("hostname", ""),
+                    Tag.RAY_NODE_IP: result.get("node_ip", "")}
+        self.writer.submit(self._log, tracked, metrics, int(result[EVALUATION]), tags, now_ms())
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        state = self.searcher.state_of(trial.trial_id)
-        self.states[trial.trial_id] = state
-        self.writer.submit(self._finish, trial.trial_id, trial.checkpoint, state)
+        tracked = self.trials[trial.trial_id]
+        tracked.state = self.searcher.state_of(trial.trial_id)
+        self.writer.submit(self._finish, tracked, trial.checkpoint)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.states[trial.trial_id] = "failed"
-        if trial.trial_id not in self.numbers:
+        tracked = self.trials.get(trial.trial_id)
+        if tracked is None:  # failed before it started: nothing was recorded
             return
+        tracked.state = State.FAILED
         error_file = Path(trial.error_file) if trial.error_file and Path(trial.error_file).is_file() else None
-        self.writer.submit(self._fail, trial.trial_id, error_reason(trial), error_file)
+        self.writer.submit(self._fail, tracked, error_reason(trial), error_file)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self.flush()
 
     # What the writer runs, in the order the events came.
 
-    def _start_run(self, trial_id: str, name: str, params: dict[str, Any], tags: dict[str, str], started: int) -> None:
-        self.runs[trial_id] = self.tracker.start_trial(self.experiment, self.parent_run_id, self.sweep_id, name, params,
-                                                       tags, start_time=started)
+    def _start_run(self, tracked: TrackedTrial, name: str, params: dict[str, Any], tags: dict[str, str],
+                   started: int) -> None:
+        tracked.run_id = self.tracker.start_trial(self.experiment, self.parent_run_id, self.sweep_id, name, params,
+                                                  tags, start_time=started)
 
-    def _set_tags(self, trial_id: str, tags: dict[str, str]) -> None:
-        self.tracker.set_tags(self.runs[trial_id], tags)
+    def _set_tags(self, tracked: TrackedTrial, tags: dict[str, str]) -> None:
+        self.tracker.set_tags(run_of(tracked), tags)
 
-    def _log(self, trial_id: str, metrics: dict[str, Any], step: int, tags: dict[str, str] | None, at: int) -> None:
-        self.tracker.log_metrics(self.runs[trial_id], metrics, step=step, tags=tags, timestamp=at)
+    def _log(self, tracked: TrackedTrial, metrics: dict[str, Any], step: int, tags: dict[str, str] | None,
+             at: int) -> None:
+        self.tracker.log_metrics(run_of(tracked), metrics, step=step, tags=tags, timestamp=at)
 
-    def _finish(self, trial_id: str, checkpoint: Checkpoint | None, state: str) -> None:
-        run_id = self.runs[trial_id]
+    def _finish(self, tracked: TrackedTrial, checkpoint: Checkpoint | None) -> None:
+        run_id = run_of(tracked)
         if checkpoint is not None:
             with tempfile.TemporaryDirectory() as folder:
                 for item in Path(checkpoint.to_directory(folder)).iterdir():
@@ -129,16 +146,22 @@ class TrackingCallback(Callback):
                         self.tracker.log_artifacts(run_id, item, item.name)
                     else:
                         self.tracker.log_file(run_id, item)
-        self.tracker.end_run(run_id, state)
-        self.ended.add(trial_id)
+        self.tracker.end_run(run_id, tracked.state or State.COMPLETE)
+        tracked.run_ended = True
 
-    def _fail(self, trial_id: str, reason: str, error_file: Path | None) -> None:
-        run_id = self.runs[trial_id]
-        self.tracker.set_tags(run_id, {"sweeper.failure": reason[:500]})
-        if error_file is not None and error_file.is_file():
-            self.tracker.log_file(run_id, error_file, "error")
-        self.tracker.end_run(run_id, "failed")
-        self.ended.add(trial_id)
+    def _fail(self, tracked: TrackedTrial, reason: str, error_file: Path | None) -> None:
+        run_id = run_of(tracked)
+        self.tracker.set_tags(run_id, {Tag.FAILURE: reason[:500]})
+        if error_file is not None:
+            self.tracker.log_file(run_id, error_file, ERROR_FOLDER)
+        self.tracker.end_run(run_id, State.FAILED)
+        tracked.run_ended = True
+
+
+def run_of(tracked: TrackedTrial) -> str:
+    """The trial's run id; the writer created the run before any later call for the trial runs."""
+    assert tracked.run_id is not None, "the run is created by the first call the writer runs for a trial"
+    return tracked.run_id
 
 
 def now_ms() -> int:

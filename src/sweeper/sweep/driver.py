@@ -1,6 +1,6 @@
 """The sweep driver: builds and runs the Ray Tune Tuner for a spec.
 
-Searcher and pruner are Optuna's (see `pruning.py`), the study lives in an RDB storage the user
+Searcher and pruner are Optuna's (`search.py`, `pruning.py`), the study lives in an RDB storage the user
 can open with optuna-dashboard, trials run the `trainable`, and the callbacks write MLflow runs
 and draw progress. The same code runs on a laptop (an embedded Ray) and on a cluster.
 """
@@ -18,18 +18,20 @@ import ray
 from ray import tune
 
 from sweeper.backbone import embedded_backbone_dir
-from sweeper.sweep.callbacks import TrackingCallback
-from sweeper.sweep.progress import ProgressCallback
 from sweeper.config import EMBEDDED_BACKBONE
-from sweeper.data.records import read_records
+from sweeper.data.records import Dataset, read_records
 from sweeper.errors import SweeperError
-from sweeper.sweep.preflight import preflight
-from sweeper.sweep.search import (OptunaPruningScheduler, OptunaSearcher, direction, make_pruner, name_objectives,
-                             study_objectives)
-from sweeper.sweep.space import define_by_run, grid
 from sweeper.spec import Spec, format_objectives
-from sweeper.tracking.client import STATE_TAG, Tracker
+from sweeper.sweep.callbacks import TrackingCallback
+from sweeper.sweep.preflight import preflight
+from sweeper.sweep.progress import ProgressCallback
+from sweeper.sweep.pruning import OptunaPruningScheduler, make_pruner
+from sweeper.sweep.search import OptunaSearcher, direction, make_sampler, name_objectives, study_objectives
+from sweeper.sweep.space import define_by_run
 from sweeper.sweep.trainable import train_in_ray
+from sweeper.tracking.client import Tracker
+from sweeper.tracking.schema import (BEST_VALUE, COMPUTE_SECONDS, PARETO_FILE, PARETO_TRIALS, SPEC_FILE,
+                                     TRIALS_PREFIX, State, Tag)
 
 
 RETRIES = 2  # a trial whose worker dies resumes from its last checkpoint on another node, twice at most
@@ -53,7 +55,7 @@ class SweepSummary:
 
 
 @dataclass
-class Resumption:
+class InterruptedSweep:
     """Where an interrupted sweep stands: its parent run, how many trials ended, and its Optuna storage."""
 
     parent_run_id: str
@@ -62,60 +64,69 @@ class Resumption:
 
 
 def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep_id: str | None = None,
-              source: str = "spec", resume: Resumption | None = None) -> SweepSummary:
+              source: str = "spec", resume: InterruptedSweep | None = None) -> SweepSummary:
     """Run the trials of `spec` (those still to run, when resuming) through Ray Tune, recorded in MLflow and Optuna."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Keeping one checkpoint per trial forces a snapshot after each; Ray warns about that every time.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     sweep_id = sweep_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if spec.backbone == EMBEDDED_BACKBONE:
-        embedded_backbone_dir()
-    dataset = read_records(spec.data.path, spec.task, spec.data.skip_bad)  # fail fast, before any trial starts
-    preflight(spec, source)
-
+    dataset = check_before_trials(spec, source)
     study_storage = resume.study_storage if resume else (
         spec.tracking.study or default_study_storage(spec.tracking.storage, sweep_id))
-    study = name_objectives(optuna.create_study(
-        study_name=sweep_id, storage=study_storage, load_if_exists=True,
-        directions=[direction(mode) for _, mode in spec.objectives()] or [direction(spec.mode)],
-        sampler=make_sampler(spec), pruner=make_pruner(spec.sweep.pruner)), spec.objectives())
+    study = open_study(spec, sweep_id, study_storage)
     searcher = OptunaSearcher(study, define_by_run(spec), spec.metric, spec.mode)
-    scheduler = OptunaPruningScheduler(searcher, spec.metric)
-
     tracker = Tracker.connect(tracking_uri or spec.tracking.uri)
     if resume:
         parent_run_id = resume.parent_run_id
         tracker.client.update_run(parent_run_id, status="RUNNING")
     else:
         parent_run_id = tracker.start_sweep(spec.name, sweep_id, spec_text, {
-            "optuna.storage": redact(study_storage), "sweeper.metric": spec.metric, "sweeper.mode": spec.mode})
+            Tag.OPTUNA_STORAGE: redact(study_storage), Tag.METRIC: spec.metric, Tag.MODE: spec.mode})
     trials = spec.sweep.trials - (resume.finished if resume else 0)
     tracking = TrackingCallback(tracker, spec.name, parent_run_id, sweep_id, searcher, dataset.digest)
-    progress = ProgressCallback(spec.metric, searcher, list(spec.search))
     print(f"sweep {sweep_id}: {trials} trials{' to go' if resume else ''}, MLflow {tracker.uri} (run {parent_run_id}), "
           f"Optuna {redact(study_storage)}", flush=True)
 
-    state = "killed"
+    state = State.KILLED
     try:
         if trials > 0:
             start_ray()
-            tuner(spec, sweep_id if not resume else f"{sweep_id}-resumed-{time.strftime('%H%M%S')}", trials,
-                  searcher, scheduler, [tracking, progress]).fit()
-        state = "complete"
+            name = sweep_id if not resume else f"{sweep_id}-resumed-{time.strftime('%H%M%S')}"
+            tuner(spec, name, trials, searcher, [tracking, ProgressCallback(spec.metric, searcher, list(spec.search))]
+                  ).fit()
+        state = State.COMPLETE
     finally:
         try:
             tracking.flush()  # the trial events' MLflow requests, before anything reads MLflow back
         finally:
-            close_orphans(tracker, tracking)
+            tracking.close()
             summary = summarise(tracker, SweepSummary(sweep_id, parent_run_id, spec.name, tracker.uri, study_storage),
                                 study)
             tracker.end_run(parent_run_id, state)
     return summary
 
 
-def tuner(spec: Spec, name: str, trials: int, searcher: OptunaSearcher, scheduler: OptunaPruningScheduler,
-          callbacks: list[Any]) -> tune.Tuner:
+def check_before_trials(spec: Spec, source: str) -> Dataset:
+    """Mistakes cost seconds, not a failed trial each: the backbone is built or found, the data read and
+    validated, and every method the search can pick applied to the backbone's shapes."""
+    if spec.backbone == EMBEDDED_BACKBONE:
+        embedded_backbone_dir()
+    dataset = read_records(spec.data.path, spec.task, spec.data.skip_bad)
+    preflight(spec, source)
+    return dataset
+
+
+def open_study(spec: Spec, sweep_id: str, storage: str) -> optuna.Study:
+    """The sweep's Optuna study (created, or loaded when resuming), with the spec's sampler, pruner and directions."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return name_objectives(optuna.create_study(
+        study_name=sweep_id, storage=storage, load_if_exists=True,
+        directions=[direction(mode) for _, mode in spec.objectives()] or [direction(spec.mode)],
+        sampler=make_sampler(spec), pruner=make_pruner(spec.sweep.pruner)), spec.objectives())
+
+
+def tuner(spec: Spec, name: str, trials: int, searcher: OptunaSearcher, callbacks: list[Any]) -> tune.Tuner:
     """The Ray Tune Tuner: Optuna searcher and pruner, resources per trial, storage, callbacks."""
+    # Keeping one checkpoint per trial forces a snapshot after each; Ray warns about that every time.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    scheduler = OptunaPruningScheduler(searcher, spec.metric)
     resources = {"cpu": spec.sweep.resources.cpu, "gpu": spec.sweep.resources.gpu}
     return tune.Tuner(
         tune.with_resources(train_in_ray, resources),
@@ -129,17 +140,6 @@ def tuner(spec: Spec, name: str, trials: int, searcher: OptunaSearcher, schedule
     )
 
 
-def close_orphans(tracker: Tracker, tracking: TrackingCallback) -> None:
-    """Trial runs this session opened and never ended end as KILLED: the sweep was interrupted, or the tracking
-    writer stopped at an error before it ended them. Trials that never ended fail in the Optuna study."""
-    for trial_id in tracking.numbers:
-        if trial_id not in tracking.states:
-            tracking.searcher.on_trial_complete(trial_id, error=True)
-    for trial_id, run_id in tracking.runs.items():
-        if trial_id not in tracking.ended:
-            tracker.end_run(run_id, "killed")
-
-
 def summarise(tracker: Tracker, summary: SweepSummary, study: optuna.Study) -> SweepSummary:
     """Counts by state, compute and the best run, from MLflow and the study; logged on the parent run.
 
@@ -147,76 +147,58 @@ def summarise(tracker: Tracker, summary: SweepSummary, study: optuna.Study) -> S
     metric, the objectives are tagged (`sweeper.objectives`) and the Pareto set is logged as `pareto.json`.
     """
     runs = tracker.trial_runs(summary.parent_run_id, tracker.experiment_id(summary.experiment))
-    for name in ("complete", "pruned", "failed", "killed"):
-        summary.counts[name] = sum(1 for run in runs if run.data.tags.get(STATE_TAG) == name)
-    metrics = {f"trials_{name}": float(count) for name, count in summary.counts.items()}
-    metrics["compute_seconds"] = sum(run.data.metrics.get("compute_seconds", 0.0) for run in runs)
+    for state in State.ENDED:
+        summary.counts[state] = sum(1 for run in runs if run.data.tags.get(Tag.STATE) == state)
+    metrics = {TRIALS_PREFIX + state: float(count) for state, count in summary.counts.items()}
+    metrics[COMPUTE_SECONDS] = sum(run.data.metrics.get(COMPUTE_SECONDS, 0.0) for run in runs)
     complete = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
-    run_of = {run.data.tags.get("optuna.trial"): run.info.run_id for run in runs}
+    run_of = {run.data.tags.get(Tag.OPTUNA_TRIAL): run.info.run_id for run in runs}
     objectives = study_objectives(study)
     if objectives:
-        tracker.set_tags(summary.parent_run_id, {"sweeper.objectives": format_objectives(objectives)})
+        tracker.set_tags(summary.parent_run_id, {Tag.OBJECTIVES: format_objectives(objectives)})
     if complete:
         if objectives:  # the best of the Pareto set by the primary metric (the first objective)
             pareto = study.best_trials
             sign = 1.0 if objectives[0][1] == "max" else -1.0
             best = max(pareto, key=lambda trial: sign * trial.values[0])
-            summary.best_value = metrics["best_value"] = float(best.values[0])
-            metrics["pareto_trials"] = float(len(pareto))
+            summary.best_value = metrics[BEST_VALUE] = float(best.values[0])
+            metrics[PARETO_TRIALS] = float(len(pareto))
             tracker.client.log_dict(summary.parent_run_id, {
                 "objectives": [{"metric": metric, "mode": mode} for metric, mode in objectives],
                 "trials": [{"number": trial.number, "run_id": run_of.get(str(trial.number)),
                             "values": dict(zip((metric for metric, _ in objectives), trial.values))}
-                           for trial in sorted(pareto, key=lambda trial: trial.number)]}, "pareto.json")
+                           for trial in sorted(pareto, key=lambda trial: trial.number)]}, PARETO_FILE)
         else:
             best = study.best_trial
-            summary.best_value = metrics["best_value"] = float(best.value)
+            summary.best_value = metrics[BEST_VALUE] = float(best.value)
         summary.best_run_id = run_of.get(str(best.number))
         if summary.best_run_id:
-            tracker.set_tags(summary.parent_run_id, {"sweeper.best_run_id": summary.best_run_id})
+            tracker.set_tags(summary.parent_run_id, {Tag.BEST_RUN: summary.best_run_id})
     tracker.log_metrics(summary.parent_run_id, metrics)
     return summary
 
 
-def resumption(tracker: Tracker, sweep_id: str, study_storage: str | None) -> tuple[str, Resumption]:
-    """The spec text and state of an interrupted sweep; its dead runs end as KILLED, its dead Optuna trials FAIL."""
+def recover_interrupted(tracker: Tracker, sweep_id: str, study_storage: str | None) -> tuple[str, InterruptedSweep]:
+    """Make an interrupted sweep ready to go on: its dead runs end as KILLED, its dead Optuna trials FAIL and their
+    configurations are queued to run again. Returns its spec text and where it stands."""
     parents = tracker.sweep_runs(None, sweep_id)
     if not parents:
         raise SweeperError(f"no sweep '{sweep_id}' in MLflow at {tracker.uri}")
     parent = parents[0]
-    storage = study_storage or parent.data.tags.get("optuna.storage", "")
+    storage = study_storage or parent.data.tags.get(Tag.OPTUNA_STORAGE, "")
     if "***" in storage:
         raise SweeperError(f"the Optuna storage of sweep '{sweep_id}' has a password: pass it with --study URL")
-    spec_text = tracker.client.download_artifacts(parent.info.run_id, "spec.yaml")
+    spec_text = tracker.client.download_artifacts(parent.info.run_id, SPEC_FILE)
     runs = tracker.trial_runs(parent.info.run_id, parent.info.experiment_id)
     for run in runs:
         if run.info.status == "RUNNING":
-            tracker.end_run(run.info.run_id, "killed")
+            tracker.end_run(run.info.run_id, State.KILLED)
     study = optuna.load_study(study_name=sweep_id, storage=storage)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params, skip_if_exists=True)  # the interrupted configuration runs again
-    finished = sum(1 for run in runs if run.data.tags.get(STATE_TAG) in ("complete", "pruned", "failed"))
-    return Path(spec_text).read_text(encoding="utf-8"), Resumption(parent.info.run_id, finished, storage)
-
-
-class TuneGridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid, without the `study.stop()` it calls when the grid is used up: that only works inside
-    `study.optimize`, and here Ray Tune counts the trials (`sweep.trials`; more than the grid repeats points)."""
-
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState,
-                    values: Any) -> None:
-        return None
-
-
-def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
-    """TPE (default), random or grid, seeded from the spec."""
-    seed = spec.sweep.seed
-    if spec.sweep.searcher == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.sweep.searcher == "grid":
-        return TuneGridSampler(grid(spec), seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    finished = sum(1 for run in runs if run.data.tags.get(Tag.STATE) in (State.COMPLETE, State.PRUNED, State.FAILED))
+    return Path(spec_text).read_text(encoding="utf-8"), InterruptedSweep(parent.info.run_id, finished, storage)
 
 
 def start_ray() -> None:
@@ -260,4 +242,4 @@ def summary_as_dict(summary: SweepSummary) -> dict[str, Any]:
     """For --json output."""
     return {"sweep_id": summary.sweep_id, "parent_run_id": summary.parent_run_id, "experiment": summary.experiment,
             "tracking_uri": summary.tracking_uri, "best_value": summary.best_value, "best_run_id": summary.best_run_id,
-            "trials": {state: summary.count(state) for state in ("complete", "pruned", "failed", "killed")}}
+            "trials": {state: summary.count(state) for state in State.ENDED}}

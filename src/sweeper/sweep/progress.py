@@ -12,8 +12,8 @@ from rich.live import Live
 from rich.table import Table
 
 from sweeper.sweep.callbacks import error_reason
-from sweeper.sweep.search import FINAL_FLAG, OptunaSearcher
-from sweeper.sweep.trainable import trial_config
+from sweeper.sweep.search import OptunaSearcher
+from sweeper.sweep.trainable import FINAL, trial_config
 
 
 class ProgressCallback(Callback):
@@ -42,7 +42,7 @@ class ProgressCallback(Callback):
         self.update(trial, state="running", method=method, params=params, epoch="-", metric="-")
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        if self.metric in result and not result.get(FINAL_FLAG):
+        if self.metric in result and not result.get(FINAL):
             self.update(trial, epoch=format_value(result.get("epoch")), metric=format_value(result[self.metric]))
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:

@@ -1,9 +1,8 @@
-"""Optuna sampling and Optuna pruning inside Ray Tune.
+"""Optuna sampling inside Ray Tune: a Ray `Searcher` over an Optuna study, and the study's sampler.
 
 Ray's own `OptunaSearch` hard-codes Optuna's NopPruner, so no Optuna pruner can act through it.
-Here an `OptunaSearcher` (a Ray Tune `Searcher` over an Optuna study, using the public ask/tell
-API) suggests configurations and answers "report this value at this step: prune?"; the
-`OptunaPruningScheduler` asks it on every result and returns STOP. A pruned trial is told to the
+Here an `OptunaSearcher` (using Optuna's public ask/tell API) suggests configurations and answers
+"report this value at this step: prune?" for the scheduler in `pruning.py`. A pruned trial is told to the
 study as PRUNED, never as COMPLETE with a truncated value, so the sampler is not misled.
 
 A multi-objective study (`sweep.objectives`) is told one value per objective from the trial's final
@@ -18,14 +17,11 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.experiment import Trial
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from sweeper.sweep.space import Space
-from sweeper.spec import PrunerConfig
+from sweeper.spec import Spec
+from sweeper.sweep.space import Space, grid
 
-FINAL_FLAG = "final"  # set on the last result of a trial: its best metrics, not another step
 Objectives = list[tuple[str, str]]  # (metric, 'max' | 'min') per objective; empty for a single-objective study
 
 
@@ -119,39 +115,20 @@ class OptunaSearcher(Searcher):
         return "pruned" if trial_id in self.pruned else "complete"
 
 
-class OptunaPruningScheduler(FIFOScheduler):
-    """Runs trials first-in first-out and stops those the Optuna pruner prunes."""
+class TuneGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid, without the `study.stop()` it calls when the grid is used up: that only works inside
+    `study.optimize`, and here Ray Tune counts the trials (`sweep.trials`; more than the grid repeats points)."""
 
-    def __init__(self, searcher: OptunaSearcher, metric: str, step_key: str = "evaluation") -> None:
-        super().__init__()
-        self.searcher = searcher
-        self.pruning_metric = metric
-        self.step_key = step_key
-
-    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
-        if result.get(FINAL_FLAG) or self.pruning_metric not in result:
-            return TrialScheduler.CONTINUE
-        value = float(result[self.pruning_metric])
-        if self.searcher.report_and_check(trial.trial_id, int(result[self.step_key]), value):
-            return TrialScheduler.STOP
-        return TrialScheduler.CONTINUE
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState,
+                    values: Any) -> None:
+        return None
 
 
-def make_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
-    """The Optuna pruner a spec names.
-
-    Steps are evaluations numbered from 1, and Optuna prunes from step `n_warmup_steps` on, so `warmup_steps: N`
-    (N evaluations are safe) is `n_warmup_steps=N + 1`.
-    """
-    if config.kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials,
-                                           n_warmup_steps=config.warmup_steps + 1)
-    if config.kind == "percentile":
-        return optuna.pruners.PercentilePruner(config.percentile, n_startup_trials=config.startup_trials,
-                                               n_warmup_steps=config.warmup_steps + 1)
-    if config.kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=config.min_resource,
-                                                      reduction_factor=config.reduction_factor)
-    if config.kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=config.min_resource, reduction_factor=config.reduction_factor)
-    return optuna.pruners.NopPruner()
+def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
+    """TPE (default), random or grid, seeded from the spec."""
+    seed = spec.sweep.seed
+    if spec.sweep.searcher == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sweep.searcher == "grid":
+        return TuneGridSampler(grid(spec), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)

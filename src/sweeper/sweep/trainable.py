@@ -21,8 +21,13 @@ from ray import tune
 
 from sweeper.config import TrialConfig
 from sweeper.data.records import Dataset, read_records
-from sweeper.sweep.search import FINAL_FLAG
 from sweeper.trial import Evaluation, run_trial
+
+# Keys of the results a trial reports to Tune, beside its metrics.
+FINAL = "final"  # set on the last result: the trial's best metrics and its costs, not another evaluation
+EVALUATION = "evaluation"  # the evaluation's number, from 1: the pruner's step and MLflow's
+OPTIMIZER_STEP = "optimizer_step"
+NODE = "node_id"  # the Ray node the trial ran on
 
 
 def trial_config(config: dict[str, Any]) -> TrialConfig:
@@ -50,12 +55,12 @@ def read_dataset(path: str, task: str, skip_bad: bool, version: tuple[int, int] 
 def train_in_ray(config: dict[str, Any]) -> None:
     """Ray Tune function trainable; after a worker loss Ray restarts it with its last checkpoint."""
     trial = trial_config(config)
-    node = {"node_id": ray.get_runtime_context().get_node_id()}
+    node = {NODE: ray.get_runtime_context().get_node_id()}
 
     def report(evaluation: Evaluation) -> None:
         with tempfile.TemporaryDirectory() as folder:
             evaluation.save(Path(folder))
-            metrics = {**evaluation.metrics, "evaluation": evaluation.index, "optimizer_step": evaluation.step,
+            metrics = {**evaluation.metrics, EVALUATION: evaluation.index, OPTIMIZER_STEP: evaluation.step,
                        "compute_seconds": evaluation.seconds, **node}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
@@ -64,5 +69,5 @@ def train_in_ray(config: dict[str, Any]) -> None:
         resume_from = Path(checkpoint.to_directory(previous)) if checkpoint else None
         result = run_trial(trial, Path(output), report, dataset=trial_dataset(trial), resume_from=resume_from)
         seconds = result.costs["train_seconds"] + result.costs["eval_seconds"]
-        final = {**result.metrics, **result.costs, "compute_seconds": seconds, FINAL_FLAG: 1, **node}
+        final = {**result.metrics, **result.costs, "compute_seconds": seconds, FINAL: 1, **node}
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(output))

@@ -4,8 +4,10 @@ Ray's MLflow callback makes flat runs, forgets its run map on restore and leaves
 this module owns the logic instead. Only the driver writes to MLflow. Secrets never become
 params or tags: only the trial config (which holds no credentials) and a fixed set of tags are logged.
 
-    >>> tracker = Tracker.connect(None)
+    >>> tracker = Tracker.connect("sqlite:///:memory:")
     >>> parent = tracker.start_sweep("smoke", "smoke-20261125-101500", spec_text="name: smoke")
+    >>> tracker.sweep_runs("smoke")[0].data.tags["sweeper.sweep"]
+    'smoke-20261125-101500'
 """
 
 from __future__ import annotations
@@ -23,10 +25,8 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 
 import sweeper
 from sweeper.errors import SweeperError
+from sweeper.tracking.schema import SPEC_FILE, Role, State, Tag
 
-PARENT_TAG = "mlflow.parentRunId"
-SWEEP_TAG = "sweeper.sweep"
-STATE_TAG = "sweeper.state"
 DEFAULT_URI_FILE = "mlflow.db"
 PARAMS_PER_BATCH = 100
 
@@ -60,15 +60,15 @@ class Tracker:
     def start_sweep(self, experiment: str, sweep_id: str, spec_text: str, tags: dict[str, str] | None = None) -> str:
         """Create the parent run of a sweep, with the spec as an artifact; returns its run id."""
         run = self.client.create_run(self.experiment_id(experiment), run_name=sweep_id,
-                                     tags={SWEEP_TAG: sweep_id, "sweeper.role": "sweep", **base_tags(), **(tags or {})})
-        self.client.log_text(run.info.run_id, spec_text, "spec.yaml")
+                                     tags={Tag.SWEEP: sweep_id, Tag.ROLE: Role.SWEEP, **base_tags(), **(tags or {})})
+        self.client.log_text(run.info.run_id, spec_text, SPEC_FILE)
         return run.info.run_id
 
     def start_trial(self, experiment: str, parent_run_id: str, sweep_id: str, name: str,
                     params: dict[str, Any], tags: dict[str, str], start_time: int | None = None) -> str:
         """Create a child run under the sweep with the resolved config as params (`start_time` in ms, default now)."""
         run = self.client.create_run(self.experiment_id(experiment), run_name=name, start_time=start_time, tags={
-            PARENT_TAG: parent_run_id, SWEEP_TAG: sweep_id, "sweeper.role": "trial", STATE_TAG: "running",
+            Tag.PARENT_RUN: parent_run_id, Tag.SWEEP: sweep_id, Tag.ROLE: Role.TRIAL, Tag.STATE: State.RUNNING,
             **base_tags(), **tags})
         items = [Param(key, str(value)) for key, value in params.items()]
         for start in range(0, len(items), PARAMS_PER_BATCH):
@@ -100,9 +100,8 @@ class Tracker:
 
     def end_run(self, run_id: str, state: str) -> None:
         """End a run: state complete/pruned -> FINISHED, failed -> FAILED, killed -> KILLED."""
-        status = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "killed": "KILLED"}[state]
-        self.set_tags(run_id, {STATE_TAG: state})
-        self.client.set_terminated(run_id, status)
+        self.set_tags(run_id, {Tag.STATE: state})
+        self.client.set_terminated(run_id, State.MLFLOW_STATUS[state])
 
     def trial_run(self, run_id: str) -> Any:
         """A trial's run, or a SweeperError saying it does not exist or is not a trial."""
@@ -112,21 +111,21 @@ class Tracker:
             run = self.client.get_run(run_id)
         except MlflowException as error:
             raise SweeperError(f"no run {run_id} at {self.uri}: {error.message.splitlines()[0]}") from None
-        if run.data.tags.get("sweeper.role") != "trial":
+        if run.data.tags.get(Tag.ROLE) != Role.TRIAL:
             raise SweeperError(f"run {run_id} is not a sweeper trial run (pick one with `sweeper best`)")
         return run
 
     def sweep_runs(self, experiment: str | None = None, sweep_id: str | None = None) -> list[Any]:
         """Parent runs, newest first, optionally of one experiment or one sweep."""
         experiments = self.experiment_ids(experiment)
-        query = "tags.`sweeper.role` = 'sweep'"
+        query = f"tags.`{Tag.ROLE}` = '{Role.SWEEP}'"
         if sweep_id:
-            query += f" and tags.`{SWEEP_TAG}` = '{sweep_id}'"
+            query += f" and tags.`{Tag.SWEEP}` = '{sweep_id}'"
         return list(self.client.search_runs(experiments, query, ViewType.ACTIVE_ONLY, order_by=["attributes.start_time DESC"]))
 
     def trial_runs(self, parent_run_id: str, experiment_id: str) -> list[Any]:
         """Child runs of a sweep."""
-        query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+        query = f"tags.`{Tag.PARENT_RUN}` = '{parent_run_id}'"
         return list(self.client.search_runs([experiment_id], query, ViewType.ACTIVE_ONLY, max_results=5000))
 
     def experiment_ids(self, name: str | None) -> list[str]:
@@ -141,10 +140,10 @@ class Tracker:
 
 def base_tags() -> dict[str, str]:
     """Package version and, when known, the git commit of the working tree."""
-    tags = {"sweeper.version": sweeper.__version__}
+    tags = {Tag.VERSION: sweeper.__version__}
     commit = git_commit()
     if commit:
-        tags["sweeper.git_commit"] = commit
+        tags[Tag.GIT_COMMIT] = commit
     return tags
 
 

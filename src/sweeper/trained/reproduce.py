@@ -6,11 +6,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeper.sweep.callbacks import SUMMARY_PREFIX
 from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
 from sweeper.tracking.client import Tracker
-from sweeper.trial import PREDICTIONS_FILE, read_predictions, run_trial
+from sweeper.tracking.schema import BEST_PREFIX
+from sweeper.artifacts import PREDICTIONS_FILE, read_predictions
+from sweeper.trial import run_trial
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,8 @@ def reproduce(tracker: Tracker, run_id: str) -> Reproduction:
     """Fetch the run's params, train the same trial in this process, and pair the metrics and predictions."""
     run = tracker.trial_run(run_id)
     config = TrialConfig.from_flat(run.data.params, f"params of run {run_id}")
-    original = {key.removeprefix(SUMMARY_PREFIX): value for key, value in run.data.metrics.items()
-                if key.startswith(SUMMARY_PREFIX)}
+    original = {key.removeprefix(BEST_PREFIX): value for key, value in run.data.metrics.items()
+                if key.startswith(BEST_PREFIX)}
     if not original:
         raise SweeperError(f"run {run_id} has no final metrics (was it pruned or failed?)")
     with tempfile.TemporaryDirectory(prefix="sweeper-reproduce-") as folder:
