@@ -21,7 +21,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from conftest import MlflowServer, S3Server, free_port
+from services import MlflowServer, S3Server, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import MlflowServer
+from services import MlflowServer
 from sweeper.config import TrialConfig
 from sweeper.trial import TrialFailed, run_trial
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import MlflowServer
+from services import MlflowServer
 from sweeper.config import TrialConfig
 from sweeper.data.commits import parse_commits
 from sweeper.data.encoding import encode_commits
@@ -145,7 +145,7 @@ def test_export_merge_of_bottleneck_adapters_is_a_clear_error(sweep: TinySweep, 
         pytest.skip("the tiny sweep ran no adapter trial")
     done = sweeper("export", adapter.info.run_id, str(tmp_path / "x"), "--merge", "--tracking-uri", sweep.uri,
                    cwd=tmp_path, timeout=300)
-    assert done.returncode == 2 and "--merge is not supported for bottleneck adapters" in done.stderr
+    assert done.returncode == 2 and "--merge is not supported for adapter" in done.stderr
     assert not (tmp_path / "x").exists()
 
 

@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
-from conftest import MlflowServer
+from services import MlflowServer
 from sweeper.report.analysis import pareto_front, sweep_totals
 from sweeper.report.document import Document, Image as DocImage, Section, Table
 from sweeper.report.figures import AxisScale

@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from conftest import MlflowServer
+from services import MlflowServer
 
 pytestmark = pytest.mark.slow
 

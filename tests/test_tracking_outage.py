@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import free_port, stop, wait_for_http
+from services import free_port, stop, wait_for_http
 
 pytestmark = pytest.mark.slow
 

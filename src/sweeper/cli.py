@@ -18,9 +18,6 @@ from typing import Any
 from sweeper.errors import SweeperError
 from sweeper.tracking.schema import SPEC_FILE, State
 
-METRICS_SHOWN = ("auc", "f1", "mcc", "precision", "recall", "max_f1", "bleu", "corpus_bleu", "rouge_l", "exact_match",
-                 "eval_loss")
-EVALUATION_SHOWN = ("auc", "f1", "mcc", "bleu", "rouge_l", "eval_loss")
 COSTS_SHOWN = ("trainable_params", "total_params", "trainable_percent", "train_seconds", "eval_seconds",
                "samples_per_second", "peak_memory_mb")
 
@@ -129,26 +126,30 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sweeper.spec import load_spec, parse_overrides
+    from sweeper.tasks import task_class
     from sweeper.trial import run_trial
 
     spec = load_spec(args.spec)
     config = spec.trial(parse_overrides(args.overrides), "--set")
+    task = task_class(config.task)
     if not args.json:
         print(f"training {config.method} on {config.data.path} with backbone {config.backbone}", file=sys.stderr)
-    result = run_trial(config, args.out, report=None if args.json else print_evaluation)
+    shown = [*task.shown, *task.lower_is_better]
+    result = run_trial(config, args.out, report=None if args.json else lambda e: print_evaluation(e, shown))
     if args.json:
         print(json.dumps({**result.metrics, **result.costs}))
         return 0
-    print_pairs("metrics (best evaluation)", {key: result.metrics[key] for key in METRICS_SHOWN if key in result.metrics})
+    metrics = [*task.metrics, *task.generated_metrics]
+    print_pairs("metrics (best evaluation)", {key: result.metrics[key] for key in metrics if key in result.metrics})
     print_pairs("costs", {key: result.costs[key] for key in COSTS_SHOWN})
     if args.out:
         print(f"artifacts: {args.out}")
     return 0
 
 
-def print_evaluation(evaluation: Any) -> None:
-    shown = " ".join(f"{key}={evaluation.metrics[key]:.4f}" for key in EVALUATION_SHOWN if key in evaluation.metrics)
-    print(f"  epoch {evaluation.epoch:g}: {shown}", file=sys.stderr, flush=True)
+def print_evaluation(evaluation: Any, shown: list[str]) -> None:
+    values = " ".join(f"{key}={evaluation.metrics[key]:.4f}" for key in shown if key in evaluation.metrics)
+    print(f"  epoch {evaluation.epoch:g}: {values}", file=sys.stderr, flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -345,14 +346,16 @@ def print_ranking(trials: list[Any], metric: str, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from sweeper.methods import METHODS
+
     table = Table(title=title)
     for column in ("run_id", "method", metric, "trainable_params", "key params"):
         table.add_column(column)
     for trial in trials:
         params = trial.params
-        keys = ["lr", "lora.rank", "adapter.placement"] if trial.method != "full" else ["lr"]
-        shown = " ".join(f"{key}={format_param(params[key])}" for key in keys if key in params and
-                         (key == "lr" or key.startswith(trial.method)))
+        method = METHODS.get(trial.method)
+        keys = ["lr", *(f"{trial.method}.{setting}" for setting in (method.shown if method else ()))]
+        shown = " ".join(f"{key}={format_param(params[key])}" for key in keys if key in params)
         table.add_row(trial.run_id, trial.method, f"{trial.value(metric):.4f}",
                       f"{int(trial.metrics.get('trainable_params', 0)):,}", shown)
     Console(width=max(Console().width, 120)).print(table)

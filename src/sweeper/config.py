@@ -4,26 +4,23 @@ A sweep samples values into a `TrialConfig`; MLflow logs it flattened (`lora.ran
 `reproduce` reads the flat params back with `TrialConfig.from_flat`.
 
     >>> config = TrialConfig().with_overrides({"method": "lora", "lora.rank": "8", "lr": "1e-4"})
-    >>> config.lora.rank
-    8
+    >>> config.lora.rank, config.flat()["lora.rank"]
+    (8, 8)
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from sweeper.errors import SpecError
+from sweeper.errors import SpecError, did_you_mean
+from sweeper.methods import METHODS
 
 EMBEDDED_BACKBONE = "embedded"
-MethodName = Literal["full", "adapter", "lora", "ia3"]
 TaskName = Literal["jitdp", "cmg"]
-Layers = Annotated[Literal["all"] | list[int] | str, BeforeValidator(lambda v: [v] if isinstance(v, int) else v)]
-LAYERS_HELP = ("layers to adapt, numbered from 0 (an encoder-decoder numbers its decoder layers after its "
-               "encoder's): 'all', a list [0, 1, 5], indices and inclusive ranges '0-5' or '0-2,7', "
-               "or 'not ...' for every layer except those, e.g. 'not 0-1'")
 
 
 class Section(BaseModel):
@@ -65,36 +62,6 @@ class DataConfig(Section):
         return self
 
 
-class LoraSettings(Section):
-    """PEFT LoRA (and DoRA with `dora: true`)."""
-
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16, gt=0)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    targets: list[str] = Field(default_factory=lambda: ["query", "value"],
-                               description="roles (query, key, value, attention_output, ffn_in, ffn_out) or module names")
-    layers: Layers = Field("all", description=LAYERS_HELP)
-    dora: bool = False
-
-
-class AdapterSettings(Section):
-    """Bottleneck adapters (AdapterHub `adapters`)."""
-
-    placement: Literal["attention", "ffn", "houlsby", "parallel"] = "houlsby"
-    bottleneck: int | None = Field(None, ge=1, description="bottleneck size; overrides reduction_factor")
-    reduction_factor: float = Field(16, gt=0)
-    layers: Layers = Field("all", description=LAYERS_HELP)
-    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = "relu"
-
-
-class IA3Settings(Section):
-    """PEFT IA3: learned scaling vectors on the key, value and feed-forward activations."""
-
-    targets: list[str] = Field(default_factory=lambda: ["key", "value", "ffn_out"])
-    feedforward: list[str] = Field(default_factory=lambda: ["ffn_out"])
-    layers: Layers = Field("all", description=LAYERS_HELP)
-
-
 class GenerationSettings(Section):
     """Commit message generation: decoding and how often the generated messages are scored."""
 
@@ -104,10 +71,17 @@ class GenerationSettings(Section):
                                                       "evaluations; they are always scored once at the end")
 
 
-class HyperParams(Section):
+def method_sections() -> type[Section]:
+    """One section per method that has settings, named after the method (`lora.rank`, `adapter.placement`)."""
+    fields: dict[str, Any] = {name: (method.settings, Field(default_factory=method.settings, description=method.summary))
+                              for name, method in METHODS.items() if method.settings is not None}
+    return create_model("MethodSections", __base__=Section, **fields)
+
+
+class HyperParams(method_sections()):  # type: ignore[misc]
     """What a sweep searches over: the method, its settings and the training recipe."""
 
-    method: MethodName = "lora"
+    method: str = Field("lora", description=f"one of {', '.join(METHODS)}")
     lr: float = Field(1e-4, gt=0, lt=1)
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -119,10 +93,15 @@ class HyperParams(Section):
     eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps as well as each epoch")
     class_weighting: bool = Field(False, description="weight the loss by inverse class frequency")
     seed: int = 0
-    lora: LoraSettings = LoraSettings()
-    adapter: AdapterSettings = AdapterSettings()
-    ia3: IA3Settings = IA3Settings()
     generation: GenerationSettings = GenerationSettings()
+
+    @field_validator("method")
+    @classmethod
+    def known_method(cls, value: str) -> str:
+        if value not in METHODS:
+            close = did_you_mean(value, METHODS)
+            raise ValueError(f"unknown method, use one of {', '.join(map(repr, METHODS))}" + (f"; {close}" if close else ""))
+        return value
 
 
 class TrialConfig(HyperParams):
@@ -157,42 +136,48 @@ def validate_trial(data: dict[str, Any], source: str) -> TrialConfig:
     try:
         return TrialConfig.model_validate(data)
     except ValidationError as error:
-        raise spec_error_from(error, source) from None
+        raise spec_error(error, source, TrialConfig) from None
 
 
-def spec_error_from(error: ValidationError, source: str, prefix: str = "") -> SpecError:
-    """The first pydantic error as a SpecError naming the dotted field."""
+def spec_error(error: ValidationError, source: str, root: type[BaseModel],
+               locate: Callable[[list[str]], str] | None = None) -> SpecError:
+    """The first pydantic error as a SpecError naming the dotted field and the fix; `locate(path)` gives the
+    `file:line` of a field where the source text is known (a spec file)."""
     first = error.errors()[0]
-    field = prefix + ".".join(str(part) for part in first["loc"])
-    problem = first["msg"]
+    path = [str(part) for part in first["loc"]]
+    problem = first["msg"].removeprefix("Value error, ")
     fix = ""
     if first["type"] == "extra_forbidden":
         problem = "unknown key"
-        fix = suggest_key(field, error.title)
-    elif "input" in first and first["type"] != "missing":
-        problem = f"{problem}, got {first['input']!r}"
-    return SpecError(source, field, problem, fix)
+        known = list(section_at(root, path[:-1]).model_fields)
+        fix = did_you_mean(path[-1], known) or f"known keys: {', '.join(known)}"
+    elif first["type"] == "missing":
+        fix = "add it"
+    elif "input" in first and not isinstance(first["input"], dict):
+        problem = f"{problem} (got {first['input']!r})"
+    return SpecError(locate(path) if locate else source, ".".join(path), problem, fix)
 
 
-def suggest_key(field: str, model_name: str) -> str:
-    """'did you mean ...' for an unknown key, from the known keys of its section."""
-    import difflib
+def section_at(root: type[BaseModel], path: list[str]) -> type[BaseModel]:
+    """The config section a path of field names leads to (lists of sections count as the section)."""
+    section = root
+    for part in path:
+        field = section.model_fields.get(part)
+        inner = getattr(field, "annotation", None)
+        inner = next(iter(get_args(inner)), inner) if get_origin(inner) is list else inner
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            break
+        section = inner
+    return section
 
-    known = known_keys(TrialConfig) | {key for key in known_keys(TrialConfig, flat=False)}
-    leaf = field.split(".")[-1]
-    matches = difflib.get_close_matches(leaf, sorted({k.split(".")[-1] for k in known}), n=1)
-    return f"did you mean '{matches[0]}'?" if matches else "remove it or check the spelling"
 
-
-def known_keys(model: type[BaseModel], prefix: str = "", flat: bool = True) -> set[str]:
+def known_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
     """Every dotted key a model accepts."""
     keys: set[str] = set()
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys |= known_keys(annotation, f"{prefix}{name}.", flat)
-            if not flat:
-                keys.add(prefix + name)
+            keys |= known_keys(annotation, f"{prefix}{name}.")
         else:
             keys.add(prefix + name)
     return keys
@@ -217,7 +202,8 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, source: str) -> None:
     node = data
     for depth, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
-            raise SpecError(source, key, "unknown key", suggest_key(key, ""))
+            known = node if isinstance(node, dict) else {}
+            raise SpecError(source, key, "unknown key", did_you_mean(part, known) or "remove it or check the spelling")
         if depth == len(parts) - 1:
             node[part] = value
         else:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class SweeperError(Exception):
     """A mistake in the user's input or environment, with what to do about it."""
@@ -34,3 +37,13 @@ class SpecError(SweeperError):
 
 class MethodError(SweeperError):
     """A fine-tuning method that cannot be applied to the chosen backbone."""
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str | None:
+    """`did you mean 'rank'?` for the known word closest to a misspelt one; None when nothing is close.
+
+    >>> did_you_mean("rnak", ["rank", "alpha"])
+    "did you mean 'rank'?"
+    """
+    close = difflib.get_close_matches(word, sorted(known), n=1)
+    return f"did you mean '{close[0]}'?" if close else None

@@ -10,16 +10,16 @@ trial keys (see `space.py`), and how to run the sweep (`sweep`) and where to rec
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sweeper.config import (DataConfig, EMBEDDED_BACKBONE, HyperParams, Section, TaskName, TrialConfig,
-                            known_keys, parse_scalar, validate_trial)
-from sweeper.errors import SpecError
+from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, Section, TaskName, TrialConfig, known_keys,
+                            parse_scalar, spec_error, validate_trial)
+from sweeper.errors import SpecError, did_you_mean
+from sweeper.tracking.schema import COST_OBJECTIVES
 
 
 class Distribution(BaseModel):
@@ -64,24 +64,13 @@ class PrunerConfig(Section):
     reduction_factor: int = Field(3, ge=2)
 
 
-# The metrics each evaluation of a trial reports, per task; message generation scores generated messages
-# (bleu, ...) only every `generation.every` evaluations and at the end, so only eval_loss is always there.
-EVALUATION_METRICS = {"jitdp": ("auc", "f1", "mcc", "precision", "recall", "max_f1", "eval_loss"), "cmg": ("eval_loss",)}
-SCORED_METRICS = ("bleu", "corpus_bleu", "rouge_l", "exact_match")
-LOWER_IS_BETTER = ("eval_loss",)
-COST_METRICS = ("trainable_params", "train_seconds", "peak_memory_mb", "compute_seconds")
-ObjectiveMetric = Literal["auc", "f1", "mcc", "precision", "recall", "max_f1", "eval_loss",
-                          "bleu", "corpus_bleu", "rouge_l", "exact_match",
-                          "trainable_params", "train_seconds", "peak_memory_mb", "compute_seconds"]
-
-
 class Objective(Section):
     """One objective of a multi-objective sweep: a metric of the trial's final result and its direction.
 
     `mode` defaults to the spec's `mode` for the first objective (the spec's metric) and to `min` for the cost.
     """
 
-    metric: ObjectiveMetric
+    metric: str
     mode: Literal["max", "min"] | None = None
 
 
@@ -179,7 +168,7 @@ def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as error:
-        raise located_error(error, source, text) from None
+        raise spec_error(error, source, Spec, lambda path: at_line(source, text, path)) from None
     check_search(spec, source, text)
     check_metric(spec, source, text)
     check_objectives(spec, source, text)
@@ -194,8 +183,7 @@ def check_search(spec: Spec, source: str, text: str) -> None:
     for key, distribution in spec.search.items():
         for name in [key, *distribution.when]:
             if name not in keys:
-                close = difflib.get_close_matches(name, sorted(keys), n=1)
-                fix = f"did you mean '{close[0]}'?" if close else "use a dotted trial key such as lr or lora.rank"
+                fix = did_you_mean(name, keys) or "use a dotted trial key such as lr or lora.rank"
                 raise SpecError(at_line(source, text, ["search", key]), f"search.{key}", f"unknown trial key '{name}'", fix)
         for value in distribution.choice or []:
             spec.base_trial().with_overrides({key: value}, at_line(source, text, ["search", key]))
@@ -203,18 +191,22 @@ def check_search(spec: Spec, source: str, text: str) -> None:
 
 def check_metric(spec: Spec, source: str, text: str) -> None:
     """The metric must be one each evaluation of the task reports, in its natural direction."""
+    from sweeper.tasks import task_class
+
+    task = task_class(spec.task)
     where = at_line(source, text, ["metric"])
-    known = EVALUATION_METRICS[spec.task]
-    if spec.task == "cmg" and spec.metric in SCORED_METRICS:
+    known = task.metrics
+    if spec.metric in task.generated_metrics:
         if spec.defaults.generation.every != 1 or any(key.startswith("generation.") for key in spec.search):
             raise SpecError(where, "metric", f"'{spec.metric}' is scored only at the end of a trial, so it cannot "
                             "pick the best evaluation or prune", "use metric: eval_loss with mode: min, or set "
                             "defaults.generation.every: 1 (generates messages at every evaluation: slower)")
     elif spec.metric not in known:
-        scored = f", or {', '.join(SCORED_METRICS)} with generation.every: 1" if spec.task == "cmg" else ""
+        generated = task.generated_metrics
+        scored = f", or {', '.join(generated)} with generation.every: 1" if generated else ""
         raise SpecError(where, "metric", f"'{spec.metric}' is not a {spec.task} metric",
                         f"use one of {', '.join(known)}{scored}")
-    if spec.metric in LOWER_IS_BETTER and spec.mode != "min":
+    if spec.metric in task.lower_is_better and spec.mode != "min":
         raise SpecError(at_line(source, text, ["mode"]), "mode", f"{spec.metric} is lower-is-better, got mode: {spec.mode}",
                         "set mode: min")
 
@@ -241,40 +233,16 @@ def check_objectives(spec: Spec, source: str, text: str) -> None:
         raise SpecError(at_line(source, text, ["sweep", "objectives", "0", "mode"]), "sweep.objectives.0.mode",
                         f"'{first.mode}' disagrees with the spec's mode '{spec.mode}' for '{spec.metric}'",
                         f"write mode: {spec.mode}, or leave it out")
-    if cost.metric not in COST_METRICS:
+    if cost.metric not in COST_OBJECTIVES:
         raise SpecError(at_line(source, text, ["sweep", "objectives", "1", "metric"]), "sweep.objectives.1.metric",
                         f"the second objective must be a cost, got '{cost.metric}'",
-                        f"use one of {', '.join(COST_METRICS)}")
+                        did_you_mean(cost.metric, COST_OBJECTIVES) or f"use one of {', '.join(COST_OBJECTIVES)}")
     if "pruner" not in sweep.model_fields_set:
         sweep.pruner = PrunerConfig(kind="none")
     elif sweep.pruner.kind != "none":
         raise SpecError(at_line(source, text, ["sweep", "pruner"]), "sweep.pruner",
                         f"Optuna cannot prune a multi-objective study (pruner '{sweep.pruner.kind}' with "
                         "sweep.objectives)", "set pruner: {kind: none} for multi-objective sweeps")
-
-
-def located_error(error: ValidationError, source: str, text: str) -> SpecError:
-    """The first pydantic error as a SpecError with the YAML line of its field."""
-    first = error.errors()[0]
-    path = [str(part) for part in first["loc"]]
-    field = ".".join(path)
-    problem = first["msg"].removeprefix("Value error, ")
-    fix = ""
-    if first["type"] == "extra_forbidden":
-        problem = "unknown key"
-        section = Spec
-        for part in path[:-1]:
-            annotation = section.model_fields.get(part)
-            inner = getattr(annotation, "annotation", None)
-            inner = next(iter(get_args(inner)), inner) if get_origin(inner) is list else inner  # list[Objective]
-            section = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else section
-        close = difflib.get_close_matches(path[-1], list(section.model_fields), n=1)
-        fix = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(section.model_fields)}"
-    elif first["type"] == "missing":
-        fix = "add it"
-    elif "input" in first and not isinstance(first["input"], dict):
-        problem = f"{problem} (got {first['input']!r})"
-    return SpecError(at_line(source, text, path), field, problem, fix)
 
 
 def at_line(source: str, text: str, path: list[str]) -> str:

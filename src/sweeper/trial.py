@@ -146,7 +146,9 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # a reused worker's earlier trials do not count
     data = prepare_data(config, dataset, device)
-    model = apply_method(data.task.load_model(config.backbone), config).to(device)
+    backbone = data.task.load_model(config.backbone)
+    _, backbone_size = count_parameters(backbone)
+    model = apply_method(backbone, config).to(device)
     trainable, total = count_parameters(model)
 
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
@@ -206,6 +208,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         "trainable_params": float(trainable),
         "total_params": float(total),
         "trainable_percent": 100.0 * trainable / total,
+        "backbone_params": float(backbone_size),
         "train_seconds": progress.train_seconds,
         "eval_seconds": progress.eval_seconds,
         "samples_per_second": progress.samples_seen / progress.train_seconds if progress.train_seconds else 0.0,

@@ -1,6 +1,7 @@
 """Commits from text: `git show` / `git log -p` output, a plain unified diff, or JSON Lines in the data format.
 
-    >>> records = parse_commits(subprocess.run(["git", "show", "HEAD"], capture_output=True, text=True).stdout)
+    >>> show = "commit 3f2a9c1\\nAuthor: A <a@b.c>\\nDate:   Mon Nov 25 10:15:00 2024 +0100\\n\\n    Fix the null check\\n\\n"
+    >>> records = parse_commits(show + "diff --git a/A.java b/A.java\\n@@ -1 +1 @@\\n-a\\n+b\\n")
     >>> records[0].message, records[0].diff[:10]
     ('Fix the null check', 'diff --git')
 """

@@ -1,8 +1,8 @@
 """Reading diff data: JSON Lines (plain or gzip) from a file, S3 or the bundled samples, validated per line.
 
-    >>> records = read_records("bundled:jitdp", task="jitdp")
-    >>> records[0].label in (0, 1)
-    True
+    >>> dataset = read_records("bundled:jitdp", task="jitdp")
+    >>> len(dataset.records), dataset.records[0].label in (0, 1)
+    (2000, True)
 """
 
 from __future__ import annotations

@@ -1,48 +1,46 @@
 """Fine-tuning methods: turn a backbone into the model that trains, save what trained, load it back.
 
-    >>> model = apply_method(AutoModelForSequenceClassification.from_pretrained(path), config)
-    >>> trainable, total = count_parameters(model)
-    >>> save_trained(model, config, out)                 # after training
-    >>> again = load_trained(AutoModelForSequenceClassification.from_pretrained(path), config, out)
+Usage::
 
-Each method is a module with `apply`, `save` and `load`; `METHODS` maps `config.method` to it.
+    model = apply_method(AutoModelForSequenceClassification.from_pretrained(path), config)
+    trainable, total = count_parameters(model)
+    save_trained(model, config, out)                 # after training
+    again = load_trained(AutoModelForSequenceClassification.from_pretrained(path), config, out)
+
+Each module of this package that defines a `METHOD` (a `sweeper.methods.base.Method`) is a method; `METHODS`
+maps the method names to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
+import pkgutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from peft import PeftModel
-from torch import nn
-from transformers import PreTrainedModel
+from sweeper.methods.base import Method, TrainableModel
 
-from sweeper.config import TrialConfig
-from sweeper.methods import adapter, full, lora
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PreTrainedModel
 
-TrainableModel = PreTrainedModel | PeftModel
-
-
-@dataclass(frozen=True)
-class Method:
-    """How one method applies to a backbone, saves what trained and rebuilds it on a fresh backbone."""
-
-    apply: Callable[[PreTrainedModel, TrialConfig], TrainableModel]
-    save: Callable[[Any, Path], None]  # takes the model its own `apply` returned
-    load: Callable[[PreTrainedModel, Path], TrainableModel]
+__all__ = ["METHODS", "Method", "TrainableModel", "apply_method", "count_parameters", "load_trained", "save_trained"]
 
 
-METHODS: dict[str, Method] = {
-    "full": Method(full.apply, full.save, full.load),
-    "lora": Method(lora.apply_lora, lora.save, lora.load),
-    "ia3": Method(lora.apply_ia3, lora.save, lora.load),
-    "adapter": Method(adapter.apply, adapter.save, adapter.load),
-}
+def discover() -> dict[str, Method]:
+    """The `METHOD` of every module in this package, by name, in the order the modules sort."""
+    found: dict[str, Method] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+        method = getattr(importlib.import_module(f"{__name__}.{info.name}"), "METHOD", None)
+        if isinstance(method, Method):
+            found[method.name] = method
+    return found
 
 
-def apply_method(model: PreTrainedModel, config: TrialConfig) -> TrainableModel:
+METHODS: dict[str, Method] = discover()
+
+
+def apply_method(model: PreTrainedModel, config: Any) -> TrainableModel:
     """The model that trains for `config.method`; changes `model` in place.
 
     The task head always trains; the rest is frozen except what the method adds (`full` trains all).
@@ -59,12 +57,12 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in parameters if p.requires_grad), sum(p.numel() for p in parameters)
 
 
-def save_trained(model: TrainableModel, config: TrialConfig, directory: Path) -> None:
+def save_trained(model: TrainableModel, config: Any, directory: Path) -> None:
     """Write only what trained to `directory`: PEFT or `adapters` files (with the head), or the whole model."""
     directory.mkdir(parents=True, exist_ok=True)
     METHODS[config.method].save(model, directory)
 
 
-def load_trained(base_model: PreTrainedModel, config: TrialConfig, directory: Path) -> TrainableModel:
+def load_trained(base_model: PreTrainedModel, config: Any, directory: Path) -> TrainableModel:
     """Rebuild the trained model from a fresh backbone and what `save_trained` wrote; it is put in eval mode."""
     return METHODS[config.method].load(base_model, directory).eval()

@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-import adapters
-from adapters import BnConfig, DoubleSeqBnConfig, ParBnConfig, SeqBnConfig
-from safetensors.torch import load_file, save_file
-from transformers import PreTrainedModel
+from pydantic import Field
 
-from sweeper.config import AdapterSettings, TrialConfig
 from sweeper.errors import MethodError
+from sweeper.methods.base import LAYERS_HELP, Layers, Method, MethodSettings
 from sweeper.methods.roles import count_layers, head_names, select_layers
+
+if TYPE_CHECKING:
+    from adapters import BnConfig
+    from transformers import PreTrainedModel
 
 # adapters warns "none are activated" from a forward pass inside its own set-up; the adapter is active after.
 logging.getLogger("adapters.model_mixin").setLevel(logging.ERROR)
@@ -29,9 +31,21 @@ ADAPTER_NAME = "sweeper"
 HEAD_FILE = "head.safetensors"
 
 
-def apply(model: PreTrainedModel, config: TrialConfig) -> PreTrainedModel:
+class AdapterSettings(MethodSettings):
+    """Where the adapters sit, their size, their layers and their non-linearity."""
+
+    placement: Literal["attention", "ffn", "houlsby", "parallel"] = "houlsby"
+    bottleneck: int | None = Field(None, ge=1, description="bottleneck size; overrides reduction_factor")
+    reduction_factor: float = Field(16, gt=0)
+    layers: Layers = Field("all", description=LAYERS_HELP)
+    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = "relu"
+
+
+def apply(model: PreTrainedModel, config: Any) -> PreTrainedModel:
     """Add one adapter in the selected layers, train it and the head, freeze the rest."""
-    settings = config.adapter
+    import adapters
+
+    settings: AdapterSettings = config.adapter
     chosen = select_layers(model, settings.layers)
     leave_out = sorted(set(range(count_layers(model))) - set(chosen))
     adapters.init(model)
@@ -44,6 +58,8 @@ def apply(model: PreTrainedModel, config: TrialConfig) -> PreTrainedModel:
 
 def adapter_config(settings: AdapterSettings, hidden: int, leave_out: list[int]) -> BnConfig:
     """The `adapters` config for a placement, with a reduction factor that gives the bottleneck asked for."""
+    from adapters import DoubleSeqBnConfig, ParBnConfig, SeqBnConfig
+
     reduction_factor = settings.reduction_factor
     if settings.bottleneck is not None:
         reduction_factor = _reduction_for(hidden, settings.bottleneck)
@@ -69,6 +85,8 @@ def _reduction_for(hidden: int, bottleneck: int) -> float:
 
 def save(model: PreTrainedModel, directory: Path) -> None:
     """The adapter in the `adapters` format, and the head's weights in `head.safetensors`."""
+    from safetensors.torch import save_file
+
     model.save_adapter(str(directory), ADAPTER_NAME, use_safetensors=True)
     head = {f"{name}.{key}": tensor.contiguous()
             for name in head_names(model) for key, tensor in model.get_submodule(name).state_dict().items()}
@@ -77,9 +95,16 @@ def save(model: PreTrainedModel, directory: Path) -> None:
 
 def load(base_model: PreTrainedModel, directory: Path) -> PreTrainedModel:
     """The fresh backbone with the saved adapter (active) and head."""
+    import adapters
+    from safetensors.torch import load_file
+
     adapters.init(base_model)
     base_model.load_adapter(str(directory), use_safetensors=True, set_active=True)
     unexpected = base_model.load_state_dict(load_file(directory / HEAD_FILE), strict=False).unexpected_keys
     if unexpected:
         raise MethodError(f"{directory / HEAD_FILE} does not fit this backbone: unexpected {unexpected[0]}")
     return base_model
+
+
+METHOD = Method("adapter", "bottleneck adapters (AdapterHub): small modules inserted in each layer", apply, save,
+                load, AdapterSettings, shown=("placement",), export_format="adapters")

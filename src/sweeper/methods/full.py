@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from transformers import PreTrainedModel
+from sweeper.methods.base import Method
 
-from sweeper.config import TrialConfig
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
-def apply(model: PreTrainedModel, config: TrialConfig) -> PreTrainedModel:
+def apply(model: PreTrainedModel, config: Any) -> PreTrainedModel:
     """Unfreeze every parameter."""
     return model.requires_grad_(True)
 
@@ -22,3 +24,6 @@ def save(model: PreTrainedModel, directory: Path) -> None:
 def load(base_model: PreTrainedModel, directory: Path) -> PreTrainedModel:
     """The saved model, in the backbone's class: every weight comes from `directory`."""
     return type(base_model).from_pretrained(directory)
+
+
+METHOD = Method("full", "full fine-tuning: every weight trains", apply, save, load)

@@ -1,4 +1,4 @@
-"""PEFT methods: LoRA (DoRA with `dora: true`) and IA3, on modules chosen by role and layer.
+"""PEFT LoRA (and DoRA with `dora: true`) on modules chosen by role and layer.
 
 The task head trains in full as PEFT's `modules_to_save`, so PEFT saves it with the adapter weights and
 `PeftModel.from_pretrained` restores both.
@@ -7,19 +7,35 @@ The task head trains in full as PEFT's `modules_to_save`, so PEFT saves it with 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
-from transformers import PreTrainedModel
-from transformers.pytorch_utils import Conv1D
+from pydantic import Field
 
-from sweeper.config import TrialConfig
-from sweeper.errors import MethodError
-from sweeper.methods.roles import head_names, resolve_targets
+from sweeper.methods.base import LAYERS_HELP, Layers, Method, MethodSettings
+from sweeper.methods.roles import head_names, resolve_targets, transposed
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 
-def apply_lora(model: PreTrainedModel, config: TrialConfig) -> PeftModel:
+class LoraSettings(MethodSettings):
+    """Rank, scaling, dropout, the modules LoRA adapts and in which layers."""
+
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    targets: list[str] = Field(default_factory=lambda: ["query", "value"],
+                               description="roles (query, key, value, attention_output, ffn_in, ffn_out) or module names")
+    layers: Layers = Field("all", description=LAYERS_HELP)
+    dora: bool = False
+
+
+def apply(model: PreTrainedModel, config: Any) -> PeftModel:
     """Low-rank updates (rank r, scaled by alpha / r) on the target modules of the selected layers."""
-    settings = config.lora
+    from peft import LoraConfig, get_peft_model
+
+    settings: LoraSettings = config.lora
     targets = resolve_targets(model, settings.targets, settings.layers)
     return get_peft_model(model, LoraConfig(
         r=settings.rank,
@@ -28,30 +44,8 @@ def apply_lora(model: PreTrainedModel, config: TrialConfig) -> PeftModel:
         use_dora=settings.dora,
         target_modules=targets,
         modules_to_save=head_names(model),
-        fan_in_fan_out=_transposed(model, targets),
+        fan_in_fan_out=transposed(model, targets),
     ))
-
-
-def apply_ia3(model: PreTrainedModel, config: TrialConfig) -> PeftModel:
-    """Learned scaling vectors: on the outputs of the targets, on the inputs of the feed-forward ones."""
-    settings = config.ia3
-    targets = resolve_targets(model, settings.targets, settings.layers)
-    feedforward = resolve_targets(model, settings.feedforward, settings.layers)
-    stray = [name for name in feedforward if name not in targets]
-    if stray:
-        raise MethodError(f"ia3.feedforward must be among ia3.targets; not a target: {stray[0]}")
-    return get_peft_model(model, IA3Config(
-        target_modules=targets,
-        feedforward_modules=feedforward,
-        modules_to_save=head_names(model),
-        fan_in_fan_out=_transposed(model, targets),
-    ))
-
-
-def _transposed(model: PreTrainedModel, targets: list[str]) -> bool:
-    """True when the targets are GPT-2 style `Conv1D` layers, which store their weight as (in, out)."""
-    modules = dict(model.named_modules())
-    return any(isinstance(modules[name], Conv1D) for name in targets)
 
 
 def save(model: PeftModel, directory: Path) -> None:
@@ -61,4 +55,10 @@ def save(model: PeftModel, directory: Path) -> None:
 
 def load(base_model: PreTrainedModel, directory: Path) -> PeftModel:
     """The fresh backbone with the saved adapter weights and head."""
+    from peft import PeftModel
+
     return PeftModel.from_pretrained(base_model, directory)
+
+
+METHOD = Method("lora", "PEFT LoRA: low-rank updates of chosen projections", apply, save, load, LoraSettings,
+                shown=("rank",), export_format="peft", mergeable=True)

@@ -4,6 +4,9 @@ A role (`query`, `key`, `value`, `attention_output`, `ffn_in`, `ffn_out`) names 
 architecture family; `resolve_targets` turns roles (or plain module names) into the full names of the
 modules that do it, in the layers asked for.
 
+    >>> from transformers import RobertaConfig, RobertaForSequenceClassification
+    >>> roberta = RobertaForSequenceClassification(RobertaConfig(
+    ...     vocab_size=10, hidden_size=8, num_hidden_layers=3, num_attention_heads=2, intermediate_size=16))
     >>> resolve_targets(roberta, ["query"], "0-1")
     ['roberta.encoder.layer.0.attention.self.query', 'roberta.encoder.layer.1.attention.self.query']
 
@@ -15,12 +18,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
-from transformers import PreTrainedModel
-
-from sweeper.config import Layers
 from sweeper.errors import MethodError
+from sweeper.methods.base import Layers
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PreTrainedModel
 
 ROLES = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")
 
@@ -181,12 +186,23 @@ def _missing(target: str, model_type: str, modules: list[WeightModule]) -> str:
             f"its roles: {', '.join(available)}")
 
 
+def transposed(model: PreTrainedModel, targets: list[str]) -> bool:
+    """True when the targets are GPT-2 style `Conv1D` layers, which store their weight as (in, out): PEFT must
+    know (`fan_in_fan_out`)."""
+    from transformers.pytorch_utils import Conv1D
+
+    modules = dict(model.named_modules())
+    return any(isinstance(modules[name], Conv1D) for name in targets)
+
+
 def head_names(model: PreTrainedModel) -> list[str]:
     """The top-level modules around the base model that hold weights (`classifier`, `score`, ...): the task head.
 
     The output embeddings (an LM head, often tied to the input embeddings) are not a head here and stay
     frozen; a model with no separate base model (T5ForConditionalGeneration) has no head.
     """
+    from torch import nn
+
     base = getattr(model, model.base_model_prefix, None)
     if not isinstance(base, nn.Module):
         return []

@@ -23,17 +23,12 @@ def best_per(details: SweepDetails, key: Callable[[TrialRun], str | None]) -> li
 
 
 def backbone_params(details: SweepDetails) -> float | None:
-    """The backbone's size: a full fine-tuning trial's total; else a LoRA/IA3 trial's frozen part (PEFT keeps the
-    original head frozen beside its trained copy); else the smallest total in the sweep."""
-    measured = [(t.method, t.metrics["total_params"], t.metrics.get("trainable_params", 0.0))
-                for t in details.trials if "total_params" in t.metrics]
-    for method, total, trainable in measured:
-        if method == "full":
-            return total
-    for method, total, trainable in measured:
-        if method in ("lora", "ia3"):
-            return total - trainable
-    return min((total for _, total, _ in measured), default=None)
+    """The backbone's size, as trials measured it before their method changed it (`backbone_params`); for runs
+    that did not log it, the smallest total any trial held (every method adds to the backbone or keeps it)."""
+    measured = [t.metrics["backbone_params"] for t in details.trials if "backbone_params" in t.metrics]
+    if measured:
+        return measured[0]
+    return min((t.metrics["total_params"] for t in details.trials if "total_params" in t.metrics), default=None)
 
 
 def pareto_front(trials: list[TrialRun], metric: str, mode: str, cost: str) -> list[TrialRun]:

@@ -1,7 +1,17 @@
 """A small document model (sections of text, tables and figures) written as Markdown or self-contained HTML.
 
     >>> doc = Document("Title", [Section("Part", ["Some `code`.", Table(["a"], [["1"]])])])
-    >>> Path("report.md").write_text(doc.markdown())
+    >>> print(doc.markdown())
+    # Title
+    <BLANKLINE>
+    ## Part
+    <BLANKLINE>
+    Some `code`.
+    <BLANKLINE>
+    | a |
+    |---|
+    | 1 |
+    <BLANKLINE>
 """
 
 from __future__ import annotations

@@ -14,18 +14,20 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from sweeper.methods import METHODS  # noqa: E402
 from sweeper.report.analysis import FRONT_COSTS, pareto_front  # noqa: E402
 from sweeper.tracking.schema import COSTS, State  # noqa: E402
 from sweeper.tracking.sweeps import SweepDetails, TrialRun, searched_keys, searched_params  # noqa: E402
 
-METHOD_COLORS = {"full": "#1f77b4", "adapter": "#ff7f0e", "lora": "#2ca02c", "ia3": "#d62728"}
-OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 DPI = 110
 
 
 def color(method: str) -> str:
-    """A fixed colour per method, the same in every figure."""
-    return METHOD_COLORS.get(method, OTHER_COLORS[sum(map(ord, method)) % len(OTHER_COLORS)])
+    """A fixed colour per method (its place in the method registry), the same in every figure."""
+    names = list(METHODS)
+    index = names.index(method) if method in names else len(names) + sum(map(ord, method))
+    return PALETTE[index % len(PALETTE)]
 
 
 def save(figure: Figure, path: Path) -> Path:

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import optuna
 
+from sweeper.methods import METHODS
 from sweeper.report import figures
 from sweeper.report.analysis import FRONT_COSTS, backbone_params, best_per, pareto_front, sweep_totals
 from sweeper.report.document import Block, Document, Image, Section, Table
 from sweeper.report.importance import load_study, param_importances
 from sweeper.spec import parse_objectives
+from sweeper.tasks import task_class
 from sweeper.tracking.schema import COSTS, Tag
 from sweeper.tracking.sweeps import SweepDetails, TrialRun, searched_params
 
-EXTRA_METRICS = {"jitdp": ("f1", "mcc"), "cmg": ("bleu", "rouge_l", "exact_match")}  # shown beside the sweep's metric
 
 
 def build_document(details: SweepDetails, out: Path) -> Document:
@@ -28,18 +29,26 @@ def build_document(details: SweepDetails, out: Path) -> Document:
         overview(details),
         totals_section(details),
         best_section("Best trial per method", "method", details, lambda t: t.method),
-        *([best_section("Best adapter trial per placement", "placement", details,
-                        lambda t: t.params.get("adapter.placement") if t.method == "adapter" else None)]
-          if any(t.method == "adapter" for t in details.completed()) else []),
-        *([best_section("Best LoRA trial per rank", "rank", details,
-                        lambda t: t.params.get("lora.rank") if t.method == "lora" else None)]
-          if any(t.method == "lora" for t in details.completed()) else []),
+        *setting_sections(details),
         pareto_section(details, out, study),
         *([optuna_pareto_section(details, study, why)] if multi else []),
         curves_section(details, out),
         importance_section(details, out, study, why),
         trials_section(details),
     ])
+
+
+def setting_sections(details: SweepDetails) -> list[Section]:
+    """"Best <method> trial per <setting>" for each setting a method declares worth showing, for the methods
+    that have completed trials."""
+    sections = []
+    completed = {trial.method for trial in details.completed()}
+    for method in (METHODS[name] for name in METHODS if name in completed):
+        for setting in method.shown:
+            key = f"{method.name}.{setting}"
+            sections.append(best_section(f"Best {method.name} trial per {setting}", setting, details,
+                                         lambda t, m=method.name, k=key: t.params.get(k) if t.method == m else None))
+    return sections
 
 
 def overview(details: SweepDetails) -> Section:
@@ -78,8 +87,8 @@ def totals_section(details: SweepDetails) -> Section:
 def best_section(title: str, group: str, details: SweepDetails, key: Callable[[TrialRun], str | None]) -> Section:
     """One row per group: the best completed trial's metrics and costs."""
     metric = details.record.metric
-    task = details.spec.task if details.spec is not None else "jitdp"
-    shown = [metric, *(name for name in EXTRA_METRICS[task] if name != metric)]
+    task = task_class(details.spec.task if details.spec is not None else "jitdp")
+    shown = [metric, *(name for name in task.shown if name != metric)]
     backbone = backbone_params(details)
     headers = [group, "trial", "run", *(f"best {name}" for name in shown), "trainable params", "% of backbone",
                "peak memory", "train time", "compute", "artifacts"]

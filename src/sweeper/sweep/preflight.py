@@ -16,9 +16,6 @@ from sweeper.errors import MethodError, SpecError, SweeperError
 from sweeper.methods import apply_method
 from sweeper.spec import Spec
 
-METHOD_SECTIONS = {"lora": "lora.", "adapter": "adapter.", "ia3": "ia3."}
-
-
 def candidate_configs(spec: Spec) -> list[tuple[str, str, TrialConfig]]:
     """(field, what, config): one per method the search can pick, and per searched choice of its settings."""
     method_choice = spec.search.get("method")
@@ -27,9 +24,8 @@ def candidate_configs(spec: Spec) -> list[tuple[str, str, TrialConfig]]:
     candidates = []
     for method in methods:
         candidates.append((method_field, f"method {method}", spec.trial({"method": method})))
-        prefix = METHOD_SECTIONS.get(method)
         for key, distribution in spec.search.items():
-            if prefix and key.startswith(prefix) and distribution.choice:
+            if key.startswith(f"{method}.") and distribution.choice:
                 for value in distribution.choice:
                     candidates.append((f"search.{key}", f"method {method} with {key}={value}",
                                        spec.trial({"method": method, key: value})))

@@ -3,8 +3,16 @@
 Parameters are suggested in spec order; one with `when` is suggested only if the values chosen
 so far (or the trial defaults) match, so `lora.rank` exists only in LoRA trials.
 
+    >>> from sweeper.spec import parse_spec
+    >>> spec = parse_spec({"name": "x", "search": {"method": {"choice": ["full", "lora"]},
+    ...                                             "lora.rank": {"choice": [8, 16], "when": {"method": "lora"}}}}, "x")
     >>> suggest = define_by_run(spec)
-    >>> values = suggest(study.ask())   # {'method': 'lora', 'lr': 0.0003, 'lora.rank': 8}
+    >>> study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    >>> for _ in range(3):
+    ...     print(suggest(study.ask()))
+    {'method': 'lora', 'lora.rank': 16}
+    {'method': 'full'}
+    {'method': 'lora', 'lora.rank': 16}
 """
 
 from __future__ import annotations

@@ -1,24 +1,27 @@
-"""What differs between the two tasks: the model, the encoding, the loss, evaluation and the predictions file.
+"""What differs between the tasks: the model, the encoding, the loss, evaluation, metrics and the predictions file.
 
-`run_trial` is the same recipe for both; it asks `task_for(config)` for the parts that differ.
+`run_trial` is the same recipe for every task; it asks `task_for(config)` for the parts that differ. Each task
+declares its metrics: those every evaluation reports, those scored on generated text (only when messages are
+generated), which are lower-is-better, and which a ranking shows. Usage::
 
-    >>> task = task_for(config)                 # DefectPrediction or MessageGeneration
-    >>> model = task.load_model(config.backbone)
-    >>> evaluated = task.evaluate(model, items, device, score=True)
+    task = task_for(config)                 # DefectPrediction or MessageGeneration
+    model = task.load_model(config.backbone)
+    evaluated = task.evaluate(model, items, device, score=True)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sweeper.config import TrialConfig
-from sweeper.data.encoding import EncodedCommit
-from sweeper.data.records import CommitRecord
+    from sweeper.config import TrialConfig
+    from sweeper.data.encoding import EncodedCommit
+    from sweeper.data.records import CommitRecord
 
 Prediction = float | str  # a defect probability, or a generated message
 
@@ -37,7 +40,13 @@ class Evaluated:
 
 
 class Task(Protocol):
-    """The task-specific parts of a trial."""
+    """The task-specific parts of a trial, and the metrics the task reports."""
+
+    name: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]  # reported by every evaluation
+    generated_metrics: ClassVar[tuple[str, ...]]  # scored on generated text: at the end, or every generation.every
+    lower_is_better: ClassVar[tuple[str, ...]]
+    shown: ClassVar[tuple[str, ...]]  # shown beside the sweep's metric in rankings and reports
 
     def load_model(self, backbone: str) -> PreTrainedModel: ...
 
@@ -59,10 +68,19 @@ class Task(Protocol):
 
     def write_predictions(self, path: Path, items: list[EncodedCommit], predictions: list[Prediction]) -> None: ...
 
+    def predict_records(self, model: PreTrainedModel, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase,
+                        device: torch.device) -> list[Prediction]:
+        """Predictions for new commits (no labels or messages needed), encoded as in training."""
 
-def task_for(config: TrialConfig) -> Task:
-    """The task object for `config.task`."""
+
+def task_class(name: str) -> type[Task]:
+    """The task a spec names: `jitdp` or `cmg`."""
     from sweeper.tasks.defects import DefectPrediction
     from sweeper.tasks.messages import MessageGeneration
 
-    return MessageGeneration(config) if config.task == "cmg" else DefectPrediction(config)
+    return {task.name: task for task in (DefectPrediction, MessageGeneration)}[name]
+
+
+def task_for(config: TrialConfig) -> Task:
+    """The task object for `config.task`."""
+    return task_class(config.task)(config)

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sweeper.backbone import load_classifier
-from sweeper.config import TrialConfig
 from sweeper.data.batching import batch_indices, collate
 from sweeper.data.encoding import EncodedCommit, encode_commits
 from sweeper.data.records import CommitRecord
 from sweeper.metrics.classification import classification_metrics
 from sweeper.tasks import Evaluated, Prediction
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from sweeper.config import TrialConfig
+
 
 class DefectPrediction:
-    """Binary classification of commits; metrics auc, f1, mcc, precision, recall, max_f1 and eval_loss."""
+    """Binary classification of commits: P(defect) for each."""
+
+    name = "jitdp"
+    metrics = ("auc", "f1", "mcc", "precision", "recall", "max_f1", "eval_loss")
+    generated_metrics = ()
+    lower_is_better = ("eval_loss",)
+    shown = ("auc", "f1", "mcc")
 
     def __init__(self, config: TrialConfig) -> None:
         self.config = config
@@ -61,6 +71,14 @@ class DefectPrediction:
     def write_predictions(self, path: Path, items: list[EncodedCommit], predictions: list[Prediction]) -> None:
         lines = ["id,label,score"] + [f"{item.id},{item.label},{score!r}" for item, score in zip(items, predictions)]
         path.write_text("\n".join(lines) + "\n")
+
+    def predict_records(self, model: PreTrainedModel, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase,
+                        device: torch.device) -> list[Prediction]:
+        """P(defect) of each record."""
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        items = self.encode(records, tokenizer)
+        scores, _ = predict(model, items, self.config.eval_batch_size, self.pad_id, device, self.config.data.pad_to)
+        return list(scores)
 
 
 @torch.no_grad()

@@ -10,23 +10,31 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sweeper.backbone import load_generator
-from sweeper.config import TrialConfig
 from sweeper.data.batching import IGNORED_LABEL, batch_indices, collate
 from sweeper.data.encoding import EncodedCommit, encode_for_generation
 from sweeper.data.records import CommitRecord
-from sweeper.tasks import Evaluated, Prediction
 from sweeper.metrics.text import generation_metrics
+from sweeper.tasks import Evaluated, Prediction
 
-SCORED_METRICS = ("bleu", "corpus_bleu", "rouge_l", "exact_match")
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from sweeper.config import TrialConfig
 
 
 class MessageGeneration:
-    """Diff in, message out; metrics eval_loss at each evaluation, bleu, corpus_bleu, rouge_l, exact_match when scored."""
+    """Diff in, message out: the evaluation loss at each evaluation; BLEU, ROUGE-L, exact match on generated text."""
+
+    name = "cmg"
+    metrics = ("eval_loss",)
+    generated_metrics = ("bleu", "corpus_bleu", "rouge_l", "exact_match")
+    lower_is_better = ("eval_loss",)
+    shown = ("bleu", "rouge_l", "exact_match")
 
     def __init__(self, config: TrialConfig) -> None:
         self.config = config
@@ -145,6 +153,14 @@ class MessageGeneration:
             writer = csv.writer(handle)
             writer.writerow(["id", "reference", "prediction"])
             writer.writerows([item.id, item.reference, prediction] for item, prediction in zip(items, predictions))
+
+    def predict_records(self, model: PreTrainedModel, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase,
+                        device: torch.device) -> list[Prediction]:
+        """The message the model writes for each record's diff (its own message, if any, is ignored)."""
+        data = self.config.data
+        items = encode_for_generation(records, tokenizer, data.max_length, data.message_tokens, keep_without_message=True)
+        self.prepare(items, tokenizer, device)
+        return list(self.generate(model, items, device))
 
 
 def read_generated(path: Path) -> list[tuple[str, str, str]]:

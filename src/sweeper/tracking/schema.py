@@ -65,6 +65,7 @@ COSTS = {
     "trainable_params": "trainable parameters",
     "total_params": "total parameters",
     "trainable_percent": "trainable %",
+    "backbone_params": "backbone parameters",
     "train_seconds": "train time",
     "eval_seconds": "evaluation time",
     "samples_per_second": "samples per second",

@@ -12,18 +12,17 @@ import json
 import shutil
 from pathlib import Path
 
-from sweeper.errors import SweeperError
 from sweeper.artifacts import TrialArtifacts, downloaded_trial, trained_model
+from sweeper.errors import SweeperError
+from sweeper.methods import METHODS
 from sweeper.tracking.client import Tracker
 
 MANIFEST = "sweeper.json"
-PEFT_METHODS = ("lora", "ia3")
-HOW_TO_LOAD = {
+HOW_TO_LOAD = {  # by the method's export format, or `merged`
     "merged": "AutoModelForSequenceClassification.from_pretrained(DIR)",
     "full": "AutoModelForSequenceClassification.from_pretrained(DIR)",
-    "lora": "peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)",
-    "ia3": "peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)",
-    "adapter": ("model = AutoModelForSequenceClassification.from_pretrained(BACKBONE, num_labels=2); "
+    "peft": "peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)",
+    "adapters": ("model = AutoModelForSequenceClassification.from_pretrained(BACKBONE, num_labels=2); "
                 "adapters.init(model); model.load_adapter(DIR, set_active=True); "
                 "model.load_state_dict(safetensors.torch.load_file(DIR/'head.safetensors'), strict=False)"),
 }
@@ -34,17 +33,17 @@ def export_run(tracker: Tracker, run_id: str, out: Path, merge: bool = False) ->
     if out.exists() and any(out.iterdir()):
         raise SweeperError(f"{out} is not empty: export into a new folder")
     with downloaded_trial(tracker, run_id) as trial:
-        method = trial.config.method
-        if merge and method == "adapter":
-            raise SweeperError("--merge is not supported for bottleneck adapters: they add layers that cannot be folded "
-                               "into the backbone's weights; export without --merge")
+        method = METHODS[trial.config.method]
+        if merge and not method.mergeable and method.export_format != "full":
+            raise SweeperError(f"--merge is not supported for {method.name}: its layers cannot be folded into the "
+                               "backbone's weights; export without --merge")
         out.mkdir(parents=True, exist_ok=True)
-        if merge and method in PEFT_METHODS:
+        if merge and method.mergeable:
             trained_model(trial).merge_and_unload().save_pretrained(out)
             kind = "merged"
         else:  # what trained, as the run logged it (a full model is already "merged")
             shutil.copytree(trial.model_dir, out, dirs_exist_ok=True)
-            kind = method
+            kind = method.name
         save_tokenizer(trial, out)
         return write_manifest(trial, out, kind)
 
@@ -57,16 +56,18 @@ def save_tokenizer(trial: TrialArtifacts, out: Path) -> None:
 
 
 def how_to_load(trial: TrialArtifacts, kind: str) -> str:
-    """HOW_TO_LOAD for the run's task: a generator's Auto class in place of the classifier's."""
+    """HOW_TO_LOAD for an export of `kind` (a method's name or `merged`) and the run's task: a generator's Auto
+    class in place of the classifier's."""
+    text = HOW_TO_LOAD[kind if kind == "merged" else METHODS[kind].export_format]
     if trial.config.task != "cmg":
-        return HOW_TO_LOAD[kind]
+        return text
     from transformers import AutoConfig
 
     from sweeper.backbone import resolve_backbone
 
     seq2seq = AutoConfig.from_pretrained(resolve_backbone(trial.config.backbone, "cmg")).is_encoder_decoder
     auto = "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM"
-    return HOW_TO_LOAD[kind].replace("AutoModelForSequenceClassification", auto).replace(", num_labels=2", "")
+    return text.replace("AutoModelForSequenceClassification", auto).replace(", num_labels=2", "")
 
 
 def task_notes(trial: TrialArtifacts) -> dict[str, str]:

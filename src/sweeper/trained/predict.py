@@ -36,35 +36,14 @@ def predict_text(tracker: Tracker, run_id: str, text: str, source: str = "<stdin
 
 
 def predict_records(trial: TrialArtifacts, records: list[CommitRecord]) -> list[Prediction]:
-    """Encode records as the trial was trained (same tokenizer, lengths) and return P(defect) or a message per record."""
+    """Encode records as the trial was trained (same tokenizer, lengths) and return its task's prediction for each:
+    P(defect), or a generated message."""
     from sweeper.backbone import load_tokenizer
-    from sweeper.data.encoding import encode_commits
-    from sweeper.tasks.defects import predict
+    from sweeper.tasks import task_for
 
     config = trial.config
-    if config.task == "cmg":
-        return write_messages(trial, records)
-    tokenizer = load_tokenizer(config.backbone)
-    items = encode_commits(records, tokenizer, config.data.max_length, config.data.message_tokens)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = trained_model(trial).to(device)
-    scores, _ = predict(model, items, config.eval_batch_size, pad_id, device)
-    return [Prediction(record.id, score) for record, score in zip(records, scores)]
-
-
-def write_messages(trial: TrialArtifacts, records: list[CommitRecord]) -> list[Prediction]:
-    """The message the run's model generates for each record's diff (its own message, if any, is ignored)."""
-    from sweeper.backbone import load_tokenizer
-    from sweeper.data.encoding import encode_for_generation
-    from sweeper.tasks.messages import MessageGeneration
-
-    config = trial.config
-    tokenizer = load_tokenizer(config.backbone, config.task)
-    items = encode_for_generation(records, tokenizer, config.data.max_length, config.data.message_tokens,
-                                  keep_without_message=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    task = MessageGeneration(config)
-    task.prepare(items, tokenizer, device)
-    messages = task.generate(trained_model(trial).to(device), items, device)
-    return [Prediction(record.id, message=message) for record, message in zip(records, messages)]
+    outputs = task_for(config).predict_records(model, records, load_tokenizer(config.backbone, config.task), device)
+    return [Prediction(record.id, message=output) if isinstance(output, str) else Prediction(record.id, output)
+            for record, output in zip(records, outputs)]
