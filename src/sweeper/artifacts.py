@@ -30,6 +30,7 @@ from sweeper.config import TrialConfig
 from sweeper.errors import SweeperError
 from sweeper.methods import TrainableModel, load_trained, save_trained
 from sweeper.tasks import Prediction, Task, task_for
+from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.schema import Tag
 
@@ -67,10 +68,11 @@ def save_checkpoint(folder: Path, model: TrainableModel, config: TrialConfig, pr
     """Everything the steps after this point depend on: trained weights, optimiser, schedule, progress and the
     random number generators, so a trial resumed from here goes on as if it had never stopped."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_trained(model, config, folder / MODEL_DIR)
-    torch.save({"progress": progress, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "weights": {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad},
-                "rng": rng_states()}, folder / STATE_FILE)
+    with timed("trial.checkpoint"):
+        save_trained(model, config, folder / MODEL_DIR)
+        torch.save({"progress": progress, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "weights": {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad},
+                    "rng": rng_states()}, folder / STATE_FILE)
 
 
 def load_checkpoint(folder: Path, model: TrainableModel, optimizer: torch.optim.Optimizer,

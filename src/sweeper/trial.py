@@ -34,6 +34,7 @@ from sweeper.data.split import split_records
 from sweeper.errors import SweeperError
 from sweeper.methods import TrainableModel, apply_method, count_parameters, load_trained
 from sweeper.tasks import Prediction, Task, task_for
+from sweeper.timings import timed
 from sweeper.tracking.schema import EPOCH, TRAIN_LOSS
 
 
@@ -145,10 +146,12 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # a reused worker's earlier trials do not count
-    data = prepare_data(config, dataset, device)
-    backbone = data.task.load_model(config.backbone)
-    _, backbone_size = count_parameters(backbone)
-    model = apply_method(backbone, config).to(device)
+    with timed("trial.prepare"):
+        data = prepare_data(config, dataset, device)
+    with timed("trial.model"):
+        backbone = data.task.load_model(config.backbone)
+        _, backbone_size = count_parameters(backbone)
+        model = apply_method(backbone, config).to(device)
     trainable, total = count_parameters(model)
 
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
@@ -219,7 +222,8 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     result = TrialResult(metrics, costs, progress.history, output_dir)
     if output_dir is not None:
         summary = {"metrics": metrics, "costs": costs, "history": progress.history, "data_digest": data.data_digest}
-        write_trial(output_dir, model, config, summary, data.task, data.valid, progress.best_predictions)
+        with timed("trial.artifacts"):
+            write_trial(output_dir, model, config, summary, data.task, data.valid, progress.best_predictions)
     return result
 
 
@@ -229,8 +233,9 @@ def evaluate(model: TrainableModel, data: Prepared, config: TrialConfig, progres
     model.eval()
     started = time.perf_counter()
     every = config.generation.every
-    evaluated = data.task.evaluate(model, data.valid, device,
-                                   score=every is not None and (len(progress.history) + 1) % every == 0)
+    with timed("trial.evaluate"):
+        evaluated = data.task.evaluate(model, data.valid, device,
+                                       score=every is not None and (len(progress.history) + 1) % every == 0)
     progress.eval_seconds += time.perf_counter() - started
     metrics = evaluated.metrics | {TRAIN_LOSS: progress.running_loss / max(progress.running_batches, 1), EPOCH: epoch}
     progress.record(metrics, evaluated.predictions, model, config)

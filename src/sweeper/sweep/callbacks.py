@@ -16,6 +16,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from sweeper.artifacts import STATE_FILE
 from sweeper.sweep.search import OptunaSearcher
 from sweeper.sweep.trainable import EVALUATION, FINAL, NODE, OPTIMIZER_STEP, trial_config
+from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.schema import BEST_PREFIX, COSTS, ERROR_FOLDER, State, Tag
 from sweeper.tracking.writer import BackgroundWriter
@@ -78,6 +79,7 @@ class TrackingCallback(Callback):
             if trial.run_id is not None and not trial.run_ended:
                 self.tracker.end_run(trial.run_id, State.KILLED)
 
+    @timed("callbacks.on_trial_start")
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         tracked = self.trials.get(trial.trial_id)
         if tracked is not None:  # restarted after a worker loss: same run, one more retry
@@ -91,6 +93,7 @@ class TrackingCallback(Callback):
         self.writer.submit(self._start_run, tracked, f"trial-{tracked.number:03d}-{config.method}", config.flat(), tags,
                            now_ms())
 
+    @timed("callbacks.on_trial_result")
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         tracked = self.trials[trial.trial_id]
         metrics = trial_metrics(result)
@@ -105,11 +108,13 @@ class TrackingCallback(Callback):
                     Tag.RAY_NODE_IP: result.get("node_ip", "")}
         self.writer.submit(self._log, tracked, metrics, int(result[EVALUATION]), tags, now_ms())
 
+    @timed("callbacks.on_trial_complete")
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         tracked = self.trials[trial.trial_id]
         tracked.state = self.searcher.state_of(trial.trial_id)
         self.writer.submit(self._finish, tracked, trial.checkpoint)
 
+    @timed("callbacks.on_trial_error")
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         tracked = self.trials.get(trial.trial_id)
         if tracked is None:  # failed before it started: nothing was recorded

@@ -21,6 +21,7 @@ from ray.tune.search import Searcher
 
 from sweeper.spec import Spec
 from sweeper.sweep.space import Space, grid
+from sweeper.timings import timed
 
 Objectives = list[tuple[str, str]]  # (metric, 'max' | 'min') per objective; empty for a single-objective study
 
@@ -70,12 +71,14 @@ class OptunaSearcher(Searcher):
         """Metric and mode come from the spec at construction; Tune's copies must agree."""
         return metric in (None, self.metric) and mode in (None, self.mode)
 
+    @timed("optuna.suggest")
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         trial = self.study.ask()
         self.live[trial_id] = trial
         self.numbers[trial_id] = trial.number
         return {"values": self.space(trial), "optuna_trial": trial.number}
 
+    @timed("optuna.report_and_check")
     def report_and_check(self, trial_id: str, step: int, value: float) -> bool:
         """Report an intermediate value; True when the pruner says stop."""
         trial = self.live.get(trial_id)
@@ -87,6 +90,7 @@ class OptunaSearcher(Searcher):
             return True
         return False
 
+    @timed("optuna.on_trial_complete")
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
         if trial is None:

@@ -21,6 +21,7 @@ from ray import tune
 
 from sweeper.config import TrialConfig
 from sweeper.data.records import Dataset, read_records
+from sweeper.timings import timed
 from sweeper.trial import Evaluation, run_trial
 
 # Keys of the results a trial reports to Tune, beside its metrics.
@@ -62,12 +63,16 @@ def train_in_ray(config: dict[str, Any]) -> None:
             evaluation.save(Path(folder))
             metrics = {**evaluation.metrics, EVALUATION: evaluation.index, OPTIMIZER_STEP: evaluation.step,
                        "compute_seconds": evaluation.seconds, **node}
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            with timed("trainable.report"):  # Tune reports synchronously: the trial waits for the driver here
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     checkpoint = tune.get_checkpoint()
     with tempfile.TemporaryDirectory() as output, tempfile.TemporaryDirectory() as previous:
         resume_from = Path(checkpoint.to_directory(previous)) if checkpoint else None
-        result = run_trial(trial, Path(output), report, dataset=trial_dataset(trial), resume_from=resume_from)
+        with timed("trainable.read_data"):
+            dataset = trial_dataset(trial)
+        result = run_trial(trial, Path(output), report, dataset=dataset, resume_from=resume_from)
         seconds = result.costs["train_seconds"] + result.costs["eval_seconds"]
         final = {**result.metrics, **result.costs, "compute_seconds": seconds, FINAL: 1, **node}
-        tune.report(final, checkpoint=tune.Checkpoint.from_directory(output))
+        with timed("trainable.report", final=True):
+            tune.report(final, checkpoint=tune.Checkpoint.from_directory(output))

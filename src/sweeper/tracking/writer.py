@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from sweeper.timings import timed
+
 
 class BackgroundWriter:
     """Runs tracking calls one at a time, in the order they were submitted, on a thread of its own.
@@ -57,7 +59,8 @@ class BackgroundWriter:
             call, args = self._calls.get()
             try:
                 if not self._failed:
-                    call(*args)
+                    with timed(f"mlflow.{getattr(call, '__name__', 'call')}"):
+                        call(*args)
             except BaseException as error:  # noqa: BLE001 - handed to the submitting thread
                 self._failed, self._error = True, error
             finally:
