@@ -247,7 +247,8 @@ def test_decision_sentences() -> None:
     assert decision("lora", "lapredict", "f1", Difference(0.05, 0.01, 0.09)) == \
         "lora vs lapredict: F1 +0.050 [+0.010, +0.090]: lora is better"
     assert decision("a", "b", "eval_loss", Difference(0.05, 0.01, 0.09), higher_is_better=False).endswith("b is better")
-    with_repeats = decision("lora", "full", "auc", Difference(-0.012, -0.041, 0.015),
-                            compare_repeats([0.70, 0.71, 0.69], [0.71, 0.72, 0.715]))
-    assert with_repeats.startswith("lora vs full: AUC -0.012 [-0.041, +0.015]: no clear difference; over 3 seeds -0.015 ± ")
-    assert with_repeats.endswith(f"(s.e.), Welch p = {stats.ttest_ind([0.70, 0.71, 0.69], [0.71, 0.72, 0.715], equal_var=False).pvalue:.2f}")
+    lora, full = [0.70, 0.71, 0.69], [0.71, 0.72, 0.715]
+    with_repeats = decision("lora", "full", "auc", Difference(-0.012, -0.041, 0.015), compare_repeats(lora, full))
+    assert with_repeats.startswith("lora vs full: AUC -0.012 [-0.041, +0.015]: no clear difference; "
+                                   "over 3 seeds -0.015 ± ")
+    assert with_repeats.endswith(f"(s.e.), Welch p = {stats.ttest_ind(lora, full, equal_var=False).pvalue:.2f}")

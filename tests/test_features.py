@@ -73,7 +73,8 @@ def test_missing_feature_names_file_line_and_field(tmp_path: Path) -> None:
 
 def test_record_without_features_and_non_finite_values(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
-    rows = [json.dumps(line(1)), json.dumps(line(2, features=None)), json.dumps(line(3)).replace('"la": 10', '"la": NaN')]
+    not_a_number = json.dumps(line(3)).replace('"la": 10', '"la": NaN')  # Python's json reads NaN
+    rows = [json.dumps(line(1)), json.dumps(line(2, features=None)), not_a_number]
     path.write_text("\n".join(rows) + "\n")
     records = read_records(str(path)).records
     with pytest.raises(DataError, match=r"d\.jsonl:2: field 'features\.la': missing; the record has no features"):

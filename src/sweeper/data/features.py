@@ -53,7 +53,8 @@ def feature_matrix(records: Sequence[CommitRecord], names: Sequence[str] = FEATU
             value = record.features.get(name)
             if value is None or not math.isfinite(value):
                 problem = ("missing" if value is None else f"not a finite number ({value})")
-                have = f"; the record has {sorted(record.features)}" if record.features else "; the record has no features"
+                have = (f"; the record has {sorted(record.features)}" if record.features
+                        else "; the record has no features")
                 raise DataError(record.source or f"record {record.id}", record.line or None, f"features.{name}",
                                 f"{problem}{have} (expert features need all of {', '.join(names)})")
             matrix[row, column] = value

@@ -72,8 +72,8 @@ def intervals(statistic: VectorStatistic, n: int, names: Sequence[str], *, resam
     `statistic(indices)` takes (r, m) index arrays and returns (len(names), r) values; see `interval`.
 
         >>> x = np.arange(10.0)
-        >>> both = intervals(lambda i: np.stack([x[i].mean(-1), x[i].max(-1)]), 10, ["mean", "max"], method="percentile")
-        >>> both["max"][1]
+        >>> mean_and_max = lambda i: np.stack([x[i].mean(-1), x[i].max(-1)])
+        >>> intervals(mean_and_max, 10, ["mean", "max"], method="percentile")["max"][1]
         9.0
     """
     found = _intervals(_as_vector(statistic, True, len(names)), n, len(names), resamples, confidence, seed, method)
@@ -448,5 +448,6 @@ def decision(name_a: str, name_b: str, metric: str, difference: Difference, repe
         seeds = f"{repeats.n_a}" if repeats.n_a == repeats.n_b else f"{repeats.n_a} and {repeats.n_b}"
         p = repeats.p_value
         p = "n/a" if math.isnan(p) else f"{p:.2f}" if p >= 0.01 else f"{p:.0e}"
-        sentence += f"; over {seeds} seeds {repeats.difference:+.3f} ± {repeats.standard_error:.3f} (s.e.), Welch p = {p}"
+        sentence += (f"; over {seeds} seeds {repeats.difference:+.3f} ± {repeats.standard_error:.3f} (s.e.), "
+                     f"Welch p = {p}")
     return sentence
