@@ -59,6 +59,7 @@ def collate(items: list[EncodedCommit], pad_id: int, pad_to: int | None = None) 
     """Pad to the longest input in the batch (or to `pad_to` tokens): input_ids, attention_mask, labels.
 
     For generation, `labels` are the targets' token ids padded with -100 (ignored by the loss).
+    Items that carry expert features (`EncodedCommit.features`) add `features`, a float tensor (batch, 14).
     """
     longest = max(len(item.input_ids) for item in items)
     if pad_to is not None and longest > pad_to:
@@ -75,7 +76,18 @@ def collate(items: list[EncodedCommit], pad_id: int, pad_to: int | None = None) 
             labels[row, :len(item.target_ids)] = torch.tensor(item.target_ids)
     else:
         labels = torch.tensor([item.label for item in items], dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    if any(item.features for item in items):
+        batch["features"] = collate_features(items)
+    return batch
+
+
+def collate_features(items: list[EncodedCommit]) -> torch.Tensor:
+    """The items' expert features as a float tensor (batch, features); every item must carry as many."""
+    widths = {len(item.features) for item in items}
+    if len(widths) > 1:
+        raise ValueError(f"items carry different numbers of features ({sorted(widths)}); give every item the same")
+    return torch.tensor([item.features for item in items], dtype=torch.float32)
 
 
 def iterate_batches(items: list[EncodedCommit], batch_size: int, pad_id: int,

@@ -10,7 +10,8 @@ and the message, cut to `message_tokens`, is the target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from transformers import PreTrainedTokenizerBase
 
@@ -28,6 +29,7 @@ class EncodedCommit:
     label: int = 0
     target_ids: list[int] = field(default_factory=list)  # the message's token ids, special tokens included
     reference: str = ""  # the message text that generated messages are scored against
+    features: tuple[float, ...] = ()  # scaled expert features for an expert-feature head (`with_features`), else ()
 
 
 def encode_commits(records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase,
@@ -70,6 +72,17 @@ def encode_for_generation(records: list[CommitRecord], tokenizer: PreTrainedToke
         target_ids = tokenizer.build_inputs_with_special_tokens(token_ids(tokenizer, reference)[:message_tokens])
         encoded.append(EncodedCommit(record.id, input_ids, target_ids=target_ids, reference=reference))
     return encoded
+
+
+def with_features(items: list[EncodedCommit], matrix: Sequence[Sequence[float]]) -> list[EncodedCommit]:
+    """Copies of `items` carrying row i of `matrix` (scaled expert features, `data.features`) as features.
+
+        >>> with_features([EncodedCommit("a", [0, 5, 2])], [[0.5, -1.0]])[0].features
+        (0.5, -1.0)
+    """
+    if len(items) != len(matrix):
+        raise ValueError(f"{len(items)} encoded commits but {len(matrix)} feature rows")
+    return [replace(item, features=tuple(float(value) for value in row)) for item, row in zip(items, matrix)]
 
 
 def share_budget(first: list[int], second: list[int], budget: int) -> tuple[list[int], list[int]]:

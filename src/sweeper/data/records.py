@@ -35,6 +35,9 @@ class CommitRecord:
     project: str = ""
     label: int | None = None
     features: dict[str, float] = field(default_factory=dict)
+    # Where the record was read from, for errors found later (e.g. missing features); not part of equality.
+    source: str = field(default="", compare=False, repr=False)
+    line: int = field(default=0, compare=False, repr=False)
 
 
 @dataclass
@@ -125,6 +128,8 @@ def parse_line(line: bytes, source: str, number: int, task: str) -> CommitRecord
         project=str(row.get("project", "")),
         label=parse_label(row.get("label"), source, number) if task == "jitdp" else None,
         features=parse_features(row.get("features"), source, number),
+        source=source,
+        line=number,
     )
 
 
