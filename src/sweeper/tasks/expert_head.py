@@ -9,15 +9,15 @@ applied, so every method trains and saves it exactly as it trains and saves any 
 model, LoRA and IA3 as PEFT's `modules_to_save`, bottleneck adapters in `adapters`' head file. The methods
 do not change. A Hugging Face model calls its head with the hidden states only, so the features reach the
 head beside the call: `expert_features` sets them on every `ConcatHead` of the model for one forward pass
-(PEFT keeps a frozen original of the head beside the trained copy; both see them) and clears them after.
+(PEFT keeps a frozen original of the head beside the trained copy; both see them) and clears them after. Usage::
 
-    >>> model = load_classifier("embedded")
-    >>> install_expert_head(model)                               # before apply_method
-    >>> model = apply_method(model, TrialConfig(method="lora"))
-    >>> with expert_features(model, batch["features"]):         # (batch, 14) float, scaled (FeatureScaler)
-    ...     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    >>> save_trained(model, config, out)
-    >>> again = load_with_expert_head(load_classifier("embedded"), config, out)
+    model = load_classifier("embedded")
+    install_expert_head(model)                               # before apply_method
+    model = apply_method(model, TrialConfig(method="lora"))
+    with expert_features(model, batch["features"]):         # (batch, 14) float, scaled (FeatureScaler)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    save_trained(model, config, out)
+    again = load_with_expert_head(load_classifier("embedded"), config, out)
 
 Supported backbones: the RoBERTa family (`roberta`, `xlm-roberta`, `camembert`, `electra`: CodeBERT,
 GraphCodeBERT, UniXcoder), whose head receives the sequence output and reads its first token, and BERT

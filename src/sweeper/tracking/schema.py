@@ -38,10 +38,13 @@ class Tag:
 
 
 class Role:
-    """What a run is: a sweep's parent run or one of its trials."""
+    """What a run is: a sweep's parent run, one of its trials, a baseline fitted beside them, or a repeat of a
+    trial's configuration with another seed."""
 
     SWEEP = "sweep"
     TRIAL = "trial"
+    BASELINE = "baseline"
+    REPEAT = "repeat"
 
 
 class State:
@@ -57,6 +60,7 @@ class State:
 
 
 BEST_PREFIX = "best_"  # a trial's final metrics (of its best evaluation) are logged as best_auc, best_f1, ...
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"  # a metric's bootstrap 95 % interval over the validation commits: auc_ci_low
 EPOCH = "epoch"  # logged at every evaluation beside the task's metrics: where in training it happened
 TRAIN_LOSS = "train_loss"  # and the mean training loss since the evaluation before
 
