@@ -2,7 +2,8 @@
 
 sweeper adds no credential handling of its own: MLflow's client reads MLFLOW_TRACKING_USERNAME and
 MLFLOW_TRACKING_PASSWORD (HTTP basic auth), or MLFLOW_TRACKING_TOKEN (a Bearer token, for servers behind a proxy
-that takes tokens), from the environment at every request (`mlflow.utils.credentials.get_default_host_creds`).
+that takes tokens), from the environment at every request (`mlflow.utils.credentials.get_default_host_creds`;
+the environment wins over the file ~/.mlflow/credentials, which it also reads).
 What this module adds is one clear line when the server refuses them, instead of a traceback, and never the
 credentials themselves.
 
@@ -13,6 +14,7 @@ credentials themselves.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
@@ -52,6 +54,8 @@ def refusal(error: BaseException, uri: str | None) -> str | None:
         given = [name for name in CREDENTIAL_ENV if os.environ.get(name)]
         state = (f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} set but not accepted" if given
                  else "none of them is set")
+        if not given and Path("~/.mlflow/credentials").expanduser().is_file():  # MLflow's client reads it too
+            state += "; ~/.mlflow/credentials was not accepted"
         return (f"{where} refused the credentials (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
                 f"MLFLOW_TRACKING_PASSWORD to an MLflow user's name and password, or MLFLOW_TRACKING_TOKEN ({state})")
     if status == 403:
