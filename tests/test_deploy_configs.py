@@ -3,15 +3,21 @@
 docker/ (the image, the compose stack), cluster/aws.yaml (Ray cluster launcher) and cluster/kuberay/
 (RayCluster, RayJob) cannot be run here, so these tests read them and check what must match: one
 image name and tag, the Ray and MLflow versions, the ports, token authentication on every Ray node,
-no credentials in files, host ports bound to localhost, and the bucket MLflow writes to exists.
+MLflow's built-in authentication with its credentials from secrets (the server's and the Ray head's),
+no credentials in files or in a job's runtime environment, host ports bound to localhost, and the
+bucket MLflow writes to exists. The two scripts the images run to read secret files are run here.
 Fast and offline: no Docker, no Kubernetes, no network.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shlex
+import stat
+import subprocess
+import sys
 import tempfile
 import tomllib
 from fnmatch import fnmatch
@@ -34,7 +40,11 @@ AWS = CLUSTER / "aws.yaml"
 KUBERAY = CLUSTER / "kuberay"
 RAYCLUSTER = KUBERAY / "raycluster.yaml"
 RAYJOB = KUBERAY / "rayjob.yaml"
+MLFLOW_K8S = CLUSTER / "mlflow" / "kubernetes.yaml"
 LOCAL_SPEC = DOCKER / "local-smoke.yaml"
+MLFLOW_AUTH_SCRIPT = DOCKER / "mlflow-auth.py"
+ENV_FROM_FILES = DOCKER / "env-from-files.sh"
+MLFLOW_SECRETS_SCRIPT = DOCKER / "mlflow-secrets.sh"
 
 # The well-known Ray and MLflow ports the README, the CLI defaults and these files use.
 GCS_PORT, DASHBOARD_PORT, MLFLOW_PORT = 6379, 8265, 5000
@@ -245,7 +255,7 @@ DEPLOY_YAML = sorted({*DOCKER.rglob("*.yaml"), *DOCKER.rglob("*.yml"), *CLUSTER.
 
 def test_deploy_files_exist():
     for path in (WORKER_DOCKERFILE, MLFLOW_DOCKERFILE, COMPOSE, ENV_EXAMPLE, AWS, RAYCLUSTER, RAYJOB,
-                 CLUSTER / "README.md"):
+                 MLFLOW_K8S, MLFLOW_AUTH_SCRIPT, ENV_FROM_FILES, MLFLOW_SECRETS_SCRIPT, CLUSTER / "README.md"):
         assert path.is_file(), f"missing {path.relative_to(ROOT)}"
 
 
@@ -320,7 +330,7 @@ def test_mlflow_image_version_and_drivers(services):
     assert Version(version) in requirement("mlflow"), f"mlflow.Dockerfile MLFLOW_VERSION={version} vs pyproject"
     assert version == dockerfile_args(WORKER_DOCKERFILE)["MLFLOW_VERSION"], "MLflow server and clients differ"
     install = " ".join(rest for word, rest in dockerfile(MLFLOW_DOCKERFILE) if word == "RUN" and "pip install" in rest)
-    for package in ('"mlflow==${MLFLOW_VERSION}"', "psycopg2-binary", "boto3"):
+    for package in ('"mlflow[auth]==${MLFLOW_VERSION}"', "psycopg2-binary", "boto3"):
         assert package in install, f"mlflow.Dockerfile does not install {package}"
     mlflow = services["mlflow"]
     assert (ROOT / "docker" / mlflow["build"]["context"] / mlflow["build"]["dockerfile"]).resolve() == MLFLOW_DOCKERFILE
@@ -588,6 +598,8 @@ def test_compose_credentials_come_from_env_file(services):
     for name, svc in services.items():
         env = svc.get("environment") or {}
         for key, value in env.items():
+            if key.endswith("_FILE"):  # a path to a secret file: checked by test_compose_secret_files_are_mounted
+                continue
             if re.search(r"SECRET|PASSWORD|ACCESS_KEY|TOKEN$", key):
                 match = re.fullmatch(r"\$\{(\w+)(?::-(.*))?\}", str(value))
                 assert match, f"compose {name}: {key} must come from docker/.env (${{VAR:-default}}), not a literal"
@@ -755,3 +767,260 @@ def test_rayjob_runs_the_spec_from_its_configmap(kuberay_docs):
                 and spec.sweep.resources.cpu <= cpu_count(limits["cpu"])):
             fits = True
     assert fits, f"no worker group fits a trial's resources {spec.sweep.resources}"
+
+
+# ---------------------------------------------------------------------------------------------
+# MLflow authentication: the server runs basic-auth, credentials come from secrets, never from a job
+
+
+MLFLOW_CREDENTIAL_ENV = {"MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_FLASK_SERVER_SECRET_KEY",
+                         "MLFLOW_AUTH_ADMIN_PASSWORD", "SWEEPER_MLFLOW_PASSWORD"}
+
+
+@pytest.fixture(scope="module")
+def mlflow_k8s() -> list[dict]:
+    return load_all_yaml(MLFLOW_K8S)
+
+
+def ray_head_service(ray_services) -> tuple[str, dict]:
+    return next((name, svc) for name, svc in ray_services.items() if "--head" in command_text(svc["command"]))
+
+
+def mounted_secrets(svc: dict) -> set[str]:
+    return {s if isinstance(s, str) else s["source"] for s in svc.get("secrets", [])}
+
+
+def test_compose_secret_files_are_mounted(compose, services):
+    """Every NAME_FILE in compose is /run/secrets/SECRET, a secret that service mounts, from a file outside the repo."""
+    found = 0
+    for name, svc in services.items():
+        for key, value in (svc.get("environment") or {}).items():
+            if not key.endswith("_FILE"):
+                continue
+            assert str(value).startswith("/run/secrets/"), f"compose {name}: {key}={value} is not a compose secret"
+            secret = str(value).removeprefix("/run/secrets/")
+            assert secret in mounted_secrets(svc), f"compose {name}: {key} reads secret {secret}, not mounted"
+            source = interpolate(compose["secrets"][secret]["file"], {"HOME": "/home/someone"})
+            assert not (DOCKER / source).resolve().is_relative_to(ROOT), f"secret {secret} lives in the repository"
+            found += 1
+    assert found >= 5, "expected the MLflow secrets as *_FILE variables"
+
+
+def test_compose_mlflow_runs_basic_auth_from_secrets(compose, services):
+    mlflow = services["mlflow"]
+    command = interpolate(command_text(mlflow["command"]))
+    assert option(command, "--app-name") == "basic-auth", "compose mlflow must run MLflow's built-in authentication"
+    env = mlflow["environment"]
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD_FILE"].startswith("/run/secrets/")
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY_FILE"].startswith("/run/secrets/")
+    assert env.get("MLFLOW_AUTH_DEFAULT_PERMISSION", "READ") in ("READ", "NO_PERMISSIONS")
+    database = urlparse(env["MLFLOW_AUTH_DATABASE_URI"])
+    volumes = {v.split(":")[1] for v in mlflow.get("volumes", [])}
+    assert database.scheme == "sqlite" and any(database.path.lstrip("/").startswith(v.lstrip("/")) for v in volumes), (
+        "the users database must live on a volume, or users vanish with the container")
+    for svc_name, svc in services.items():
+        env = svc.get("environment") or {}
+        assert not MLFLOW_CREDENTIAL_ENV & set(env), f"compose {svc_name}: an MLflow credential as a value, not a file"
+    for secret in ("mlflow_admin_password", "mlflow_flask_secret_key", "mlflow_sweeper_password"):
+        assert "file" in compose["secrets"][secret], f"compose secret {secret} must be a file (made by mlflow-secrets.sh)"
+
+
+def test_mlflow_image_entrypoint_writes_the_auth_config():
+    """The image's entrypoint is docker/mlflow-auth.py, copied in (and let through .dockerignore); CMD runs basic-auth."""
+    instructions = dockerfile(MLFLOW_DOCKERFILE)
+    copies = [rest for word, rest in instructions if word == "COPY"]
+    assert any("docker/mlflow-auth.py" in rest and rest.split()[-1] == "/usr/local/bin/mlflow-auth" for rest in copies)
+    entrypoint = next(rest for word, rest in instructions if word == "ENTRYPOINT")
+    assert ast.literal_eval(entrypoint)[:2] == ["mlflow-auth", "run"]
+    cmd = ast.literal_eval(next(rest for word, rest in instructions if word == "CMD"))
+    assert cmd[:2] == ["mlflow", "server"] and "--app-name" in cmd and cmd[cmd.index("--app-name") + 1] == "basic-auth"
+    ignore = (DOCKER / "mlflow.Dockerfile.dockerignore").read_text().split()
+    assert "!docker/mlflow-auth.py" in ignore
+
+
+def test_compose_one_shot_creates_the_sweeps_user(services, ray_services):
+    users = services["mlflow-users"]
+    assert users["entrypoint"][:2] == ["mlflow-auth", "add-user"]
+    uri = users["entrypoint"][users["entrypoint"].index("--uri") + 1]
+    assert urlparse(uri).hostname == "mlflow"
+    assert str(users.get("restart", "no")) == "no"
+    assert users["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert image_name_tag(users["image"]) == image_name_tag(services["mlflow"]["image"])
+    head_name, head = ray_head_service(ray_services)
+    assert head["depends_on"]["mlflow-users"]["condition"] == "service_completed_successfully"
+    # The user the one-shot makes is the one the head logs in as, with the same password secret.
+    assert users["environment"]["SWEEPER_MLFLOW_USERNAME"] == head["environment"]["MLFLOW_TRACKING_USERNAME"]
+    assert users["environment"]["SWEEPER_MLFLOW_USERNAME"] != users["environment"]["MLFLOW_AUTH_ADMIN_USERNAME"], (
+        "sweeps log as an ordinary user, not the admin")
+    assert users["environment"]["SWEEPER_MLFLOW_PASSWORD_FILE"] == head["environment"]["MLFLOW_TRACKING_PASSWORD_FILE"]
+
+
+def test_compose_ray_head_gets_mlflow_credentials_from_a_secret(ray_services):
+    head_name, head = ray_head_service(ray_services)
+    env = head["environment"]
+    assert env.get("MLFLOW_TRACKING_USERNAME"), f"compose {head_name}: no MLflow user for the job's driver"
+    path = env["MLFLOW_TRACKING_PASSWORD_FILE"]
+    assert path.startswith("/run/secrets/") and path.removeprefix("/run/secrets/") in mounted_secrets(head)
+    for name, svc in ray_services.items():
+        assert "MLFLOW_TRACKING_PASSWORD" not in svc["environment"], f"compose {name}: the password as a value"
+        if name != head_name:  # trials never call MLflow: the workers need no MLflow credentials
+            assert not {k for k in svc["environment"] if k.startswith("MLFLOW_TRACKING_PASSWORD")}
+            assert "mlflow_sweeper_password" not in mounted_secrets(svc)
+    # The worker image's entrypoint turns MLFLOW_TRACKING_PASSWORD_FILE into MLFLOW_TRACKING_PASSWORD.
+    instructions = dockerfile(WORKER_DOCKERFILE)
+    entrypoint = ast.literal_eval(next(rest for word, rest in instructions if word == "ENTRYPOINT"))
+    assert entrypoint[-1] == "env-from-files"
+    assert any("docker/env-from-files.sh" in rest and rest.split()[-1] == "/usr/local/bin/env-from-files"
+               for word, rest in instructions if word == "COPY")
+    assert "!docker/env-from-files.sh" in (DOCKER / "Dockerfile.dockerignore").read_text().split()
+
+
+def test_env_from_files_sets_the_password(tmp_path):
+    """docker/env-from-files.sh, run here with sh: NAME_FILE's content becomes NAME, then the command runs."""
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-from-a-file\n")
+    env = {"PATH": os.environ["PATH"], "MLFLOW_TRACKING_USERNAME": "sweeper", "MLFLOW_TRACKING_PASSWORD_FILE": str(secret)}
+    out = subprocess.run(["sh", str(ENV_FROM_FILES), "env"], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    seen = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    assert seen["MLFLOW_TRACKING_PASSWORD"] == "s3cret-from-a-file" and seen["MLFLOW_TRACKING_USERNAME"] == "sweeper"
+    assert "MLFLOW_TRACKING_PASSWORD_FILE" not in seen
+    env["MLFLOW_TRACKING_PASSWORD_FILE"] = str(tmp_path / "missing")
+    out = subprocess.run(["sh", str(ENV_FROM_FILES), "true"], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "cannot read" in out.stderr
+
+
+def test_mlflow_auth_run_writes_a_private_config_mlflow_reads(tmp_path):
+    """docker/mlflow-auth.py run: basic_auth.ini (mode 600) from secret files, read back by MLflow's own reader;
+    the Flask key exported; the admin password only in the file, never in the server's environment."""
+    admin, key = "adm1n-%-pass-word", "flask-key-0123456789"  # a % must survive MLflow's ini interpolation
+    (tmp_path / "admin").write_text(admin + "\n")
+    (tmp_path / "key").write_text(key + "\n")
+    config = tmp_path / "conf" / "basic_auth.ini"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+           "MLFLOW_AUTH_ADMIN_PASSWORD_FILE": str(tmp_path / "admin"), "MLFLOW_FLASK_SERVER_SECRET_KEY_FILE": str(tmp_path / "key"),
+           "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path / 'users.db'}", "MLFLOW_AUTH_CONFIG_PATH": str(config),
+           "MLFLOW_AUTH_ADMIN_PASSWORD": "ignored-because-the-file-is-the-one-source"}
+    probe = ("import json, os; from mlflow.server.auth.config import read_auth_config; c = read_auth_config(); "
+             "print(json.dumps({'user': c.admin_username, 'password': c.admin_password, 'db': c.database_uri, "
+             "'permission': c.default_permission, 'key': os.environ.get('MLFLOW_FLASK_SERVER_SECRET_KEY'), "
+             "'env_password': os.environ.get('MLFLOW_AUTH_ADMIN_PASSWORD')}))")
+    out = subprocess.run([sys.executable, str(MLFLOW_AUTH_SCRIPT), "run", "--", sys.executable, "-c", probe],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"user": "admin", "password": admin, "db": env["MLFLOW_AUTH_DATABASE_URI"], "permission": "READ",
+                    "key": key, "env_password": None}
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    # A short password is one clear line, without the value.
+    (tmp_path / "admin").write_text("short\n")
+    out = subprocess.run([sys.executable, str(MLFLOW_AUTH_SCRIPT), "run", "--", "true"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "12 characters" in out.stderr
+    assert "short" not in out.stderr.replace("shorter", "")
+
+
+def test_kuberay_head_gets_mlflow_credentials_from_a_secret(kuberay_docs):
+    for label, spec in ray_cluster_specs(kuberay_docs):
+        for group, pod in ray_groups(spec):
+            env = env_of(pod["containers"][0])
+            if group == "head":  # the job's driver runs on the head: it logs to MLflow
+                for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                    ref = env.get(name, {}).get("valueFrom", {}).get("secretKeyRef")
+                    assert ref and ref["name"] == "sweeper-mlflow", f"{label}:head: {name} not from the sweeper-mlflow Secret"
+            else:  # trials never call MLflow
+                assert not MLFLOW_CREDENTIAL_ENV & set(env), f"{label}:{group} holds MLflow credentials it never uses"
+
+
+def test_no_credentials_in_a_job_runtime_env(kuberay_docs):
+    """The RayJob's runtime environment, which Ray shows to whoever lists jobs, holds no credential; nor does
+    what `sweeper submit` sends (jobs.job_env), whatever the submitting shell holds."""
+    from sweeper.sweep.jobs import FORWARDED_ENV, SECRET_NAME, job_env
+
+    job = next(d for d in kuberay_docs[RAYJOB.name] if d["kind"] == "RayJob")
+    runtime_env = yaml.safe_load(job["spec"].get("runtimeEnvYAML", "")) or {}
+    for name, value in (runtime_env.get("env_vars") or {}).items():
+        assert not SECRET_NAME.search(name), f"rayjob.yaml runtimeEnvYAML carries {name}"
+        assert "@" not in str(value), f"rayjob.yaml runtimeEnvYAML {name} looks like a URL with credentials"
+    assert not [name for name in FORWARDED_ENV if SECRET_NAME.search(name)]
+    for name in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY", "RAY_AUTH_TOKEN"):
+        assert SECRET_NAME.search(name), f"jobs.SECRET_NAME misses {name}"
+    shell = {"MLFLOW_TRACKING_USERNAME": "sweeper", "MLFLOW_TRACKING_PASSWORD": "pw-from-the-shell",
+             "MLFLOW_TRACKING_TOKEN": "tok", "AWS_SECRET_ACCESS_KEY": "aws", "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    saved = {name: os.environ.get(name) for name in shell}
+    try:
+        os.environ.update(shell)
+        env = job_env("http://mlflow:5000")
+        assert set(env) <= set(FORWARDED_ENV) | {"RAY_JOB_STOP_WAIT_TIME_S"}
+        assert not set(env.values()) & {"pw-from-the-shell", "tok", "aws", "sweeper"}
+        from sweeper.errors import SweeperError
+
+        with pytest.raises(SweeperError, match="holds a password"):
+            job_env("http://sweeper:pw-in-url@mlflow:5000")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def test_kubernetes_mlflow_runs_basic_auth_from_secrets(mlflow_k8s, kuberay_docs):
+    deployment = next(d for d in mlflow_k8s if d["kind"] == "Deployment")
+    service = next(d for d in mlflow_k8s if d["kind"] == "Service")
+    job = next(d for d in mlflow_k8s if d["kind"] == "Job")
+    assert not [d for d in mlflow_k8s if d["kind"] == "Secret"], "create Secrets with kubectl, not in git"
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = container["args"]
+    assert args[:2] == ["mlflow", "server"] and args[args.index("--app-name") + 1] == "basic-auth"
+    assert image_name_tag(container["image"]) == ("sweeper-mlflow", dockerfile_args(MLFLOW_DOCKERFILE)["MLFLOW_VERSION"])
+    env = env_of(container)
+    secret_mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD_FILE", "MLFLOW_FLASK_SERVER_SECRET_KEY_FILE"):
+        folder = str(Path(env[name]["value"]).parent)
+        assert secret_mounts.get(folder) in secret_volumes, f"mlflow: {name} is not in a mounted Secret"
+    for name in ("MLFLOW_AUTH_DATABASE_URI", "MLFLOW_BACKEND_STORE_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[name].get("valueFrom", {}).get("secretKeyRef"), f"mlflow: {name} not from a Secret"
+    assert not MLFLOW_CREDENTIAL_ENV & set(env)
+    # The Ray clusters' MLFLOW_TRACKING_URI names this Service, and the server accepts that Host header.
+    allowed = args[args.index("--allowed-hosts") + 1].split(",")
+    for label, _, ray_container in ray_containers(kuberay_docs):
+        uri = urlparse(env_of(ray_container)["MLFLOW_TRACKING_URI"]["value"])
+        assert uri.hostname == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+        assert uri.port == service["spec"]["ports"][0]["port"] == MLFLOW_PORT
+        assert any(fnmatch(uri.netloc, p) for p in allowed), f"{label}: {uri.netloc} not in --allowed-hosts"
+    # The one-shot Job makes the ordinary user from the same Secret.
+    users = job["spec"]["template"]["spec"]
+    assert users["containers"][0]["command"][:2] == ["mlflow-auth", "add-user"]
+    users_env = env_of(users["containers"][0])
+    assert users_env["SWEEPER_MLFLOW_USERNAME"]["value"] != users_env["MLFLOW_AUTH_ADMIN_USERNAME"]["value"]
+    assert {v["secret"]["secretName"] for v in users["volumes"]} <= set(secret_volumes.values())
+
+
+def test_aws_head_gets_mlflow_password_from_a_mounted_file(aws):
+    head = next(c for c in aws["head_start_ray_commands"] if "ray start" in c)
+    worker = next(c for c in aws["worker_start_ray_commands"] if "ray start" in c)
+    path = re.search(r"\bMLFLOW_TRACKING_PASSWORD_FILE=(\S+?);?(?:\s|$)", head)
+    assert path and "MLFLOW_TRACKING_USERNAME=" in head, "the head's start command must set the MLflow user"
+    assert re.search(r'MLFLOW_TRACKING_PASSWORD="\$\(cat \$MLFLOW_TRACKING_PASSWORD_FILE\)"', head)
+    mounts = aws.get("file_mounts", {})
+    assert path[1] in mounts and mounts[path[1]].startswith("~"), "the password file comes from the user's home"
+    assert "MLFLOW" not in worker.replace("MLFLOW_TRACKING_URI", ""), "workers need no MLflow credentials"
+    assert not {"MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"} & set(aws_container_env(aws))
+
+
+def test_mlflow_secrets_script_makes_private_random_files(tmp_path):
+    folder = tmp_path / "secrets"
+    for _ in range(2):  # the second run keeps what the first made
+        out = subprocess.run(["sh", str(MLFLOW_SECRETS_SCRIPT), str(folder)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        if _ == 0:
+            first = {p.name: p.read_text() for p in folder.iterdir()}
+    assert {p.name: p.read_text() for p in folder.iterdir()} == first
+    assert set(first) == {"admin_password", "sweeper_password", "flask_secret_key"}
+    assert all(len(value.strip()) >= 32 for value in first.values()) and len(set(first.values())) == 3
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700

@@ -36,10 +36,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a bug or a broken service: one line, the traceback on request
         if os.environ.get("SWEEPER_DEBUG"):
             raise
+        refused = mlflow_refusal(error, args)
+        if refused:  # the MLflow server refused the credentials: the user's to fix, like a SweeperError
+            print(f"error: {refused}", file=sys.stderr)
+            return 2
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         print(f"error: {args.command.__name__.removeprefix('cmd_')} broke: {type(error).__name__}: {first} "
               "(set SWEEPER_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+
+
+def mlflow_refusal(error: Exception, args: argparse.Namespace) -> str | None:
+    """One line if `error` is an MLflow server refusing the credentials (401) or the user (403), else None."""
+    if "mlflow" not in sys.modules:  # no MLflow call was made
+        return None
+    from sweeper.tracking.auth import refusal
+
+    return refusal(error, getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI"))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -153,13 +166,15 @@ def print_evaluation(evaluation: Any, shown: list[str]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sweeper.sweep.driver import run_sweep
     from sweeper.spec import load_spec
 
     spec = load_spec(args.spec)
+    args.tracking_uri = args.tracking_uri or spec.tracking.uri  # what an error line names
+    check_server_access(args.tracking_uri)  # refused credentials fail here, before Ray starts or anything trains
+    from sweeper.sweep.driver import run_sweep
+
     signal.signal(signal.SIGTERM, interrupt)  # `sweeper stop` / `ray job stop` send SIGTERM
-    summary = run_sweep(spec, Path(args.spec).read_text(encoding="utf-8"), args.tracking_uri or spec.tracking.uri,
-                        args.sweep_id, args.spec)
+    summary = run_sweep(spec, Path(args.spec).read_text(encoding="utf-8"), args.tracking_uri, args.sweep_id, args.spec)
     return print_outcome(summary, args.json)
 
 
@@ -208,8 +223,14 @@ def interrupt(signum: int, frame: Any) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     from sweeper.sweep.jobs import submit
 
+    from sweeper.tracking.auth import CREDENTIAL_ENV
+
     job_id, new = submit(args.spec, args.address, args.tracking_uri)
     print(job_id if new else f"{job_id} (already submitted: this spec's job exists)")
+    held = [name for name in CREDENTIAL_ENV if os.environ.get(name)]
+    if new and held:  # never sent: a job's environment is public to whoever lists jobs
+        print(f"note: {' and '.join(held)} stay on this machine: the job logs to MLflow with the credentials "
+              "the cluster's nodes hold", file=sys.stderr)
     return 0
 
 
@@ -324,11 +345,29 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     uri = resolve_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
-        print(f"the tracking server at {uri} serves its own UI: open it in a browser")
+        from sweeper.tracking.auth import shown_uri
+
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a check, not a sweep: no minutes of retries
+        check_server_access(uri)
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        print(f"the tracking server at {shown_uri(uri)} serves its own UI: open it in a browser"
+              + (f" and log in as {user}" if user else ""))
         return 0
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     return subprocess.call(command, env=os.environ.copy())
+
+
+def check_server_access(uri: str | None) -> None:
+    """One read request to an MLflow server (http/https URIs only): refused credentials raise here, and `main`
+    turns that into one error line."""
+    from sweeper.tracking.client import resolve_uri
+
+    resolved = resolve_uri(uri)
+    if resolved.startswith(("http://", "https://")):
+        from mlflow import MlflowClient
+
+        MlflowClient(resolved).search_experiments(max_results=1)
 
 
 def quiet_downloads() -> None:

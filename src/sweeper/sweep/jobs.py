@@ -5,21 +5,32 @@ spec (working_dir) and this package (py_modules). The submission id is derived f
 name and text, so submitting the same spec twice finds the job already there instead of
 starting a second sweep. Ray's token authentication is sent as a Bearer header: the token comes
 from RAY_AUTH_TOKEN, the file in RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token.
+
+No credential ever travels in a job's runtime environment: Ray shows a job's `env_vars` to anyone who lists jobs
+(`ray job list`, the dashboard) and keeps them in the cluster's job table. The job gets only the variables in
+FORWARDED_ENV (where things are, never secrets) and `job_env` refuses any name that looks like a credential and
+any URL with a password in it. The cluster's nodes hold the MLflow credentials themselves (a compose secret, a
+Kubernetes Secret, the node's environment; see cluster/README.md), and the job's driver inherits them from its node.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sweeper.errors import SweeperError
 from sweeper.spec import load_spec
 
+# Where the cluster finds MLflow and S3, from the submitting shell. Never credentials: see job_env.
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
+# Names of variables that hold credentials: never put in a job's runtime environment.
+SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIAL|ACCESS_KEY|PRIVATE_KEY|AUTH", re.IGNORECASE)
 
 
 def auth_token() -> str | None:
@@ -51,6 +62,34 @@ def describe_failure(address: str, error: Exception) -> str:
     return f"cannot reach the Ray cluster at {address}: {text.splitlines()[0] if text else type(error).__name__}"
 
 
+def job_env(tracking_uri: str | None = None) -> dict[str, str]:
+    """The job's environment variables: FORWARDED_ENV from this shell, the tracking URI, no credential.
+
+    MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN, AWS keys and Ray's token stay here: the nodes have their own.
+    """
+    env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
+    env["RAY_JOB_STOP_WAIT_TIME_S"] = "60"  # time for the driver to end its MLflow runs as KILLED
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    for name, value in env.items():
+        if SECRET_NAME.search(name):  # a guard for whoever extends FORWARDED_ENV
+            raise SweeperError(f"{name} would travel in the job's runtime environment, which anyone who lists jobs "
+                               "can read: give the cluster's nodes their credentials instead (cluster/README.md)")
+        if has_password(value):
+            raise SweeperError(f"{name} holds a password, and would travel in the job's runtime environment, which "
+                               "anyone who lists jobs can read: use a URL without credentials; the cluster's nodes "
+                               "hold MLFLOW_TRACKING_USERNAME/PASSWORD themselves (cluster/README.md)")
+    return env
+
+
+def has_password(value: str) -> bool:
+    """Whether a URL carries a password (scheme://user:password@host)."""
+    try:
+        return "://" in value and urlsplit(value).password is not None
+    except ValueError:
+        return False
+
+
 def submission_id(spec_name: str, spec_text: str) -> str:
     """Stable id for a spec: re-submitting the same spec is idempotent."""
     return f"sweeper-{spec_name}-{hashlib.sha256(spec_text.encode()).hexdigest()[:10]}"
@@ -63,16 +102,16 @@ def submit(spec_path: str, address: str, tracking_uri: str | None = None) -> tup
     spec = load_spec(spec_path)
     text = Path(spec_path).read_text(encoding="utf-8")
     job_id = submission_id(spec.name, text)
+    if spec.tracking.uri and has_password(spec.tracking.uri):
+        raise SweeperError(f"{spec_path}: field 'tracking.uri': holds a password (the spec travels with the job and "
+                           "is logged to MLflow): leave the credentials to the cluster's nodes (cluster/README.md)")
+    env = job_env(tracking_uri)
     jobs = client(address)
     try:
         jobs.get_job_info(job_id)
         return job_id, False
     except RuntimeError:
         pass  # not submitted yet
-    env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
-    env["RAY_JOB_STOP_WAIT_TIME_S"] = "60"  # time for the driver to end its MLflow runs as KILLED
-    if tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
     with tempfile.TemporaryDirectory() as folder:
         shutil.copy(spec_path, Path(folder) / "spec.yaml")
         runtime_env = {"working_dir": folder, "py_modules": [str(Path(sweeper.__file__).parent)], "env_vars": env}

@@ -25,6 +25,7 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 
 import sweeper
 from sweeper.errors import SweeperError
+from sweeper.tracking.auth import http_status
 from sweeper.tracking.schema import SPEC_FILE, Role, State, Tag
 
 DEFAULT_URI_FILE = "mlflow.db"
@@ -110,6 +111,8 @@ class Tracker:
         try:
             run = self.client.get_run(run_id)
         except MlflowException as error:
+            if http_status(error):  # refused credentials are not a missing run: the CLI says so in one line
+                raise
             raise SweeperError(f"no run {run_id} at {self.uri}: {error.message.splitlines()[0]}") from None
         if run.data.tags.get(Tag.ROLE) != Role.TRIAL:
             raise SweeperError(f"run {run_id} is not a sweeper trial run (pick one with `sweeper best`)")
