@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import SERVER_START_SECONDS, free_port, stop, wait_for_http
+from services import SERVER_START_SECONDS, free_port, stop, wait_for_http
 
 pytestmark = pytest.mark.slow
 
