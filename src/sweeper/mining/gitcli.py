@@ -1,0 +1,56 @@
+"""Running git the way the shared data was built: no user or system configuration, so a user's
+`diff.renames`, `diff.noprefix`, colour or external-diff settings cannot change the diffs we write."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sweeper.errors import SweeperError
+
+_home: str | None = None
+
+
+def clean_env() -> dict[str, str]:
+    """Variables that hide every configuration file but the repository's own (HOME is an empty folder)."""
+    global _home
+    if _home is None:
+        _home = tempfile.mkdtemp(prefix="sweeper-git-home-")
+        atexit.register(shutil.rmtree, _home, ignore_errors=True)
+    return {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "HOME": _home,
+            "XDG_CONFIG_HOME": _home, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+
+@contextmanager
+def clean_git_environment() -> Iterator[None]:
+    """Apply `clean_env()` to this process for a while, so GitPython (under PyDriller) runs git the same way."""
+    saved = {key: os.environ.get(key) for key in clean_env()}
+    os.environ.update(clean_env())
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def git(repo: Path, *args: str) -> bytes:
+    """stdout of `git -C repo args...`; a failure raises SweeperError with git's own message."""
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, env={**os.environ, **clean_env()})
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise SweeperError(f"{repo}: git {args[0]} failed: {message[-1] if message else done.returncode}")
+    return done.stdout
+
+
+def show_diff(repo: Path, sha: str) -> str:
+    """The `diff` field: `git show --format= --no-color --no-ext-diff -M <sha>`, invalid UTF-8 replaced."""
+    return git(repo, "show", "--format=", "--no-color", "--no-ext-diff", "-M", sha).decode("utf-8", "replace")
