@@ -1,6 +1,6 @@
-"""How far `sweeper data from-git` agrees with JIT-Defects4J on a project both hold.
+"""How far `sweeper data from-git` agrees with the shared data files on a project both hold.
 
-Mines a local clone of one JIT-Defects4J project (e.g. `apache/commons-codec`) up to the last date the shared
+jitdp: mines a local clone of one JIT-Defects4J project (e.g. `apache/commons-codec`) up to the last date the shared
 file has for it, then compares, on the commits both hold: the share of exactly equal values of each of the 14
 change metrics and their Spearman rank correlation, and our SZZ labels against the shared ones (confusion
 counts, precision / recall / F1 of "defect-inducing"). It also prints how long after an inducing commit its
@@ -12,10 +12,15 @@ fix came (what `--settle-days` must cover) and, with `--pydriller`, the labels P
     python bench/mining_agreement.py /tmp/commons-codec SHARED --history branch   # history of master only
     python bench/mining_agreement.py /tmp/commons-codec SHARED --pydriller        # + plain PyDriller SZZ
     python bench/mining_agreement.py /tmp/commons-codec SHARED --quick            # the first 300 commits
+    python bench/mining_agreement.py /tmp/click ../shared/data/cmg/python-commits.jsonl.gz --task cmg \
+        --branch 2c8cd3ac958a                                                     # commit/message pairs
 
 The shared labels come from JIT-Defects4J's own SZZ run on bug fixes linked by hand to JIRA bug reports
 (LLTC4J), with only the lines people marked as the fix blamed; ours find fixes by message keywords. Expect the
 metrics to agree and the labels to agree far less.
+
+cmg (`--task cmg`): mines a clone of `pallets/click`, `pallets/flask` or `psf/requests` at the snapshot the shared
+CMG file names and compares which commits each keeps, and their date, message and diff.
 """
 
 from __future__ import annotations
@@ -43,8 +48,10 @@ from sweeper.mining.szz import DEFAULT_FIX_PATTERN, DEFAULT_NOT_FIX_PATTERN
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0])
     args.add_argument("repo", type=Path, help="local clone of the project")
-    args.add_argument("shared", type=Path, help="the shared JIT-Defects4J file")
+    args.add_argument("shared", type=Path, help="the shared file (jitdp or cmg)")
+    args.add_argument("--task", choices=("jitdp", "cmg"), default="jitdp")
     args.add_argument("--project", help="project name in the shared file (default: the clone's folder name)")
+    args.add_argument("--branch", help="cmg: the snapshot the shared file was built from (its README names it)")
     args.add_argument("--history", choices=("all", "branch"), default="all")
     args.add_argument("--fix-pattern", default=DEFAULT_FIX_PATTERN)
     args.add_argument("--not-fix-pattern", default=DEFAULT_NOT_FIX_PATTERN)
@@ -57,32 +64,58 @@ def main() -> None:
     shared = {row["commit"]: row for row in read_jsonl(options.shared) if row["project"] == project}
     if not shared:
         sys.exit(f"{options.shared}: no rows of project {project!r} (use --project)")
-    until = max(datetime.fromisoformat(row["date"]) for row in shared.values()) + timedelta(days=1)
     with tempfile.TemporaryDirectory() as folder:
         out = options.out or Path(folder) / f"{project}.jsonl.gz"
-        print(f"mining {options.repo} up to {until.date()} into {out}", file=sys.stderr)
-        started = time.monotonic()
-        summary = mine(MiningOptions(repo=options.repo, task="jitdp", out=out, project=project, until=until,
-                                     max_commits=300 if options.quick else None, history=options.history,
-                                     fix_pattern=options.fix_pattern, not_fix_pattern=options.not_fix_pattern,
-                                     issue_pattern=options.issue_pattern, szz_tests=options.szz_tests,
-                                     progress_every=1000))
-        seconds = time.monotonic() - started
-        mined = {row["commit"]: row for row in read_jsonl(out)}
-        blames = read_blames(state_path(out))
-        sections = compare(shared, mined)
-        sections.append(fix_delays(options.repo, blames))
-        if options.pydriller:
-            sections.append(pydriller_labels(options.repo, blames, shared, mined))
+        title, settings, sections = (jitdp(options, project, shared, out) if options.task == "jitdp"
+                                     else cmg(options, project, shared, out))
+    common.print_report(title, settings, sections)
+
+
+def jitdp(options: Any, project: str, shared: dict[str, Any], out: Path) -> tuple[str, dict, list]:
+    """Mine up to the shared file's last date; compare fields, metrics, labels; fix delays."""
+    until = max(datetime.fromisoformat(row["date"]) for row in shared.values()) + timedelta(days=1)
+    print(f"mining {options.repo} up to {until.date()} into {out}", file=sys.stderr)
+    started = time.monotonic()
+    summary = mine(MiningOptions(repo=options.repo, task="jitdp", out=out, project=project, until=until,
+                                 branch=options.branch, max_commits=300 if options.quick else None,
+                                 history=options.history, fix_pattern=options.fix_pattern,
+                                 not_fix_pattern=options.not_fix_pattern, issue_pattern=options.issue_pattern,
+                                 szz_tests=options.szz_tests, progress_every=1000))
+    seconds = time.monotonic() - started
+    mined = {row["commit"]: row for row in read_jsonl(out)}
+    blames = read_blames(state_path(out))
+    sections = compare(shared, mined)
+    sections.append(fix_delays(options.repo, blames))
+    if options.pydriller:
+        sections.append(pydriller_labels(options.repo, blames, shared, mined))
     settings = {"repo": str(options.repo), "project": project, "period": f"until {until.date()}",
                 "history": options.history, "fix pattern": options.fix_pattern,
                 "not-fix pattern": options.not_fix_pattern, "issue pattern": options.issue_pattern,
-                "szz tests": options.szz_tests,
-                "mining seconds": round(seconds, 1), "commits read": summary["commits_read"],
-                "kept": summary["kept"], "dropped": summary["dropped"], "labels": summary["labels"],
-                "fix commits": summary["fix_commits"], "shared rows": len(shared),
+                "szz tests": options.szz_tests, "mining seconds": round(seconds, 1),
+                "commits read": summary["commits_read"], "kept": summary["kept"], "dropped": summary["dropped"],
+                "labels": summary["labels"], "fix commits": summary["fix_commits"], "shared rows": len(shared),
                 "shared rows mined": len(shared.keys() & mined.keys())}
-    common.print_report(f"mining agreement: {project}", settings, sections)
+    return f"mining agreement: {project} (jitdp)", settings, sections
+
+
+def cmg(options: Any, project: str, shared: dict[str, Any], out: Path) -> tuple[str, dict, list]:
+    """Mine the snapshot; compare which commits are kept and their fields; the drops by reason."""
+    started = time.monotonic()
+    summary = mine(MiningOptions(repo=options.repo, task="cmg", out=out, project=project, branch=options.branch,
+                                 max_commits=300 if options.quick else None, progress_every=1000))
+    seconds = time.monotonic() - started
+    mined = {row["commit"]: row for row in read_jsonl(out)}
+    both = sorted(shared.keys() & mined.keys())
+    only_ours = sorted(mined.keys() - shared.keys())
+    first_lines = [git(options.repo, "show", "-s", "--format=%s", sha).decode().strip() for sha in only_ours]
+    settings = {"repo": str(options.repo), "project": project, "branch": options.branch or "HEAD",
+                "mining seconds": round(seconds, 1), "commits read": summary["commits_read"],
+                "kept": summary["kept"], "dropped": summary["dropped"]}
+    sections = [("kept commits", ("", "commits"), [("both", len(both)), ("shared only", len(shared.keys() - mined.keys())),
+                                                   ("ours only", len(only_ours))]),
+                fields_section(shared, mined, both),
+                ("first lines of the commits only we keep", ("first line",), [(line,) for line in first_lines])]
+    return f"mining agreement: {project} (cmg)", settings, sections
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

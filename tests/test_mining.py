@@ -272,12 +272,22 @@ def test_message_and_diff_rules():
         "release version 2.3.0": "version-bump",
         "start version 2.3.1": "version-bump",
         "v2.3.0": "version-bump",
+        "Version bump: v0.3.4": "version-bump",
+        "Bump to dev version": "version-bump",
+        "start 1.1 changelog": "version-bump",
+        "Prepare v2.18.0": "version-bump",
+        "2.17.1": "version-bump",
+        "update version number": "version-bump",
+        "Merged in changes from master by hand": "merge-message",
+        "Merge #491": "merge-message",
         "Bump requests from 2.31.0 to 2.32.0": "dependency-bump",
         "  \n": "empty-message",
     }
     for message, reason in drops.items():
         assert message_reason(message, "Alice") == reason, message
-    for message in ("Release connection in digest auth", "Bump dev version", "v0.8.8 release", "merge slashes"):
+    for message in ("Release connection in digest auth", "Bump dev version", "v0.8.8 release", "merge slashes",
+                    "Release the v0.5.0!", "v2.3.1 changelog", "Version needs to be available externally.",
+                    "bump werkzeug 2.3.7", "merge conflict"):
         assert message_reason(message, "Alice") is None, message
     assert message_reason("Update docs", "pre-commit-ci[bot]") == "bot-author"
     text = "diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-a\n+b\n"
