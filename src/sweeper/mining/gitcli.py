@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,3 +54,18 @@ def git(repo: Path, *args: str) -> bytes:
 def show_diff(repo: Path, sha: str) -> str:
     """The `diff` field: `git show --format= --no-color --no-ext-diff -M <sha>`, invalid UTF-8 replaced."""
     return git(repo, "show", "--format=", "--no-color", "--no-ext-diff", "-M", sha).decode("utf-8", "replace")
+
+
+def show_diffs(repo: Path, shas: Iterable[str], batch: int = 200) -> Iterator[tuple[str, str]]:
+    """(sha, `show_diff(repo, sha)`) for each non-merge commit in order, one git process per `batch` commits:
+    `git show --format=%x00%H` prints NUL, the sha, a newline, then the same text (a blank line first when
+    there is a diff; git prints a NUL in no diff, a file with one being binary), six times faster on many."""
+    pending = list(shas)
+    for start in range(0, len(pending), batch):
+        part = pending[start:start + batch]
+        out = git(repo, "show", "--format=%x00%H", "--no-color", "--no-ext-diff", "-M", *part)
+        chunks = out.split(b"\0")[1:]
+        if [chunk[:40].decode() for chunk in chunks] != part:
+            raise SweeperError(f"{repo}: git show returned other commits than asked for")
+        for sha, chunk in zip(part, chunks):
+            yield sha, chunk[42:].decode("utf-8", "replace")

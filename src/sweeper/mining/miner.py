@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from sweeper.errors import SweeperError
 from sweeper.mining import commits as walking
 from sweeper.mining.change_metrics import DAY, History
 from sweeper.mining.filters import diff_reason, message_reason
-from sweeper.mining.gitcli import clean_git_environment, git, show_diff
+from sweeper.mining.gitcli import clean_git_environment, git, show_diffs
 from sweeper.mining.paths import CODE_EXTENSIONS
 from sweeper.mining.progress import Progress
 from sweeper.mining.state import MiningState, state_path
@@ -83,17 +83,17 @@ def mine(options: MiningOptions) -> dict[str, Any]:
         summary: dict[str, Any] = {"repo": str(repo), "task": options.task, "project": project,
                                    "branch": options.branch or "HEAD", "out": str(options.out),
                                    "commits_read": len(window)}
-        dropped: Counter[str] = Counter()
+        counts: Counter[str] = Counter()
         if rules is None:
-            records = cmg_records(repo, project, window, options, dropped)
+            records = cmg_records(repo, project, window, options, counts)
         else:
-            records = jitdp_records(repo, project, history, branch, window, options, rules, dropped, summary)
-        write_records(options.out, records)
-    summary["kept"] = len(records)
-    summary["dropped"] = dict(sorted(dropped.items()))
+            records = jitdp_records(repo, project, history, branch, window, options, rules, counts, summary)
+        summary["kept"] = write_records(options.out, records)
+    summary["dropped"] = dict(sorted((key, n) for key, n in counts.items() if key != "defect_inducing"))
     if options.task == "jitdp":
-        positives = sum(record["label"] for record in records)
-        summary["labels"] = {"defect_inducing": positives, "clean": len(records) - positives}
+        summary["labels"] = {"defect_inducing": counts["defect_inducing"],
+                             "clean": summary["kept"] - counts["defect_inducing"]}
+        summary["unsettled"] = counts["unsettled"]
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
 
@@ -127,28 +127,27 @@ def fix_rules(repo: Path, options: MiningOptions) -> SzzRules:
 
 
 def cmg_records(repo: Path, project: str, window: list[Any], options: MiningOptions,
-                dropped: Counter[str]) -> list[dict[str, Any]]:
-    """Commit/message pairs under the shared CMG file's rules; each drop counted by reason."""
-    records = []
-    progress = Progress("reading commits", len(window), options.progress_every, options.quiet)
-    for commit in window:
+                counts: Counter[str]) -> Iterator[dict[str, Any]]:
+    """Commit/message pairs under the shared CMG file's rules, oldest first; each drop counted by reason."""
+    fields = {c.hash: walking.record_fields(c) for c in window}
+    reasons = {c.hash: "merge-commit" if c.merge else message_reason(fields[c.hash]["message"], fields[c.hash]["author"])
+               for c in window}
+    progress = Progress("reading diffs", len(window), options.progress_every, options.quiet)
+    for sha, diff in show_diffs(repo, [c.hash for c in window if reasons[c.hash] is None]):
         progress.tick()
-        fields = walking.record_fields(commit)
-        reason = "merge-commit" if commit.merge else message_reason(fields["message"], fields["author"])
-        diff = show_diff(repo, commit.hash) if reason is None else ""
-        reason = reason or diff_reason(diff, options.max_diff_lines)
-        if reason:
-            dropped[reason] += 1
-            continue
-        records.append(record(project, commit.hash, fields, diff))
+        reason = diff_reason(diff, options.max_diff_lines)
+        if reason is None:
+            yield record(project, sha, fields[sha], diff)
+        else:
+            counts[reason] += 1
+    counts.update(reason for reason in reasons.values() if reason)
     progress.done()
-    return records
 
 
 def jitdp_records(repo: Path, project: str, history: list[Any], branch: list[Any], window: list[Any],
-                  options: MiningOptions, rules: SzzRules, dropped: Counter[str],
-                  summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Commits with SZZ labels and the 14 change metrics; also fills the summary's jitdp figures."""
+                  options: MiningOptions, rules: SzzRules, counts: Counter[str],
+                  summary: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Commits with SZZ labels and the 14 change metrics, oldest first; fills the summary's jitdp figures."""
     detector, hygiene = rules
     roots = git(repo, "rev-list", "--max-parents=0", "--all").decode().split()
     state = MiningState(state_path(options.out), {"path": str(repo), "roots": sorted(roots)}, hygiene.key())
@@ -163,44 +162,33 @@ def jitdp_records(repo: Path, project: str, history: list[Any], branch: list[Any
         inducing = blame_fixes(repo, fixes, hygiene, state, reused, options)
     finally:
         state.close()
-    newest = max((walking.author_time(c) for c in branch), default=0)
-    settled_until = newest - options.settle_days * DAY
-    records = []
+    summary.update({"history": options.history, "history_commits": len(needed), "fix_commits": len(fixes),
+                    "inducing_commits": len(inducing), "settle_days": options.settle_days, "reused": reused})
+    settled_until = max((walking.author_time(c) for c in branch), default=0) - options.settle_days * DAY
     wanted = {c.hash for c in window}
+    for commit in window:
+        if commit.merge or changes[commit.hash].time > settled_until:
+            counts["merge-commit" if commit.merge else "unsettled"] += 1
+            wanted.discard(commit.hash)
+    diffs = show_diffs(repo, [c.hash for c in window if c.hash in wanted])
     metrics = History(options.extensions)
-    progress = Progress("computing metrics", len(window), options.progress_every, options.quiet)
+    progress = Progress("computing metrics", len(wanted), options.progress_every, options.quiet)
     for commit in needed:
         change = changes[commit.hash]
         if commit.hash in wanted:
             progress.tick()
-            kept = jitdp_record(repo, project, commit, change, metrics, detector, inducing, settled_until, dropped)
-            if kept:
-                records.append(kept)
+            sha, diff = next(diffs)
+            reason = diff_reason(diff) or (None if metrics.code_files(change) else "no-source-file")
+            if reason:
+                counts[reason] += 1
+            else:
+                features = metrics.features(change, detector.is_fix(sha, walking.message_of(commit)))
+                label = int(sha in inducing)
+                counts["defect_inducing"] += label
+                yield {**record(project, sha, walking.record_fields(commit), diff), "label": label,
+                       "features": features}
         metrics.add(change)
     progress.done()
-    summary.update({"history": options.history, "history_commits": len(needed), "fix_commits": len(fixes),
-                    "inducing_commits": len(inducing), "settle_days": options.settle_days,
-                    "unsettled": dropped.get("unsettled", 0), "reused": reused})
-    return records
-
-
-def jitdp_record(repo: Path, project: str, commit: Any, change: walking.Change, metrics: History,
-                 detector: FixDetector, inducing: set[str], settled_until: float,
-                 dropped: Counter[str]) -> dict[str, Any] | None:
-    """One labelled record, or None with the reason counted."""
-    reason = None
-    if commit.merge:
-        reason = "merge-commit"
-    elif change.time > settled_until:
-        reason = "unsettled"
-    diff = show_diff(repo, commit.hash) if reason is None else ""
-    reason = reason or diff_reason(diff) or (None if metrics.code_files(change) else "no-source-file")
-    if reason:
-        dropped[reason] += 1
-        return None
-    fields = walking.record_fields(commit)
-    features = metrics.features(change, detector.is_fix(commit.hash, walking.message_of(commit)))
-    return {**record(project, commit.hash, fields, diff), "label": int(commit.hash in inducing), "features": features}
 
 
 def read_changes(commits: list[Any], state: MiningState, reused: dict[str, int],
@@ -245,14 +233,22 @@ def record(project: str, sha: str, fields: dict[str, str], diff: str) -> dict[st
             "message": fields["message"], "diff": diff}
 
 
-def write_records(out: Path, records: Iterable[dict[str, Any]]) -> None:
-    """JSON Lines, gzip when the name ends in .gz (no timestamp inside, so equal data gives equal bytes);
-    written to a temporary file first, so an interrupted run never leaves half a file under the name."""
+def write_records(out: Path, records: Iterable[dict[str, Any]]) -> int:
+    """JSON Lines, gzip when the name ends in .gz (no timestamp inside, so equal data gives equal bytes),
+    written as the records come to a temporary file that takes the name at the end (an interrupted run never
+    leaves half a file under it). Returns how many records were written."""
     temporary = out.with_name(out.name + ".partial")
-    with temporary.open("wb") as raw:
-        stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if out.name.endswith(".gz") else raw
-        for row in records:
-            stream.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-        if stream is not raw:
-            stream.close()
+    written = 0
+    try:
+        with temporary.open("wb") as raw:
+            stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if out.name.endswith(".gz") else raw
+            for row in records:
+                stream.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+                written += 1
+            if stream is not raw:
+                stream.close()
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, out)
+    return written
