@@ -36,6 +36,7 @@ from sweeper.cli import main
 from sweeper.data.records import read_records
 from sweeper.errors import SweeperError
 from sweeper.mining.filters import diff_reason, message_reason
+from sweeper.mining.gitcli import show_diffs
 from sweeper.mining.miner import MiningOptions, mine
 from sweeper.mining.szz import FixDetector
 
@@ -235,6 +236,18 @@ def test_a_rerun_reuses_the_finished_work(repo, tmp_path):
     assert (tmp_path / "out.jsonl.gz").read_bytes() == before
     _, szz_changed = run(repo, tmp_path, szz_tests=True)
     assert szz_changed["C5"]["label"] == 1
+
+
+def test_batched_diffs_equal_one_git_show_each(repo):
+    """Root, empty, binary-only and ordinary commits: the batched reader gives `git show`'s text exactly."""
+    root, shas = repo
+    names = ["C1", "C4", "C7b", "C7c", "C8", "C11", "E1"]
+    batched = dict(show_diffs(root, [shas[n] for n in names], batch=3))
+    for name in names:
+        alone = subprocess.run(["git", "-C", str(root), "show", "--format=", "--no-color", "--no-ext-diff", "-M",
+                                shas[name]], capture_output=True, check=True).stdout.decode()
+        assert batched[shas[name]] == alone, name
+    assert batched[shas["C7c"]] == "" and "Binary files" in batched[shas["C7b"]]
 
 
 def test_cli_errors_are_one_line(repo, tmp_path, capsys):
