@@ -57,15 +57,14 @@ def main() -> None:
     args.add_argument("--not-fix-pattern", default=DEFAULT_NOT_FIX_PATTERN)
     args.add_argument("--issue-pattern")
     args.add_argument("--szz-tests", action="store_true")
-    args.add_argument("--out", type=Path, help="keep the mined file here (default: a temporary folder)")
     args.add_argument("--pydriller", action="store_true", help="also label with PyDriller's plain SZZ")
     options = args.parse_args()
     project = options.project or options.repo.resolve().name
     shared = {row["commit"]: row for row in read_jsonl(options.shared) if row["project"] == project}
     if not shared:
         sys.exit(f"{options.shared}: no rows of project {project!r} (use --project)")
-    with tempfile.TemporaryDirectory() as folder:
-        out = options.out or Path(folder) / f"{project}.jsonl.gz"
+    with tempfile.TemporaryDirectory() as folder:  # fresh: a state file from other options holds other fixes' blames
+        out = Path(folder) / f"{project}.jsonl.gz"
         title, settings, sections = (jitdp(options, project, shared, out) if options.task == "jitdp"
                                      else cmg(options, project, shared, out))
     common.print_report(title, settings, sections)

@@ -60,6 +60,7 @@ class Builder:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.shas: dict[str, str] = {}
+        root.mkdir(parents=True, exist_ok=True)
         self.git("init", "-q", "-b", "main")
 
     def git(self, *args: str, env: dict[str, str] | None = None) -> str:
@@ -86,7 +87,6 @@ class Builder:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     root = tmp_path_factory.mktemp("calc") / "calc"
-    root.mkdir()
     b = Builder(root)
     b.commit("C1", "Alice", "2020-01-01T10:00:00+00:00", "Add calculator",
              {"src/Calc.java": CALC_C1, "README.md": "# Calc\n", "pom.xml": "<version>1.0</version>\n<junit>4.12</junit>\n"})
@@ -248,6 +248,19 @@ def test_batched_diffs_equal_one_git_show_each(repo):
                                 shas[name]], capture_output=True, check=True).stdout.decode()
         assert batched[shas[name]] == alone, name
     assert batched[shas["C7c"]] == "" and "Binary files" in batched[shas["C7b"]]
+
+
+def test_diffs_ignore_the_checkouts_gitattributes(tmp_path):
+    """A `diff=java` driver in the checkout changes hunk headers; the shared data was built without one."""
+    b = Builder(tmp_path / "attrs")
+    body = "class A {\n    void f() {\n" + "".join(f"        int x{i} = {i};\n" for i in range(8)) + "    }\n}\n"
+    b.commit("one", "Alice", "2020-01-01T10:00:00+00:00", "Add A", {"A.java": body})
+    b.commit("two", "Alice", "2020-01-02T10:00:00+00:00", "Change A", {"A.java": body.replace("x7 = 7", "x7 = 8")})
+    (b.root / ".gitattributes").write_text("*.java diff=java\n")
+    _, rows = run((b.root, b.shas), tmp_path, task="cmg", name="attrs.jsonl")
+    show = ["show", "--format=", "--no-color", "--no-ext-diff", "-M", b.shas["two"]]
+    assert rows["two"]["diff"] == b.git("-C", ".git", *show) != b.git(*show)
+    assert "@@ -7,6 +7,6 @@ class A {\n" in rows["two"]["diff"]  # not the java driver's "void f() {"
 
 
 def test_cli_errors_are_one_line(repo, tmp_path, capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.errors import SweeperError
-from sweeper.mining.gitcli import git
+from sweeper.mining.gitcli import git, run_git
 
 
 @dataclass(frozen=True)
@@ -49,24 +49,15 @@ class Change:
 
 
 def check_repository(path: Path) -> Path:
-    """The clone's top folder, or one SweeperError line when `path` is not a git repository."""
+    """The clone's top folder (a bare repository's own), or one SweeperError line when it is not a repository."""
     if not path.is_dir():
         raise SweeperError(f"{path}: no such folder (give the path of a local git clone)")
     try:
-        top = git(path, "rev-parse", "--show-toplevel").decode().strip()
-    except SweeperError:
-        if git_dir_only(path):
+        if run_git(path, "rev-parse", "--is-bare-repository").strip() == b"true":
             return path.resolve()
-        raise SweeperError(f"{path}: not a git repository (give the path of a local clone)") from None
-    return Path(top)
-
-
-def git_dir_only(path: Path) -> bool:
-    """True for a bare repository (PyDriller and git blame read those too)."""
-    try:
-        return git(path, "rev-parse", "--is-bare-repository").strip() == b"true"
+        return Path(run_git(path, "rev-parse", "--show-toplevel").decode().strip())
     except SweeperError:
-        return False
+        raise SweeperError(f"{path}: not a git repository (give the path of a local clone)") from None
 
 
 def resolve_branch(repo: Path, branch: str | None) -> str:

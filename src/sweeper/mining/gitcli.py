@@ -1,5 +1,7 @@
 """Running git the way the shared data was built: no user or system configuration, so a user's
-`diff.renames`, `diff.noprefix`, colour or external-diff settings cannot change the diffs we write."""
+`diff.renames`, `diff.noprefix`, colour or external-diff settings cannot change the diffs we write, and from
+inside the git directory, so the checkout's .gitattributes cannot either (commons-io's `*.java diff=java`
+changes every hunk header, `*.dat binary` hides lines): the shared data was built from bare mirrors."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 from sweeper.errors import SweeperError
@@ -43,11 +46,21 @@ def clean_git_environment() -> Iterator[None]:
 
 
 def git(repo: Path, *args: str) -> bytes:
-    """stdout of `git -C repo args...`; a failure raises SweeperError with git's own message."""
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, env={**os.environ, **clean_env()})
+    """stdout of git run in the git directory of `repo` (a checkout or a bare repository)."""
+    return run_git(git_dir(repo), *args)
+
+
+@lru_cache(maxsize=None)
+def git_dir(repo: Path) -> Path:
+    return Path(run_git(repo, "rev-parse", "--absolute-git-dir").decode().strip())
+
+
+def run_git(folder: Path, *args: str) -> bytes:
+    """stdout of `git -C folder args...`; a failure raises SweeperError with git's own message."""
+    done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, env={**os.environ, **clean_env()})
     if done.returncode != 0:
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise SweeperError(f"{repo}: git {args[0]} failed: {message[-1] if message else done.returncode}")
+        raise SweeperError(f"{folder}: git {args[0]} failed: {message[-1] if message else done.returncode}")
     return done.stdout
 
 
