@@ -1,8 +1,8 @@
 """The 14 change metrics of Kamei et al. (TSE 2013), computed the way JIT-Defects4J computed them.
 
 JIT-Defects4J (the labels and `features` of shared/data/jitdp) inherits CommitGuru's implementation
-(Rosen et al., FSE 2015). Replayed here and checked against the shared file (bench/mining_agreement.py:
-every metric equal on all 152 commons-codec commits with `--history all`), its conventions are:
+(Rosen et al., FSE 2015). Replayed here and checked against the shared file (bench/mining_agreement.py: all
+13 metrics but `fix` equal on every commons-codec (152) and commons-io (229) commit), its conventions are:
 
 - Only source files count (`paths.CODE_EXTENSIONS`); a commit that touches none is not part of the history.
 - The history is every commit of every ref (`--history all`; `branch` keeps the mined branch's only),

@@ -14,9 +14,10 @@ RESTART_HELP = """\
 Restarting: finished work is kept in OUT.state.jsonl next to the output, appended as it finishes: each
 commit's file changes (what the metrics are computed from) and each fix commit's SZZ blame. Run the same
 command again after an interruption (or with a later --until, or on a clone that has new commits) and it
-reuses them, reading and blaming only what is new; the summary's "reused" counts them. Changing the SZZ
-options (--extensions, --szz-tests, --ignore-revs) keeps the commits and redoes the blames; the file is
-started afresh for another repository. Delete it to start from scratch."""
+reuses them, reading and blaming only what is new; the summary's "reused" counts them. Other fix rules
+(--fix-pattern, --issue-pattern, ...) reuse the blames of the fixes already blamed; other blame rules
+(--extensions, --szz-tests, --ignore-revs) keep the commits and redo the blames; another repository starts
+the file afresh. Delete it to start from scratch."""
 
 
 def add_data_command(commands: Any) -> None:
@@ -28,9 +29,11 @@ def add_data_command(commands: Any) -> None:
     kinds = data.add_subparsers(required=True, metavar="SOURCE")
     mine = kinds.add_parser(
         "from-git", help="mine a local git clone with PyDriller: jitdp (SZZ labels, 14 change metrics) or cmg",
-        description="Mine a local git clone into a JSONL data file. jitdp: SZZ labels and the 14 Kamei change "
-                    "metrics as JIT-Defects4J computes them; cmg: commit/message pairs filtered like the shared "
-                    "CMG data.", epilog=RESTART_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description="Mine a local git clone into a JSONL data file in the format sweeper reads.\n"
+                    "jitdp: SZZ labels and the 14 Kamei change metrics as JIT-Defects4J computes them;\n"
+                    "cmg: commit/message pairs filtered like the shared CMG data.\n"
+                    "(PyDriller sets blame.markUnblamableLines in the clone's .git/config when it opens it.)",
+        epilog=RESTART_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     mine.add_argument("repo", type=Path, help="path of a local git clone")
     mine.add_argument("--task", required=True, choices=("jitdp", "cmg"))
     mine.add_argument("--out", required=True, type=Path, help="output file (.jsonl, or .jsonl.gz for gzip)")

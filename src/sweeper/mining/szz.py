@@ -13,12 +13,13 @@ what that function cannot do:
   also added in the same file) are not blamed: they are not what the fix changed;
 - only source files are blamed (a fix's edit of changes.xml or pom.xml says nothing about the code), and
   test files are skipped unless asked (a fix that adjusts a test does not make the test's author a culprit);
-- git blames only the deleted lines (`-L`), not whole files, and reports full shas (`--line-porcelain`).
+- git blames only the deleted lines (`-L`), not whole files, and reports full shas (`--line-porcelain`):
+  commons-io's 562 fix commits take 14 s, against 94 s with `get_commits_last_modified_lines`.
 
 Not handled: refactorings inside a fix other than moves (renamed methods, extracted code: RA-SZZ needs
-RefactoringMiner), lines a fix adds without deleting any (nothing to blame), changes of meaning through
-comments-only lines that do not start with a comment marker (the middle of a block comment or docstring),
-and the issue tracker's dates (no check that an inducing commit predates the bug report).
+RefactoringMiner), fixes that only add lines (nothing to blame), comment lines that do not start with a
+marker (inside a block comment or a docstring: blamed like code), and the issue tracker (no bug-report
+dates to check an inducing commit against, no issue types: fixes are found from messages, `FixDetector`).
 """
 
 from __future__ import annotations
