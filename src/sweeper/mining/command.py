@@ -37,7 +37,7 @@ def add_data_command(commands: Any) -> None:
     mine.add_argument("repo", type=Path, help="path of a local git clone")
     mine.add_argument("--task", required=True, choices=("jitdp", "cmg"))
     mine.add_argument("--out", required=True, type=Path, help="output file (.jsonl, or .jsonl.gz for gzip)")
-    mine.add_argument("--project", help="the records' project name (default: the clone's folder name)")
+    mine.add_argument("--project", help="the records' project name (default: the clone's folder name, less .git)")
     mine.add_argument("--branch", help="branch or revision to mine (default: HEAD)")
     mine.add_argument("--since", help="first author date to write (YYYY-MM-DD or ISO-8601)")
     mine.add_argument("--until", help="last author date to write (a bare date includes that day)")

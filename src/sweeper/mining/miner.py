@@ -73,7 +73,7 @@ def mine(options: MiningOptions) -> dict[str, Any]:
     repo = walking.check_repository(options.repo)
     check_writable(options.out)
     tip = walking.resolve_branch(repo, options.branch)
-    project = options.project or repo.name
+    project = options.project or repo.name.removesuffix(".git")
     rules = fix_rules(repo, options) if options.task == "jitdp" else None
     with clean_git_environment():
         on_branch = set(walking.branch_shas(repo, tip))
