@@ -1,7 +1,8 @@
 """How far `sweeper data from-git` agrees with the shared data files on a project both hold.
 
-jitdp: mines a local clone of one JIT-Defects4J project (e.g. `apache/commons-codec`) up to the last date the shared
-file has for it, then compares, on the commits both hold: the share of exactly equal values of each of the 14
+jitdp: mines a local clone of one JIT-Defects4J project (e.g. `apache/commons-codec`) over the dates the shared
+file has for it (the history before them still counts), then compares, on the commits both hold: the share of
+exactly equal values of each of the 14
 change metrics and their Spearman rank correlation, and our SZZ labels against the shared ones (confusion
 counts, precision / recall / F1 of "defect-inducing"). It also prints how long after an inducing commit its
 fix came (what `--settle-days` must cover) and, with `--pydriller`, the labels PyDriller's own
@@ -11,7 +12,7 @@ fix came (what `--settle-days` must cover) and, with `--pydriller`, the labels P
     python bench/mining_agreement.py /tmp/commons-codec ../shared/data/jitdp/jit-defects4j-a.jsonl.gz
     python bench/mining_agreement.py /tmp/commons-codec SHARED --history branch   # history of master only
     python bench/mining_agreement.py /tmp/commons-codec SHARED --pydriller        # + plain PyDriller SZZ
-    python bench/mining_agreement.py /tmp/commons-codec SHARED --quick            # the first 300 commits
+    python bench/mining_agreement.py /tmp/commons-codec SHARED --quick            # 300 commits of the period
     python bench/mining_agreement.py /tmp/click ../shared/data/cmg/python-commits.jsonl.gz --task cmg \
         --branch 2c8cd3ac958a                                                     # commit/message pairs
 
@@ -71,11 +72,12 @@ def main() -> None:
 
 
 def jitdp(options: Any, project: str, shared: dict[str, Any], out: Path) -> tuple[str, dict, list]:
-    """Mine up to the shared file's last date; compare fields, metrics, labels; fix delays."""
+    """Mine the shared file's period (the history before it still counts); compare fields, metrics, labels."""
+    since = min(datetime.fromisoformat(row["date"]) for row in shared.values()) - timedelta(days=1)
     until = max(datetime.fromisoformat(row["date"]) for row in shared.values()) + timedelta(days=1)
-    print(f"mining {options.repo} up to {until.date()} into {out}", file=sys.stderr)
+    print(f"mining {options.repo} from {since.date()} to {until.date()} into {out}", file=sys.stderr)
     started = time.monotonic()
-    summary = mine(MiningOptions(repo=options.repo, task="jitdp", out=out, project=project, until=until,
+    summary = mine(MiningOptions(repo=options.repo, task="jitdp", out=out, project=project, since=since, until=until,
                                  branch=options.branch, max_commits=300 if options.quick else None,
                                  history=options.history, fix_pattern=options.fix_pattern,
                                  not_fix_pattern=options.not_fix_pattern, issue_pattern=options.issue_pattern,
@@ -87,7 +89,7 @@ def jitdp(options: Any, project: str, shared: dict[str, Any], out: Path) -> tupl
     sections.append(fix_delays(options.repo, blames))
     if options.pydriller:
         sections.append(pydriller_labels(options.repo, blames, shared, mined))
-    settings = {"repo": str(options.repo), "project": project, "period": f"until {until.date()}",
+    settings = {"repo": str(options.repo), "project": project, "period": f"{since.date()} to {until.date()}",
                 "history": options.history, "fix pattern": options.fix_pattern,
                 "not-fix pattern": options.not_fix_pattern, "issue pattern": options.issue_pattern,
                 "szz tests": options.szz_tests, "mining seconds": round(seconds, 1),
