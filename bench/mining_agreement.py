@@ -3,9 +3,10 @@
 jitdp: mines a local clone of one JIT-Defects4J project (e.g. `apache/commons-codec`) over the dates the shared
 file has for it (the history before them still counts), then compares, on the commits both hold: the share
 of exactly equal values of each of the 14 change metrics and their Spearman rank correlation, and our SZZ
-labels against the shared ones (confusion counts, precision / recall / F1 of "defect-inducing"). It also prints how long after an inducing commit its
-fix came (what `--settle-days` must cover) and, with `--pydriller`, the labels PyDriller's own
-`Git.get_commits_last_modified_lines` gives on the same fix commits (SZZ without our hygiene).
+labels against the shared ones (confusion counts, precision / recall / F1 of "defect-inducing"). It also
+prints how long after an inducing commit its fix came (what `--settle-days` must cover) and, with
+`--pydriller`, the labels PyDriller's own `Git.get_commits_last_modified_lines` gives on the same fix commits
+(SZZ without our hygiene).
 
     git clone /work/.mirror/apache+commons-codec/repo /tmp/commons-codec
     python bench/mining_agreement.py /tmp/commons-codec ../shared/data/jitdp/jit-defects4j-a.jsonl.gz
