@@ -112,8 +112,8 @@ def cmg(options: Any, project: str, shared: dict[str, Any], out: Path) -> tuple[
     settings = {"repo": str(options.repo), "project": project, "branch": options.branch or "HEAD",
                 "mining seconds": round(seconds, 1), "commits read": summary["commits_read"],
                 "kept": summary["kept"], "dropped": summary["dropped"]}
-    sections = [("kept commits", ("", "commits"), [("both", len(both)), ("shared only", len(shared.keys() - mined.keys())),
-                                                   ("ours only", len(only_ours))]),
+    kept = [("both", len(both)), ("shared only", len(shared.keys() - mined.keys())), ("ours only", len(only_ours))]
+    sections = [("kept commits", ("", "commits"), kept),
                 fields_section(shared, mined, both),
                 ("first lines of the commits only we keep", ("first line",), [(line,) for line in first_lines])]
     return f"mining agreement: {project} (cmg)", settings, sections
@@ -199,7 +199,8 @@ def pydriller_labels(repo: Path, blames: dict[str, list[str]], shared: dict[str,
                 inducing |= shas
     print(f"PyDriller SZZ on {len(blames)} fixes: {time.monotonic() - started:.0f} s", file=sys.stderr)
     common_shas = sorted(shared.keys() & mined.keys())
-    return label_section("SZZ labels: PyDriller's get_commits_last_modified_lines on the same fixes, against the shared",
+    return label_section("SZZ labels: PyDriller's get_commits_last_modified_lines on the same fixes, "
+                         "against the shared",
                          [int(sha in inducing) for sha in common_shas], [shared[sha]["label"] for sha in common_shas])
 
 

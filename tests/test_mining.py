@@ -44,12 +44,14 @@ CALC_C1 = "class Calc {\n    int add(int a, int b) {\n        return a + b;\n   
 CALC_C2 = ("class Calc {\n    int add(int a, int b) {\n        return a + b;\n    }\n\n"
            "    int sub(int a, int b) {\n        return a + b;\n    }\n}\n")
 CALC_C3 = CALC_C2.replace("    int add", "    // Adds two numbers.\n    int add")
-CALC_C4 = CALC_C3.replace("    int sub(int a, int b) {\n        return a + b;", "    int sub(int a, int b) {\n      return a + b;")
+CALC_C4 = CALC_C3.replace("    int sub(int a, int b) {\n        return a + b;",
+                          "    int sub(int a, int b) {\n      return a + b;")
 MUL = "\n    int mul(int a, int b) {\n        return a * b;\n    }\n}\n"
 CALC_C9 = CALC_C4[:-2] + MUL
 DIV = "\n    int div(int a, int b) {\n        return a / b;\n    }\n}\n"
 CALC_FIXED = (CALC_C9.replace("class Calc {", "class Calc  {").replace("    // Adds two numbers.\n", "")
-              .replace("    int sub(int a, int b) {\n      return a + b;", "    int sub(int a, int b) {\n        return a - b;"))
+              .replace("    int sub(int a, int b) {\n      return a + b;",
+                       "    int sub(int a, int b) {\n        return a - b;"))
 TEST_C5 = "class CalcTest {\n    void testSub() { check(new Calc().sub(3, 1) == 4); }\n}\n"
 TABLE = "class Table {\n" + "".join(f"    int v{i} = {i};\n" for i in range(448)) + "}\n"
 
@@ -89,7 +91,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
     root = tmp_path_factory.mktemp("calc") / "calc"
     b = Builder(root)
     b.commit("C1", "Alice", "2020-01-01T10:00:00+00:00", "Add calculator",
-             {"src/Calc.java": CALC_C1, "README.md": "# Calc\n", "pom.xml": "<version>1.0</version>\n<junit>4.12</junit>\n"})
+             {"src/Calc.java": CALC_C1, "README.md": "# Calc\n",
+              "pom.xml": "<version>1.0</version>\n<junit>4.12</junit>\n"})
     b.commit("C2", "Bob", "2020-01-05T10:00:00+00:00", "Add subtraction", {"src/Calc.java": CALC_C2})
     b.commit("C3", "Alice", "2020-01-10T10:00:00+00:00", "Document add", {"src/Calc.java": CALC_C3})
     b.commit("C4", "Carol", "2020-01-12T10:00:00+02:00", "Reformat", {"src/Calc.java": CALC_C4})
@@ -98,7 +101,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
              {"pom.xml": "<version>1.0</version>\n<junit>4.13</junit>\n"})
     b.commit("C7", "Alice", "2020-01-20T10:00:00+00:00", "Bump version to 1.1",
              {"pom.xml": "<version>1.1</version>\n<junit>4.13</junit>\n"})
-    b.commit("C7b", "Alice", "2020-01-22T10:00:00+00:00", "Add logo", {"logo.png": b"\x89PNG\r\n\x1a\n\x00\x00\x01\x02"})
+    b.commit("C7b", "Alice", "2020-01-22T10:00:00+00:00", "Add logo",
+             {"logo.png": b"\x89PNG\r\n\x1a\n\x00\x00\x01\x02"})
     b.commit("C7c", "Alice", "2020-01-25T10:00:00+00:00", "Trigger CI", {}, "--allow-empty")
     b.commit("C8", "Bob", "2020-02-01T10:00:00+00:00", "Add lookup table", {"src/Table.java": TABLE})
     b.git("checkout", "-q", "-b", "feature")
@@ -317,7 +321,8 @@ def test_message_and_diff_rules():
         assert message_reason(message, "Alice") is None, message
     assert message_reason("Update docs", "pre-commit-ci[bot]") == "bot-author"
     text = "diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-a\n+b\n"
-    binary = "diff --git a/l.png b/l.png\nnew file mode 100644\nindex 0000000..1\nBinary files /dev/null and b/l.png differ\n"
+    binary = ("diff --git a/l.png b/l.png\nnew file mode 100644\nindex 0000000..1\n"
+              "Binary files /dev/null and b/l.png differ\n")
     assert diff_reason("") == "empty-diff" and diff_reason(binary) == "binary-only-diff"
     assert diff_reason(text + binary) is None and diff_reason(text, max_lines=5) == "diff-over-5-lines"
     assert diff_reason("+diff --git a/p b/p\n") == "empty-diff"  # a diff line inside a file is no file header

@@ -55,7 +55,8 @@ def add_data_command(commands: Any) -> None:
     szz.add_argument("--not-fix-pattern", default=DEFAULT_NOT_FIX_PATTERN,
                      help="regex on a fix's first line that keeps SZZ from blaming it (style, docs, warnings); "
                           f"'' for none (default {DEFAULT_NOT_FIX_PATTERN})")
-    szz.add_argument("--fix-commits", type=Path, help="file of fix commit shas (one a line), fixes whatever their message")
+    szz.add_argument("--fix-commits", type=Path,
+                     help="file of fix commit shas (one a line), fixes whatever their message")
     szz.add_argument("--ignore-revs", type=Path,
                      help="commits git blame looks through (default: the clone's .git-blame-ignore-revs)")
     szz.add_argument("--szz-tests", action="store_true", help="also blame lines fixes delete in test files")
@@ -78,7 +79,8 @@ def cmd_data_from_git(args: argparse.Namespace) -> int:
         raise SweeperError("--extensions: name at least one extension, e.g. java")
     summary = mine(MiningOptions(
         repo=args.repo, task=args.task, out=args.out, project=args.project, branch=args.branch,
-        since=parse_date(args.since, "--since"), until=parse_date(args.until, "--until", end_of_day=True), max_commits=args.max_commits, max_diff_lines=args.max_diff_lines,
+        since=parse_date(args.since, "--since"), until=parse_date(args.until, "--until", end_of_day=True),
+        max_commits=args.max_commits, max_diff_lines=args.max_diff_lines,
         history=args.history, extensions=extensions, fix_pattern=args.fix_pattern,
         issue_pattern=args.issue_pattern, not_fix_pattern=args.not_fix_pattern,
         fix_commits=args.fix_commits, ignore_revs=args.ignore_revs,
@@ -98,7 +100,8 @@ def describe(summary: dict[str, Any]) -> str:
         share = labels["defect_inducing"] / max(summary["kept"], 1)
         lines += [f"  labels: {labels['defect_inducing']} defect-inducing ({share:.1%}), {labels['clean']} clean; "
                   f"{summary['fix_commits']} fix commits blamed {summary['inducing_commits']} commits",
-                  f"  settle window: {summary['unsettled']} commits of the last {summary['settle_days']:g} days left out",
+                  f"  settle window: {summary['unsettled']} commits of the last {summary['settle_days']:g} days "
+                  "left out",
                   f"  reused from the state file: {reused['commits']} commits, {reused['blames']} blames"]
     return "\n".join(lines)
 

@@ -131,8 +131,8 @@ def cmg_records(repo: Path, project: str, window: list[Any], options: MiningOpti
                 counts: Counter[str]) -> Iterator[dict[str, Any]]:
     """Commit/message pairs under the shared CMG file's rules, oldest first; each drop counted by reason."""
     fields = {c.hash: walking.record_fields(c) for c in window}
-    reasons = {c.hash: "merge-commit" if c.merge else message_reason(fields[c.hash]["message"], fields[c.hash]["author"])
-               for c in window}
+    reasons = {c.hash: "merge-commit" if c.merge else message_reason(fields[c.hash]["message"],
+                                                                      fields[c.hash]["author"]) for c in window}
     progress = Progress("reading diffs", len(window), options.progress_every, options.quiet)
     for sha, diff in show_diffs(repo, [c.hash for c in window if reasons[c.hash] is None]):
         progress.tick()
