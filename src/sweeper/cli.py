@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.errors import SweeperError
+from sweeper.mining.command import add_data_command
 from sweeper.tracking.schema import SPEC_FILE, State
 
 COSTS_SHOWN = ("trainable_params", "total_params", "trainable_percent", "train_seconds", "eval_seconds",
@@ -134,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(command=cmd_ui)
+    add_data_command(commands)
     return root
 
 
