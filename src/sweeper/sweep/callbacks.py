@@ -15,14 +15,14 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from sweeper.artifacts import STATE_FILE
 from sweeper.sweep.search import OptunaSearcher
-from sweeper.sweep.trainable import EVALUATION, FINAL, NODE, OPTIMIZER_STEP, trial_config
+from sweeper.sweep.trainable import EVALUATION, FINAL, LAST_EVALUATION, NODE, OPTIMIZER_STEP, TRIAL_TAGS, trial_config
 from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.schema import BEST_PREFIX, COSTS, ERROR_FOLDER, State, Tag
 from sweeper.tracking.writer import BackgroundWriter
 
 NOT_METRICS = {*AUTO_RESULT_KEYS, "config", "done", "checkpoint_dir_name", "should_checkpoint", FINAL, EVALUATION,
-               OPTIMIZER_STEP, NODE}
+               OPTIMIZER_STEP, NODE, LAST_EVALUATION, TRIAL_TAGS}
 
 
 def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +105,7 @@ class TrackingCallback(Callback):
         tags = None
         if result.get(EVALUATION) == 1:
             tags = {Tag.RAY_NODE: result.get(NODE, ""), Tag.RAY_HOST: result.get("hostname", ""),
-                    Tag.RAY_NODE_IP: result.get("node_ip", "")}
+                    Tag.RAY_NODE_IP: result.get("node_ip", ""), **result.get(TRIAL_TAGS, {})}
         self.writer.submit(self._log, tracked, metrics, int(result[EVALUATION]), tags, now_ms())
 
     @timed("callbacks.on_trial_complete")

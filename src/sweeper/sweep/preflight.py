@@ -2,10 +2,14 @@
 
 Every method the search can pick, with every searched value of its own settings, is applied to
 the backbone built on PyTorch's meta device (shapes only, no weights, no memory): a LoRA target
-or adapter layer the backbone lacks is an error before Ray starts.
+or adapter layer the backbone lacks is an error before Ray starts. So is a training setting that cannot work:
+`precision: fp16` for trials without a GPU, `gradient_checkpointing` on a model class without it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
@@ -14,7 +18,9 @@ from sweeper.backbone import resolve_backbone
 from sweeper.config import TrialConfig
 from sweeper.errors import MethodError, SpecError, SweeperError
 from sweeper.methods import apply_method
-from sweeper.spec import Spec
+from sweeper.precision import enable_gradient_checkpointing
+from sweeper.spec import Spec, at_line
+
 
 def candidate_configs(spec: Spec) -> list[tuple[str, str, TrialConfig]]:
     """(field, what, config): one per method the search can pick, and per searched choice of its settings."""
@@ -38,17 +44,48 @@ def check_methods(spec: Spec, source: str) -> None:
     kind = AutoModelForSequenceClassification
     if spec.task == "cmg":
         kind = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
+    checkpointing = setting_field(spec, "gradient_checkpointing", True)
     for field, what, config in candidate_configs(spec):
         with torch.device("meta"):
             model = kind.from_config(model_config)
         try:
-            apply_method(model, config)
+            model = apply_method(model, config)
         except (MethodError, ValueError) as error:
             raise SpecError(source, field, f"{what} does not fit backbone '{spec.backbone}': {error}") from None
+        if checkpointing:
+            try:
+                enable_gradient_checkpointing(model)
+            except MethodError as error:
+                raise SpecError(located(source, checkpointing), checkpointing, str(error)) from None
+
+
+def setting_field(spec: Spec, key: str, value: Any) -> str | None:
+    """Where the spec can give trials `key: value`: `search.KEY` if it is among the searched choices, else
+    `defaults.KEY` if it is the default; None if no trial gets it."""
+    searched = spec.search.get(key)
+    if searched is not None and searched.choice is not None:
+        return f"search.{key}" if value in searched.choice else None
+    return f"defaults.{key}" if getattr(spec.defaults, key) == value else None
+
+
+def located(source: str, field: str) -> str:
+    """`file:line` of a dotted field when the spec's source is a readable file, else the source as it is."""
+    path = Path(source)
+    text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    return at_line(source, text, field.split(".", 1)) if text else source
+
+
+def check_precision(spec: Spec, source: str) -> None:
+    """fp16 needs a GPU: without one (`sweep.resources.gpu: 0`) Ray hides the GPUs from the trials."""
+    field = setting_field(spec, "precision", "fp16")
+    if field and spec.sweep.resources.gpu == 0:
+        raise SpecError(located(source, field), field, "fp16 needs a GPU, and sweep.resources.gpu is 0: trials run "
+                        "on CPUs", "use precision: bf16, which CPUs run too, or fp32; or set sweep.resources.gpu")
 
 
 def preflight(spec: Spec, source: str) -> None:
     """All checks; raises SweeperError subclasses with one-line messages."""
+    check_precision(spec, source)
     try:
         check_methods(spec, source)
     except OSError as error:

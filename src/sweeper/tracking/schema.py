@@ -23,6 +23,8 @@ class Tag:
     FAILURE = "sweeper.failure"  # why a trial failed: the last line of its error
     RETRIES = "sweeper.retries"  # how often Ray restarted the trial after losing its worker
     DATA_DIGEST = "sweeper.data_digest"
+    ENCODING_KEY = "sweeper.encoding_key"  # names the trial's encoded splits in its node's cache
+    FROZEN_CACHE = "sweeper.frozen_cache"  # the frozen-prefix cache: layer, built or reused, key; or why it was off
     VERSION = "sweeper.version"
     GIT_COMMIT = "sweeper.git_commit"
     METRIC = "sweeper.metric"  # the sweep's ranking metric and its mode
@@ -75,6 +77,8 @@ COSTS = {
     "samples_per_second": "samples per second",
     "peak_memory_mb": "peak memory",
     "train_samples": "training samples",
+    "micro_batch_size": "micro-batch size",  # commits per forward pass: batch_size / grad_accum
+    "effective_batch_size": "effective batch size",  # commits per optimiser step: batch_size
     "epochs_run": "epochs run",
     "compute_seconds": "compute time",
 }
