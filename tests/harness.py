@@ -104,6 +104,17 @@ def trial_runs(uri: str, parent_run_id: str) -> list:
     return sorted(runs, key=lambda run: run.info.start_time)
 
 
+def fresh_cache(folder: Path) -> Path:
+    """An empty `$SWEEPER_CACHE` folder for encoded data and frozen-layer states that still holds the embedded
+    backbones (links to the ones built once in the real cache): set it with `SWEEPER_CACHE`."""
+    from sweeper.backbone import embedded_backbone_dir, embedded_seq2seq_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for built in (embedded_backbone_dir(), embedded_seq2seq_dir()):
+        (folder / built.name).symlink_to(built)
+    return folder
+
+
 def small_trial(method: str = "lora", task: str = "jitdp", **overrides: Any) -> TrialConfig:
     """A quick trial of `task` (SMALL_TRIAL) with `method` and any dotted `overrides`."""
     return TrialConfig().with_overrides({**SMALL_TRIAL[task], "method": method, **overrides})

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import small_trial
+from harness import fresh_cache, small_trial
 from sweeper.artifacts import read_predictions
-from sweeper.backbone import embedded_backbone_dir, embedded_seq2seq_dir, load_tokenizer
+from sweeper.backbone import load_tokenizer
 from sweeper.cache import encoded
 from sweeper.cache.frozen import frozen_prefix, use_frozen_cache
 from sweeper.config import TrialConfig
@@ -31,12 +31,10 @@ TINY = {"data.sample": 120, "data.max_length": 32}
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh, empty $SWEEPER_CACHE that still holds the embedded backbones (built once in the real one)."""
-    folder = tmp_path / "cache"
-    folder.mkdir()
-    for built in (embedded_backbone_dir(), embedded_seq2seq_dir()):
-        (folder / built.name).symlink_to(built)
+    folder = fresh_cache(tmp_path / "cache")
     monkeypatch.setenv("SWEEPER_CACHE", str(folder))
     encoded._recent.clear()
+    torch.set_num_threads(1)  # as trials run: on a busy machine more threads only wait for each other
     return folder
 
 

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,10 +63,12 @@ STATES, INDEX, META = "states.npy", "index.npy", "meta.json"
 @dataclass(frozen=True)
 class Prefix:
     """A model's frozen prefix: `layers` (an encoder's embeddings and its layers below `layer`) or `encoder`
-    (the whole encoder of an encoder-decoder model, whose layers are those below `layer`)."""
+    (the whole encoder of an encoder-decoder model, whose layers are those below `layer`); `weights` is a hash of
+    every weight it computes with."""
 
     kind: str
     layer: int
+    weights: str
 
 
 def frozen_prefix(backbone: PreTrainedModel, config: TrialConfig) -> Prefix | str:
@@ -93,12 +96,14 @@ def frozen_prefix(backbone: PreTrainedModel, config: TrialConfig) -> Prefix | st
         encoder_layers = count_layers(backbone.get_encoder())
         if first < encoder_layers:
             return f"off: {config.method} trains encoder layer {first}; only a wholly frozen encoder is cached"
-        return Prefix("encoder", encoder_layers)
-    if model_type not in ENCODERS or not hasattr(encoder_of(backbone), "embeddings"):
+        kind, first = "encoder", encoder_layers
+    elif model_type not in ENCODERS or not hasattr(encoder_of(backbone), "embeddings"):
         return f"off: no frozen-prefix cache for {model_type} models (only {', '.join(ENCODERS)} and encoder-decoders)"
-    if first == 0:
+    elif first == 0:
         return f"off: {config.method} trains layer 0"
-    return Prefix("layers", first)
+    else:
+        kind = "layers"
+    return Prefix(kind, first, weights_digest(frozen_modules(backbone, kind, first)))
 
 
 def use_frozen_cache(model: TrainableModel, plan: Prefix | str, config: TrialConfig,
@@ -113,7 +118,6 @@ def use_frozen_cache(model: TrainableModel, plan: Prefix | str, config: TrialCon
         stray = trained_below(hf, plan.layer)
         if stray:
             return f"off: {stray} trains below layer {plan.layer}"
-    modules = frozen_modules(hf, plan)
     rows = distinct_rows([item for items in splits for item in items], pad_id)
     hidden = hf.config.d_model if hasattr(hf.config, "d_model") else hf.config.hidden_size
     dtype = STORAGE[config.precision]
@@ -124,7 +128,7 @@ def use_frozen_cache(model: TrainableModel, plan: Prefix | str, config: TrialCon
                 f"(half the free disk, at most ${BUDGET_VARIABLE})")
     key = digest({"format": FORMAT, "encoding": encoding_key, "prefix": [plan.kind, plan.layer],
                   "model": [hf.config.model_type, type(hf).__name__, getattr(hf.config, "_attn_implementation", "")],
-                  "weights": weights_digest(modules), "storage": str(dtype), "precision": config.precision,
+                  "weights": plan.weights, "storage": str(dtype), "precision": config.precision,
                   "device": device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
                   "batch": PREFIX_BATCH})
     folder, built = cached_folder("frozen", key, lambda into: build(into, hf, plan, rows, config, pad_id, device,
@@ -139,12 +143,12 @@ def encoder_of(hf: PreTrainedModel) -> nn.Module:
     return hf.get_encoder() if hf.config.is_encoder_decoder else getattr(hf, hf.base_model_prefix)
 
 
-def frozen_modules(hf: PreTrainedModel, plan: Prefix) -> list[nn.Module]:
-    """The modules whose weights the cached states depend on."""
+def frozen_modules(hf: PreTrainedModel, kind: str, layer: int) -> list[nn.Module]:
+    """The modules of a prefix (`Prefix.kind`, `Prefix.layer`): what the cached states are computed with."""
     encoder = encoder_of(hf)
-    if plan.kind == "encoder":
+    if kind == "encoder":
         return [encoder]
-    return [encoder.embeddings, *encoder.encoder.layer[:plan.layer]]
+    return [encoder.embeddings, *encoder.encoder.layer[:layer]]
 
 
 def trained_below(hf: PreTrainedModel, layer: int) -> str | None:
@@ -186,13 +190,14 @@ def allowed_bytes() -> int:
 
 
 def weights_digest(modules: list[nn.Module]) -> str:
-    """A hash of every parameter and buffer the frozen prefix computes with."""
+    """A hash of every parameter and buffer the frozen prefix computes with: names, shapes, dtypes and a CRC-32 of
+    each tensor's bytes (a checksum, several times faster than a cryptographic hash on hundreds of MB of weights)."""
     hashed = hashlib.sha256()
     for module in modules:
-        for name, tensor in module.state_dict(keep_vars=False).items():
+        for name, tensor in module.state_dict().items():
             data = tensor.detach().to("cpu").contiguous()
-            hashed.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
-            hashed.update(data.view(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+            checksum = zlib.crc32(data.view(-1).view(torch.uint8).numpy()) if data.numel() else 0
+            hashed.update(f"{name}:{data.dtype}:{tuple(data.shape)}:{checksum};".encode())
     return hashed.hexdigest()
 
 
