@@ -5,8 +5,9 @@ shared JIT-DP data (or the bundled sample where it is missing), the same seed an
 
     off          `cache_frozen: off`: the frozen layers run at every step, in train mode (dropout on), as before
     off, eval    no cache, the frozen layers kept in eval mode: the computation the cache replaces
-    on, built    `cache_frozen: auto` with an empty cache: this trial builds it (the first trial of a node)
-    on, reused   the same again: the cache is read (every later trial of the node)
+    on, first    `cache_frozen: auto`, the method's first cached trial: the first of all builds the cache (as the
+                 first trial of a node does); the adapters' reuses the LoRA trial's (same backbone, data and layer)
+    on, again    the same again: the cache is read (every later trial of the node)
 
 Figures: seconds per epoch after the first (training + evaluation, from the trial's own clock), the wall of the
 whole trial (loading, the cache build, every epoch), their ratios against `off`, and the validation metrics of the
@@ -73,15 +74,25 @@ def run_variant(config: Any, eval_only: bool = False) -> dict[str, Any]:
             "note": result.tags.get("sweeper.frozen_cache", "")}
 
 
-def per_trial(options: Any) -> tuple[list[tuple], list[tuple]]:
+def empty_cache(folder: Path, backbone: Path) -> Path:
+    """A `$SWEEPER_CACHE` without encoded data or frozen states: only a link to the embedded backbone."""
+    folder.mkdir()
+    (folder / backbone.name).symlink_to(backbone)
+    return folder
+
+
+def per_trial(options: Any, cache: Path) -> tuple[list[tuple], list[tuple]]:
+    """Each method's four variants in this process, with `cache` as `$SWEEPER_CACHE` (the first cached trial
+    builds the frozen states)."""
     from sweeper.trial import prepare_data
 
+    os.environ["SWEEPER_CACHE"] = str(cache)
     rows, equal = [], []
     prepare_data(trial_config("lora", options, "off"))  # the encoding cache, so that no variant pays for encoding
     for method in METHODS:
         variants = {}
         for name, cache, eval_only in [("off", "off", False), ("off, eval", "auto", True),
-                                       ("on, built", "auto", False), ("on, reused", "auto", False)]:
+                                       ("on, first", "auto", False), ("on, again", "auto", False)]:
             print(f"  {method}: {name} ...", file=sys.stderr, flush=True)
             variants[name] = run_variant(trial_config(method, options, cache), eval_only)
             print(f"    {variants[name]['note']}: {variants[name]['wall']:.1f} s", file=sys.stderr, flush=True)
@@ -91,9 +102,10 @@ def per_trial(options: Any) -> tuple[list[tuple], list[tuple]]:
                          figures["wall"], base["wall"] / figures["wall"], figures["metrics"]["auc"],
                          figures["note"].split(" (")[0]))
         reference = variants["off, eval"]["metrics"]
-        for name in ("on, built", "on, reused"):
+        for name in ("on, first", "on, again"):
             difference = max(abs(variants[name]["metrics"][key] - reference[key]) for key in COMPARED)
             equal.append((method, name, difference, "yes" if round(difference, 4) == 0 else "no"))
+    del os.environ["SWEEPER_CACHE"]
     return rows, equal
 
 
@@ -105,15 +117,12 @@ def sweep_spec(options: Any, cache: str, storage: Path) -> dict[str, Any]:
     return spec
 
 
-def sweeps(options: Any, folder: Path) -> list[tuple]:
-    from sweeper.backbone import embedded_backbone_dir
-
+def sweeps(options: Any, folder: Path, backbone: Path) -> list[tuple]:
+    """The sweep with the cache off and on, each from an empty cache: wall, compute, best value, cache notes."""
     rows = []
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     for cache in ("off", "auto"):
-        cache_folder = folder / f"cache-{cache}"
-        cache_folder.mkdir()
-        (cache_folder / embedded_backbone_dir().name).symlink_to(embedded_backbone_dir())
+        cache_folder = empty_cache(folder / f"cache-{cache}", backbone)
         spec = common.write_spec(folder, sweep_spec(options, cache, folder / "ray-results"), f"{cache}.yaml")
         print(f"  sweep, cache {cache} ...", file=sys.stderr, flush=True)
         sweep = common.run_sweep(spec, uri, folder, f"bench-frozen-{cache}",
@@ -142,15 +151,11 @@ def main() -> None:
     options.sweep_sample = options.sweep_sample or (120 if options.quick else 800)
     from sweeper.backbone import embedded_backbone_dir
 
-    embedded_backbone_dir()  # built once and cached: no variant pays for building it
+    backbone = embedded_backbone_dir()  # built once and cached: no variant pays for building it
     with tempfile.TemporaryDirectory(prefix="bench-frozen-") as temp:
         folder = Path(temp)
-        os.environ["SWEEPER_CACHE"] = str(folder / "cache")  # an empty cache: the first cached trial builds it
-        (folder / "cache").mkdir()
-        (folder / "cache" / embedded_backbone_dir().name).symlink_to(embedded_backbone_dir())
-        rows, equal = per_trial(options)
-        del os.environ["SWEEPER_CACHE"]
-        sweep_rows = sweeps(options, folder)
+        rows, equal = per_trial(options, empty_cache(folder / "cache", backbone))
+        sweep_rows = sweeps(options, folder, backbone)
 
     speedups = [row[4] for row in rows if row[1].startswith("on")]
     common.print_report("Frozen-prefix cache (bench/frozen_cache.py)", {

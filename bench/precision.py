@@ -1,8 +1,8 @@
 """Precision and memory settings: fp32 against bf16 (and fp16 on a GPU), with and without gradient checkpointing and
 gradient accumulation: training samples/s, peak memory and the metric, side by side in one run.
 
-On a GPU (`torch.cuda.is_available()`): a randomly initialised RoBERTa of CodeBERT's shape (12 layers, hidden 768;
-no download, see `bench/gpu.py`) for JIT-DP, full fine-tuning and LoRA at each precision, plus gradient
+On a GPU (`torch.cuda.is_available()`): a randomly initialised RoBERTa of CodeBERT's shape (12 layers, hidden 768,
+the toy tokenizer; no download, as `bench/gpu.py` builds it) for JIT-DP, full fine-tuning and LoRA at each precision, plus gradient
 checkpointing and accumulation at bf16 and fp32; the figure that matters is the samples/s ratio bf16 / fp32 of
 full fine-tuning (fp32 there already uses TF32 matrix products) and the memory saved. Its metrics mean nothing
 (random weights). On a CPU: the embedded toy backbone, every method at fp32 and bf16, each with neither, gradient
@@ -32,6 +32,23 @@ TARGET_CLOSE = 0.03  # relative difference of the evaluation loss, bf16 against 
 MEMORY = {"plain": {}, "checkpointing": {"gradient_checkpointing": True}, "accum 4": {"grad_accum": 4},
           "checkpointing + accum 4": {"gradient_checkpointing": True, "grad_accum": 4}}
 LEARNING_RATES = {"full": 2e-5, "adapter": 1e-4, "lora": 1e-4, "ia3": 1e-3}
+
+
+def codebert_sized(folder: Path) -> str:
+    """A randomly initialised RoBERTa of CodeBERT's shape with the toy tokenizer, saved in `folder` (as `gpu.py`
+    builds it, without the T5 this benchmark does not need)."""
+    import torch
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    from sweeper.backbone import load_tokenizer
+
+    tokenizer = load_tokenizer("embedded")
+    torch.manual_seed(0)
+    RobertaForMaskedLM(RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514,
+                                     pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                     eos_token_id=tokenizer.eos_token_id, type_vocab_size=1)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
 
 
 def one(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -80,9 +97,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as temp:
         backbone = "embedded"
         if on_gpu and not options.quick:
-            import gpu
-
-            backbone = gpu.study_sized_backbones(Path(temp))["jitdp"]
+            backbone = codebert_sized(Path(temp) / "roberta-codebert-size")
         rows: dict[tuple[str, str, str], dict[str, Any]] = {}
         for method, precision, variant in cases(on_gpu, options.quick):
             print(f"  {method} {precision} {variant} ...", file=sys.stderr, flush=True)

@@ -81,8 +81,10 @@ def test_encoding_key_changes_with_tokenizer_settings_and_records() -> None:
         encoded.encoding_key(config, dataset.digest, parts, other_tokenizer),
         encoded.encoding_key(config, dataset.digest, (dataset.records[:49], *parts[1:]), tokenizer),
         encoded.encoding_key(config.with_overrides({"task": "cmg"}), dataset.digest, parts, tokenizer),
+        encoded.encoding_key(config.with_overrides({"seed": 1}), dataset.digest, parts, tokenizer),
+        encoded.encoding_key(config, "another-digest", parts, tokenizer),
     ]
-    assert len({key, *changed}) == 6
+    assert len({key, *changed}) == 8
 
 
 @pytest.mark.slow

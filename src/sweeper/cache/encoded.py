@@ -1,8 +1,9 @@
 """Encode once per sweep and node: a trial's encoded splits, kept under `$SWEEPER_CACHE/encoded/KEY`.
 
-The key is a digest of everything the token ids depend on: the data (its digest and the very records of each split,
-after sampling and splitting), the task and its `data.*` settings, the tokenizer (its name and a hash of its
-vocabulary, merges, special tokens and settings) and the encoding code itself (`sweeper/data`, `sweeper/tasks`).
+The key is a digest of everything the token ids depend on: the data (the digest of its raw bytes, and the ids of each
+split's records after sampling and splitting), the task, its `data.*` settings and the seed (sampling and splitting
+draw from it), the tokenizer (its name and a hash of its vocabulary, merges, special tokens and settings) and the code
+that reads, splits and encodes (`sweeper/data`, `sweeper/tasks`).
 The first trial of a node with a key encodes and saves; the others read the ids back (NumPy arrays, no pickle),
 and a reused worker keeps the last splits it had in memory. Usage::
 
@@ -59,19 +60,15 @@ def encoded_splits(task: Task, splits: Splits, tokenizer: PreTrainedTokenizerBas
 def encoding_key(config: TrialConfig, data_digest: str, parts: tuple[list[CommitRecord], ...],
                  tokenizer: PreTrainedTokenizerBase) -> str:
     """The digest that names a trial's encoded splits: equal keys, equal token ids."""
-    return digest({"format": FORMAT, "task": config.task, "data": data_digest,
+    return digest({"format": FORMAT, "task": config.task, "data": data_digest, "seed": config.seed,
                    "records": [records_digest(records) for records in parts],
                    "settings": config.data.model_dump(mode="json"), "tokenizer": tokenizer_fingerprint(tokenizer),
                    "code": code_fingerprint()})
 
 
 def records_digest(records: list[CommitRecord]) -> str:
-    """A digest of the records, in order, by everything an encoding can read from them."""
-    hashed = hashlib.sha256()
-    for record in records:
-        hashed.update(json.dumps([record.id, record.date.isoformat(), record.message, record.diff, record.project,
-                                  record.label, record.features], sort_keys=True).encode())
-    return hashed.hexdigest()
+    """A digest of the records' ids, in order (their content is fixed by the data's digest, settings and seed)."""
+    return hashlib.sha256("\n".join(record.id for record in records).encode()).hexdigest()
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
@@ -87,7 +84,7 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
 
 @functools.cache
 def code_fingerprint() -> str:
-    """A hash of the code that reads and encodes commits (`sweeper/data/*.py`, `sweeper/tasks/*.py`)."""
+    """A hash of the code that reads, splits and encodes commits (`sweeper/data/*.py`, `sweeper/tasks/*.py`)."""
     root = Path(__file__).resolve().parent.parent
     hashed = hashlib.sha256()
     for path in sorted([*root.glob("data/*.py"), *root.glob("tasks/*.py")]):
