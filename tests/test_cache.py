@@ -107,7 +107,6 @@ def test_concurrent_trials_build_an_entry_once(cache: Path, tmp_path: Path) -> N
     assert not [path for path in (cache / "demo").iterdir() if path.name.endswith(".partial")]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("method", "settings"), [("lora", {"lora.layers": "3"}),
                                                   ("adapter", {"adapter.layers": "2-3", "adapter.bottleneck": 8}),
                                                   ("ia3", {"ia3.layers": "3"})])
@@ -122,7 +121,6 @@ def test_cached_and_uncached_models_give_the_same_logits(cache: Path, method: st
     assert cached == pytest.approx(uncached, abs=1e-6)  # batches padded differently: float rounding only
 
 
-@pytest.mark.slow
 def test_an_encoder_decoder_caches_its_encoder_when_only_the_decoder_trains(cache: Path) -> None:
     config = small_trial("lora", "cmg", **TINY, **{"lora.layers": "not 0-1"})  # the toy BART: 2 + 2 layers
     data = prepare_data(config)
