@@ -42,6 +42,8 @@ class DataConfig(Section):
 
     path: str = Field("bundled:jitdp", description="file path, s3:// URI or bundled:jitdp / bundled:cmg")
     sample: int | None = Field(None, gt=0, description="keep this many records (seeded, order kept)")
+    seed: int | None = Field(None, description="seed of the sample and of a random split; default: the trial's seed "
+                                               "(repeats set it, so a new training seed keeps the same commits)")
     skip_bad: bool = Field(False, description="skip malformed lines (counted and reported) instead of failing")
     split: SplitConfig = SplitConfig()
     max_length: int = Field(256, ge=16, le=4096, description="tokens per input, after truncation")

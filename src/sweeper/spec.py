@@ -91,6 +91,8 @@ class SweepConfig(Section):
     max_concurrent: int = Field(2, ge=1)
     resources: Resources = Resources()
     seed: int = 0
+    repeats: int = Field(0, ge=0, description="after the search, re-train the best configuration of each method with "
+                                              "this many more seeds (the trial's seed + 1, + 2, ...); not trials")
     objectives: list[Objective] = Field(default_factory=list,
                                         description="two objectives, the spec's metric then a cost: a multi-objective "
                                                     "Optuna study (no pruning); empty: optimise the metric alone")

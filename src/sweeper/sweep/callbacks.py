@@ -7,14 +7,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ray.tune import Callback, Checkpoint
 from ray.tune.experiment import Trial
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from sweeper.artifacts import STATE_FILE
-from sweeper.sweep.search import OptunaSearcher
+from sweeper.config import TrialConfig
 from sweeper.sweep.trainable import EVALUATION, FINAL, NODE, OPTIMIZER_STEP, trial_config
 from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
@@ -28,6 +28,15 @@ NOT_METRICS = {*AUTO_RESULT_KEYS, "config", "done", "checkpoint_dir_name", "shou
 def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
     """What the trial reported, without the keys Ray adds to every result."""
     return {key: value for key, value in result.items() if key not in NOT_METRICS}
+
+
+class Outcomes(Protocol):
+    """What the callback asks the searcher: how a trial ended, and that one ended without a result (an
+    `OptunaSearcher`, or the repeats' `RepeatSearcher`)."""
+
+    def state_of(self, trial_id: str) -> str: ...
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None: ...
 
 
 @dataclass
@@ -51,7 +60,7 @@ class TrackingCallback(Callback):
     """
 
     def __init__(self, tracker: Tracker, experiment: str, parent_run_id: str, sweep_id: str,
-                 searcher: OptunaSearcher, data_digest: str) -> None:
+                 searcher: Outcomes, data_digest: str) -> None:
         self.tracker = tracker
         self.experiment = experiment
         self.parent_run_id = parent_run_id
@@ -88,10 +97,13 @@ class TrackingCallback(Callback):
             return
         config = trial_config(trial.config)
         tracked = self.trials[trial.trial_id] = TrackedTrial(trial.config["optuna_trial"])
-        tags = {Tag.METHOD: config.method, Tag.RAY_TRIAL: trial.trial_id, Tag.OPTUNA_TRIAL: str(tracked.number),
-                Tag.DATA_DIGEST: self.data_digest}
-        self.writer.submit(self._start_run, tracked, f"trial-{tracked.number:03d}-{config.method}", config.flat(), tags,
-                           now_ms())
+        name, tags = self.describe(trial.config, config, tracked.number)
+        tags |= {Tag.METHOD: config.method, Tag.RAY_TRIAL: trial.trial_id, Tag.DATA_DIGEST: self.data_digest}
+        self.writer.submit(self._start_run, tracked, name, config.flat(), tags, now_ms())
+
+    def describe(self, tune_config: dict[str, Any], config: TrialConfig, number: int) -> tuple[str, dict[str, str]]:
+        """The run's name and the tags that say what it is: here an Optuna trial (a subclass records other runs)."""
+        return f"trial-{number:03d}-{config.method}", {Tag.OPTUNA_TRIAL: str(number)}
 
     @timed("callbacks.on_trial_result")
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:

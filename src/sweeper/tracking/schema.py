@@ -29,6 +29,9 @@ class Tag:
     MODE = "sweeper.mode"
     OBJECTIVES = "sweeper.objectives"  # `auc:max,trainable_params:min` of a multi-objective sweep
     BEST_RUN = "sweeper.best_run_id"
+    BASELINE = "sweeper.baseline"  # a baseline run's name: lapredict, expert_lr
+    REPEAT_OF = "sweeper.repeat_of"  # a repeat run: the run id of the trial whose configuration it re-trains
+    REPEAT_OF_TRIAL = "sweeper.repeat_of_trial"  # and that trial's Optuna number
     OPTUNA_TRIAL = "optuna.trial"  # the trial's number in the Optuna study
     OPTUNA_STORAGE = "optuna.storage"  # the study's storage URL, password hidden
     RAY_TRIAL = "ray.trial_id"
