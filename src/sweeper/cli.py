@@ -203,11 +203,13 @@ def print_outcome(summary: Any, as_json: bool) -> int:
     from sweeper.tracking.sweeps import best_per_method, find_sweep, ranked, trial_runs
 
     counts = {state: summary.count(state) for state in State.ENDED}
-    print(f"sweep {summary.sweep_id} done: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    repeats = ", ".join(f"{n} {state}" for state, n in summary.repeats.items())
+    print(f"sweep {summary.sweep_id} done: " + ", ".join(f"{n} {state}" for state, n in counts.items())
+          + (f"; repeats: {repeats}" if repeats else ""))
     tracker = Tracker.connect(summary.tracking_uri)
     sweep = find_sweep(tracker, summary.sweep_id)
     print_ranking(best_per_method(ranked(trial_runs(tracker, sweep), sweep.metric, sweep.mode)), sweep.metric,
-                  "best trial per method")
+                  "best trial per method", baselines(tracker, sweep))
     if as_json:
         print(json.dumps(summary_as_dict(summary)))
     if counts[State.FAILED] and counts[State.FAILED] == sum(counts.values()):
@@ -265,11 +267,20 @@ def cmd_best(args: argparse.Namespace) -> int:
     tracker = Tracker.connect(args.tracking_uri)
     sweep = find_sweep(tracker, args.sweep, args.experiment)
     trials = ranked(trial_runs(tracker, sweep), sweep.metric, sweep.mode)
-    if args.json:
-        print(json.dumps([trial.as_dict(sweep.metric) for trial in trials]))
+    fitted = baselines(tracker, sweep)
+    if args.json:  # the trials best first, then the baselines (role: baseline)
+        print(json.dumps([run.as_dict(sweep.metric) for run in [*trials, *fitted]]))
     else:
-        print_ranking(trials, sweep.metric, f"sweep {sweep.sweep_id}: completed trials, best first")
+        print_ranking(trials, sweep.metric, f"sweep {sweep.sweep_id}: completed trials, best first", fitted)
     return 0
+
+
+def baselines(tracker: Any, sweep: Any) -> list[Any]:
+    """The sweep's completed baselines, best first: rows beside the trials' ranking, never in it."""
+    from sweeper.tracking.schema import Role
+    from sweeper.tracking.sweeps import ranked, trial_runs
+
+    return ranked(trial_runs(tracker, sweep, role=Role.BASELINE), sweep.metric, sweep.mode)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -383,23 +394,37 @@ def print_pairs(title: str, values: dict[str, float]) -> None:
         print(f"  {key:22} {value:.6g}")
 
 
-def print_ranking(trials: list[Any], metric: str, title: str) -> None:
+def print_ranking(trials: list[Any], metric: str, title: str, baselines: list[Any] | None = None) -> None:
+    """The trials as ranked, then the baselines as rows of their own (marked, in italics), with the metric's
+    bootstrap interval where the run logged one."""
     from rich.console import Console
     from rich.table import Table
 
     from sweeper.methods import METHODS
 
     table = Table(title=title)
-    for column in ("run_id", "method", metric, "trainable_params", "key params"):
+    for column in ("run_id", "method", metric, "95% interval", "trainable_params", "key params"):
         table.add_column(column)
     for trial in trials:
         params = trial.params
         method = METHODS.get(trial.method)
         keys = ["lr", *(f"{trial.method}.{setting}" for setting in (method.shown if method else ()))]
         shown = " ".join(f"{key}={format_param(params[key])}" for key in keys if key in params)
-        table.add_row(trial.run_id, trial.method, f"{trial.value(metric):.4f}",
+        table.add_row(trial.run_id, trial.method, f"{trial.value(metric):.4f}", interval_text(trial, metric),
                       f"{int(trial.metrics.get('trainable_params', 0)):,}", shown)
+    if baselines:
+        table.add_section()
+    for baseline in baselines or []:
+        table.add_row(baseline.run_id, f"baseline: {baseline.method}", f"{baseline.value(metric):.4f}",
+                      interval_text(baseline, metric), f"{int(baseline.metrics.get('trainable_params', 0)):,}",
+                      "fitted on the trials' training split", style="italic")
     Console(width=max(Console().width, 120)).print(table)
+
+
+def interval_text(run: Any, metric: str) -> str:
+    """`[0.6310, 0.7930]`, or `-` for a run that logged no interval."""
+    interval = run.interval(metric)
+    return "-" if interval is None else f"[{interval[0]:.4f}, {interval[1]:.4f}]"
 
 
 def format_param(text: str) -> str:
