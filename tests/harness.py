@@ -95,11 +95,12 @@ def last_json(out: subprocess.CompletedProcess) -> Any:
     return json.loads(lines[-1])
 
 
-def trial_runs(uri: str, parent_run_id: str) -> list:
-    """Every child run of a sweep, deleted ones included, oldest first."""
+def trial_runs(uri: str, parent_run_id: str, role: str | None = "trial") -> list:
+    """A sweep's trial runs (or its `baseline` or `repeat` runs; every child run with `role=None`), deleted ones
+    included, oldest first."""
     client = MlflowClient(uri)
     parent = client.get_run(parent_run_id)
-    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'" + (f" and tags.`sweeper.role` = '{role}'" if role else "")
     runs = client.search_runs([parent.info.experiment_id], query, ViewType.ALL, max_results=5000)
     return sorted(runs, key=lambda run: run.info.start_time)
 

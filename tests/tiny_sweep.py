@@ -1,6 +1,7 @@
 """A tiny real sweep run once per test session against the MLflow server, shared by test_report.py and
 test_predict.py: 7 trials, one at a time so pruning repeats. Random search with seed 5 picks adapter (parallel),
-full, adapter (ffn), lora (rank 4) for the 4 trials that complete before pruning starts, then lora, full, adapter."""
+full, adapter (ffn), lora (rank 4) for the 4 trials that complete before pruning starts, then lora, full, adapter.
+Beside them: the two JIT-DP baselines (on by default) and one repeat (seed 1) of each method's best trial."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ sweep:
   max_concurrent: 1
   resources: {cpu: 1}
   seed: 5
+  repeats: 1
 tracking: {storage: STORAGE}
 """
 
@@ -56,7 +58,13 @@ class TinySweep:
     def parent_run_id(self) -> str:
         return self.summary["parent_run_id"]
 
-    def trial_runs(self) -> list:
+    def trial_runs(self, role: str = "trial") -> list:
+        """The sweep's child runs of one role: its trials, or its `baseline` or `repeat` runs."""
+        query = f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`sweeper.role` = '{role}'"
+        return list(MlflowClient(self.uri).search_runs([self.experiment_id], query, ViewType.ALL))
+
+    def children(self) -> list:
+        """Every child run of the sweep's parent run, whatever its role."""
         query = f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'"
         return list(MlflowClient(self.uri).search_runs([self.experiment_id], query, ViewType.ALL))
 
