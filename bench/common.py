@@ -244,14 +244,14 @@ def run_sweep(spec: Path, tracking_uri: str, cwd: Path, sweep_id: str, env: dict
 
 
 def trial_runs(tracking_uri: str, parent_run_id: str) -> list[Any]:
-    """The MLflow runs of a sweep's trials, oldest first."""
+    """The MLflow runs of a sweep's trials (not its baselines or repeats), oldest first."""
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_run_id)
-    runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-                              ViewType.ALL, max_results=10000)
+    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`sweeper.role` = 'trial'"
+    runs = client.search_runs([parent.info.experiment_id], query, ViewType.ALL, max_results=10000)
     return sorted(runs, key=lambda run: run.info.start_time)
 
 

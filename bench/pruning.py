@@ -1,7 +1,7 @@
 """Compute saved by pruning: the same seeded sweep with Optuna's median pruner and with no pruner.
 
-The sweep is search_spaces/smoke.yaml (full / adapter / lora, 14 trials, 3 epochs, median pruner after 3
-trials) run one trial at a time with a seeded random searcher, so both runs try the very same
+The sweep is search_spaces/smoke.yaml (full / adapter / lora, 14 trials here, 3 epochs, median pruner after 3
+trials, no repeats) run one trial at a time with a seeded random searcher, so both runs try the very same
 configurations in the same order; only the pruner differs. Compute is read back from the MLflow runs
 (a local SQLite store): trial-epochs are the length of each run's `epoch` metric history, seconds its
 `compute_seconds` (training plus evaluation time, up to where a pruned trial stopped).
@@ -55,7 +55,7 @@ def smoke_spec(pruner: dict[str, Any], options: Any, storage: Path) -> dict[str,
     if options.epochs:
         spec["defaults"]["epochs"] = options.epochs
     spec["sweep"].update(trials=options.trials, searcher=options.searcher, seed=options.seed, max_concurrent=1,
-                         pruner=pruner)
+                         pruner=pruner, repeats=0)  # pruning saves on the search: no repeats after it
     spec["tracking"] = {"storage": str(storage)}
     return spec
 
@@ -74,7 +74,7 @@ def run(name: str, pruner: dict[str, Any], options: Any, folder: Path, uri: str)
 
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0])
-    args.add_argument("--trials", type=int, help="trials per sweep (default 14, as the smoke spec; 4 with --quick)")
+    args.add_argument("--trials", type=int, help="trials per sweep (default 14; 4 with --quick)")
     args.add_argument("--sample", type=int, help="commits (default 120; the smoke spec has 600; 80 with --quick)")
     args.add_argument("--searcher", choices=["random", "tpe"], default="random",
                       help="random (default) tries the same configurations in both sweeps; tpe adapts to pruning")

@@ -105,7 +105,7 @@ class Tracker:
         self.client.set_terminated(run_id, State.MLFLOW_STATUS[state])
 
     def trial_run(self, run_id: str) -> Any:
-        """A trial's run, or a SweeperError saying it does not exist or is not a trial."""
+        """A trial's (or a repeat's) run, or a SweeperError saying it does not exist or is not one."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -114,7 +114,7 @@ class Tracker:
             if http_status(error):  # refused credentials are not a missing run: the CLI says so in one line
                 raise
             raise SweeperError(f"no run {run_id} at {self.uri}: {error.message.splitlines()[0]}") from None
-        if run.data.tags.get(Tag.ROLE) != Role.TRIAL:
+        if run.data.tags.get(Tag.ROLE) not in (Role.TRIAL, Role.REPEAT):  # a repeat trains and logs as a trial does
             raise SweeperError(f"run {run_id} is not a sweeper trial run (pick one with `sweeper best`)")
         return run
 
