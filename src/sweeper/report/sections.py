@@ -113,7 +113,8 @@ def overview(details: SweepDetails) -> Section:
     lines = [f"Experiment `{details.experiment}`, parent run `{record.run_id}`; ranked by **{record.metric}** "
              f"({'higher' if record.mode == 'max' else 'lower'} is better)."]
     if spec is not None:
-        lines.append(f"Spec: {spec.sweep.trials} trials, searcher `{spec.sweep.searcher}`, pruner "
+        repeats = f" (then {spec.sweep.repeats} repeats of each method's best)" if spec.sweep.repeats else ""
+        lines.append(f"Spec: {spec.sweep.trials} trials{repeats}, searcher `{spec.sweep.searcher}`, pruner "
                      f"`{spec.sweep.pruner.kind}`, backbone `{spec.backbone}`, data `{spec.data.path}` "
                      f"(sample {spec.data.sample or 'all'}), {spec.sweep.resources.cpu:g} CPU / "
                      f"{spec.sweep.resources.gpu:g} GPU per trial.")
