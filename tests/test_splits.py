@@ -77,10 +77,18 @@ def test_a_sweep_with_an_unknown_project_stops_before_any_trial(tmp_path: Path) 
         check_before_trials(load_spec(spec), str(spec))
 
 
+def test_named_training_and_validation_projects_without_a_test(records: list[CommitRecord]) -> None:
+    few = [record for record in records if record.project in ("gora", "giraph", "commons-io")]
+    splits = split_records(few, SplitConfig(kind="project", train=["gora", "giraph"], valid=["commons-io"]), seed=0)
+    assert (projects(splits.train), projects(splits.valid), splits.test) == ({"gora", "giraph"}, {"commons-io"}, [])
+
+
 def test_shares_that_leave_no_training_project_are_refused(records: list[CommitRecord]) -> None:
     few = [record for record in records if record.project in ("gora", "giraph")]
-    with pytest.raises(SweeperError, match=r"data.split.valid 0.5 of 2 projects leaves none to train on"):
+    with pytest.raises(SweeperError, match=r"data.split.valid 0.5 of 2 projects needs 1, 0 can be drawn"):
         split_records(few, SplitConfig(kind="project", valid=0.5, test=0.4), seed=0)
+    with pytest.raises(SweeperError, match=r"data.split.test 0.5 of 2 projects needs 1, 0 can be drawn"):
+        split_records(few, SplitConfig(kind="project", train=["gora"], valid=["giraph"], test=0.5), seed=0)
 
 
 @pytest.mark.parametrize(("split", "field", "words"), [

@@ -94,9 +94,10 @@ def project_split(records: list[CommitRecord], config: SplitConfig, seed: int) -
         share = getattr(config, side)
         if not isinstance(share, list):
             count = max(1, round(len(projects) * share)) if share > 0 else 0
-            if count >= len(free):
-                raise SweeperError(f"split: data.split.{side} {share} of {len(projects)} projects leaves none to "
-                                   "train on: give a smaller share or name the projects")
+            available = len(free) - (0 if "train" in sides else 1)  # one left to train on, unless training is named
+            if count > available:
+                raise SweeperError(f"split: data.split.{side} {share} of {len(projects)} projects needs {count}, "
+                                   f"{max(available, 0)} can be drawn: give a smaller share or name the projects")
             sides[side], free = free[:count], free[count:]
     sides.setdefault("train", free)
     parts = {side: [record for record in records if record.project in set(names)] for side, names in sides.items()}
