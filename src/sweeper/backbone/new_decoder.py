@@ -51,9 +51,8 @@ def with_new_decoder(encoder: PreTrainedModel, layers: int, start_id: int, end_i
     """`encoder` with a new decoder of `layers` layers (random weights from torch's generator, embeddings copied
     from the encoder); generation starts at `start_id` and stops at `end_id`."""
     decoder = AutoModelForCausalLM.from_config(decoder_config(encoder.config, layers))
-    with torch.no_grad():
+    with torch.no_grad():  # copied in place: the output projection, tied to the word embeddings, follows
         decoder.base_model.embeddings.load_state_dict(encoder.embeddings.state_dict())
-    decoder.tie_weights()  # the output projection follows the copied input embeddings
     model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
     pad_id = encoder.config.pad_token_id
     for settings in (model.config, model.generation_config):
