@@ -49,7 +49,8 @@ def test_shares_draw_whole_projects_seeded(records: list[CommitRecord]) -> None:
     config = SplitConfig(kind="project", valid=0.2, test=0.1)
     splits = split_records(records, config, seed=4)
     every = projects(records)
-    assert (len(projects(splits.valid)), len(projects(splits.test))) == (round(0.2 * len(every)), round(0.1 * len(every)))
+    assert len(projects(splits.valid)) == round(0.2 * len(every))
+    assert len(projects(splits.test)) == round(0.1 * len(every))
     assert projects(splits.train) | projects(splits.valid) | projects(splits.test) == every
     assert not projects(splits.train) & projects(splits.valid) and not projects(splits.valid) & projects(splits.test)
     assert projects(split_records(records, config, seed=4).valid) == projects(splits.valid)

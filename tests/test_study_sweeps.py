@@ -145,8 +145,9 @@ def test_the_fraction_section_keeps_the_best_trial_per_method_and_fraction(tmp_p
               trial(3, "full", 0.1, 0.58), trial(4, "full", 1.0, 0.74), trial(5, "full", 1.0, None)]
     [section] = fraction_sections(details(trials), tmp_path)
     table = next(block for block in section.blocks if isinstance(block, Table))
-    assert [row[:5] for row in table.rows] == [["full", "0.1", "100", "1", "trial-3"], ["full", "1", "1,000", "1", "trial-4"],
-                                               ["lora", "0.1", "100", "2", "trial-1"], ["lora", "1", "1,000", "1", "trial-2"]]
+    assert [row[:5] for row in table.rows] == [
+        ["full", "0.1", "100", "1", "trial-3"], ["full", "1", "1,000", "1", "trial-4"],
+        ["lora", "0.1", "100", "2", "trial-1"], ["lora", "1", "1,000", "1", "trial-2"]]
     assert [row[6] for row in table.rows] == ["0.5800", "0.7400", "0.6600", "0.7000"]
     image = next(block for block in section.blocks if isinstance(block, DocImage))
     assert image.path == tmp_path / "fraction.png" and Image.open(image.path).size[0] > 400
