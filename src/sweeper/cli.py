@@ -132,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     export.set_defaults(command=cmd_export)
 
     register = commands.add_parser("register", parents=[tracking],
-                                   help="put a trial's model in the MLflow Model Registry (prints models:/NAME/VERSION)")
+                                   help="put a trial's model in MLflow's Model Registry (prints models:/NAME/VERSION)")
     register.add_argument("run_id", help="MLflow run id of a completed trial")
     register.add_argument("--name", help="registered model name (default: the trial's experiment, the spec's name)")
     register.set_defaults(command=cmd_register)
@@ -383,8 +383,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a check, not a sweep: no minutes of retries
         check_server_access(uri)
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-        print(f"the tracking server at {shown_uri(uri)} serves its own UI: open "
-              f"{sweep_page(Tracker.connect(uri), shown_uri(uri), args.sweep)}" + (f" and log in as {user}" if user else ""))
+        page = sweep_page(Tracker.connect(uri), shown_uri(uri), args.sweep)
+        print(f"the tracking server at {shown_uri(uri)} serves its own UI: open {page}"
+              + (f" and log in as {user}" if user else ""))
         return 0
     page = sweep_page(Tracker.connect(uri), f"http://{args.host}:{args.port}", args.sweep)
     print(f"MLflow UI for {uri}: {page} (Ctrl-C stops it)", flush=True)
@@ -423,9 +424,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     sweep = find_sweep(tracker, args.sweep)
     storage = args.study or tracker.client.get_run(sweep.run_id).data.tags.get(Tag.OPTUNA_STORAGE, "")
     if not storage or "***" in storage:
-        raise SweeperError(f"the Optuna storage of sweep '{sweep.sweep_id}' is not logged in full: pass it with --study URL")
+        raise SweeperError(f"the Optuna storage of sweep '{sweep.sweep_id}' is not logged in full: "
+                           "pass it with --study URL")
     study_id = optuna.storages.get_storage(storage).get_study_id_from_name(sweep.sweep_id)
-    print(f"optuna-dashboard: http://{args.host}:{args.port}/dashboard/studies/{study_id} (Ctrl-C stops it)", flush=True)
+    print(f"optuna-dashboard: http://{args.host}:{args.port}/dashboard/studies/{study_id} (Ctrl-C stops it)",
+          flush=True)
     run_server(storage, host=args.host, port=args.port)
     return 0
 

@@ -11,7 +11,7 @@ by a metric, the UI lists child runs flat instead of folded under the sweep's ru
     >>> state["selectedColumns"][:4]
     ['tags.`sweeper.state`', 'tags.`sweeper.method`', 'metrics.`best_auc`', 'params.`lr`']
     >>> runs_page("http://127.0.0.1:5000", "3", sweep_view_id("smoke-1"))
-    'http://127.0.0.1:5000/#/experiments/3/runs?viewStateShareKey=sweep-smoke-1'
+    'http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=sweep-smoke-1'
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ import re
 from typing import Any
 
 from sweeper.tracking.schema import BEST_PREFIX, SWEEP_VIEW_PREFIX, VIEW_URL_KEY, Tag
+
+# The UI's side bar is in GenAI or model-training mode, from this URL parameter (else what the browser last used).
+WORKFLOW_URL_KEY, TRAINING_WORKFLOW = "workflowType", "machine_learning"
 
 KEEP_VIEWS = 10  # sweeper's views kept per experiment, newest first (the UI lists 40 at most)
 
@@ -62,12 +65,12 @@ def views_to_drop(tags: dict[str, str], prefix: str, keep: int = KEEP_VIEWS) -> 
 
 
 def runs_page(base_url: str, experiment_id: str, view_id: str | None = None) -> str:
-    """The URL of an experiment's runs table, opened on a saved view if given."""
-    page = f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
-    return f"{page}?{VIEW_URL_KEY}={view_id}" if view_id else page
+    """The URL of an experiment's runs table in the UI's model-training mode, opened on a saved view if given."""
+    page = f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{WORKFLOW_URL_KEY}={TRAINING_WORKFLOW}"
+    return f"{page}&{VIEW_URL_KEY}={view_id}" if view_id else page
 
 
 def run_page(experiment_id: str, run_id: str, artifact: str | None = None) -> str:
     """A run's page (or one of its artifacts) as a link relative to the UI, for Markdown notes the UI renders."""
-    page = f"#/experiments/{experiment_id}/runs/{run_id}"
-    return f"{page}/artifacts/{artifact}" if artifact else page
+    page = f"#/experiments/{experiment_id}/runs/{run_id}" + (f"/artifacts/{artifact}" if artifact else "")
+    return f"{page}?{WORKFLOW_URL_KEY}={TRAINING_WORKFLOW}"

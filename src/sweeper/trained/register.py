@@ -13,7 +13,7 @@ Usage::
 
     version = register_run(tracker, run_id, "jitdp-defects")
     model = mlflow.pyfunc.load_model(f"models:/jitdp-defects/{version.version}")
-    model.predict(pandas.DataFrame([{"id": "c1", "message": "Fix NPE", "diff": "...", "date": "2024-05-01T10:00:00+00:00"}]))
+    model.predict(pandas.DataFrame([{"id": "c1", "message": "Fix NPE", "diff": "...", "date": "2024-05-01T10:00"}]))
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ LIBRARIES = ("torch", "transformers", "peft", "adapters")  # what loads and runs
 MODEL_CODE = Path(__file__).with_name("registered_model.py")  # models-from-code: no pickle in the registry
 EXAMPLE = pd.DataFrame([{"id": "3f2a9c1", "message": "Refuse withdrawals beyond the balance",
                          "diff": "diff --git a/Account.java b/Account.java\n@@ -4,2 +4,5 @@\n"
-                                 "+        if (amount > balance) {\n+            throw new IllegalArgumentException();\n"
+                                 "+        if (amount > balance) {\n"
+                                 "+            throw new IllegalArgumentException();\n"
                                  "+        }\n         balance -= amount;\n",
                          "date": "2024-11-25T10:15:00+01:00"}])  # the input format, shown with the model
 
@@ -76,12 +77,12 @@ def signature(task: str) -> Any:
     """What the model reads (the commit fields `sweeper predict` reads from JSON Lines; other columns are dropped)
     and writes, so MLflow checks inputs and serving tools know the schema."""
     from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, DataType, Map, Schema
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
     inputs = Schema([ColSpec(DataType.string, "id"), ColSpec(DataType.string, "message"),
                      ColSpec(DataType.string, "diff"), ColSpec(DataType.string, "date", required=False),
                      ColSpec(DataType.string, "project", required=False),
-                     ColSpec(Map(DataType.double), "features", required=False)])
+                     ColSpec(AnyType(), "features", required=False)])  # name -> number; sweeper checks them
     output = ColSpec(DataType.string, "message") if task == "cmg" else ColSpec(DataType.double, "probability")
     return ModelSignature(inputs, Schema([ColSpec(DataType.string, "id"), output]))
 
@@ -95,6 +96,7 @@ def requirements() -> list[str]:
 def register_run(tracker: Tracker, run_id: str, name: str) -> Any:
     """Register a completed trial's model as a new version of `name` (created if new); returns the ModelVersion, whose
     source run is the trial's run and whose tags and description hold the trial's params and metrics."""
+    from mlflow.entities import LoggedModelOutput
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
@@ -120,6 +122,7 @@ def register_run(tracker: Tracker, run_id: str, name: str) -> Any:
                                  metadata={"sweeper_run_id": run_id, "task": params.get("task", "")})
         client.log_model_artifacts(logged.model_id, str(saved))
     client.finalize_logged_model(logged.model_id, "READY")
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])  # the run's "Logged models"
     try:
         client.create_registered_model(name)
     except MlflowException as error:
