@@ -55,8 +55,8 @@ class Tracker:
         return cls(MlflowClient(tracking_uri=resolved), resolved)
 
     def experiment_id(self, name: str) -> str:
-        """The experiment for a spec name, created on first use. It opens on the UI's runs table (MLflow 3 opens an
-        experiment without a kind on its GenAI overview), unless someone chose another kind."""
+        """The experiment for a spec name, created on first use, with the kind that says it holds training runs
+        (unless someone chose another kind): UIs that pick the page from it open the runs table, not GenAI's."""
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             return self.client.create_experiment(name, tags={Tag.EXPERIMENT_KIND: TRAINING_KIND})

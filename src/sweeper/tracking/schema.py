@@ -98,8 +98,9 @@ BEST_VALUE = "best_value"
 PARETO_TRIALS = "pareto_trials"
 COMPUTE_SECONDS = "compute_seconds"
 
-# The experiment kind MLflow's UI opens on its runs table ("Machine learning"), not on the GenAI overview; the
-# kind the UI itself writes when a user picks that view, so they can switch it there.
+# The experiment kind of training runs ("Machine learning"), the one MLflow's UI writes when a user picks its runs
+# view: UIs that choose the page from the kind open the runs table, not the GenAI overview. (MLflow 3.17's UI
+# chooses from its own GenAI / Model training switch instead: the URLs sweeper prints set it, see views.py.)
 TRAINING_KIND = "custom_model_development"
 # A saved view of the runs table is an experiment tag VIEW_PREFIX + view id (JSON: name, times, the view's state);
 # the UI opens it from its "Views" menu or a runs-page URL with `?VIEW_URL_KEY=view id`.
