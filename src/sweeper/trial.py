@@ -29,8 +29,8 @@ from sweeper.backbone import load_tokenizer
 from sweeper.config import TrialConfig
 from sweeper.data.batching import batch_indices
 from sweeper.data.encoding import EncodedCommit
-from sweeper.data.records import Dataset, read_records, sample_records
-from sweeper.data.split import Splits, split_records
+from sweeper.data.records import Dataset
+from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
 from sweeper.methods import TrainableModel, apply_method, count_parameters, load_trained
 from sweeper.tasks import Prediction, Task, task_for
@@ -244,8 +244,7 @@ def evaluate(model: TrainableModel, data: Prepared, config: TrialConfig, progres
 
 def prepare_data(config: TrialConfig, dataset: Dataset | None = None, device: torch.device | None = None) -> Prepared:
     """Read (unless given), sample, split and encode the data of `config`; prepare its task for it."""
-    dataset = dataset or read_records(config.data.path, config.task, config.data.skip_bad)
-    splits = data_splits(config, dataset)
+    dataset, splits = trial_splits(config, dataset)
     tokenizer = load_tokenizer(config.backbone, config.task)
     task = task_for(config)
     train, valid, test = (task.encode(part, tokenizer) for part in (splits.train, splits.valid, splits.test))
@@ -254,13 +253,6 @@ def prepare_data(config: TrialConfig, dataset: Dataset | None = None, device: to
                            "sampling and splitting: give more data (data.sample) or a larger data.split.valid")
     task.prepare(train, tokenizer, device or torch.device("cpu"))
     return Prepared(train, valid, test, task, dataset.digest)
-
-
-def data_splits(config: TrialConfig, dataset: Dataset) -> Splits:
-    """The records `config` trains, validates and tests on: its sample and split of `dataset`, seeded by
-    `data.seed` (default: the trial's seed). Baselines are fitted on exactly these."""
-    seed = config.seed if config.data.seed is None else config.data.seed
-    return split_records(sample_records(dataset.records, config.data.sample, seed), config.data.split, seed)
 
 
 def predict_saved(folder: Path) -> list[Prediction]:

@@ -13,8 +13,8 @@ import optuna
 from sweeper.methods import METHODS
 from sweeper.metrics.bootstrap import DISPLAY
 from sweeper.report import figures
-from sweeper.report.analysis import (FRONT_COSTS, RESAMPLES, backbone_params, best_per, decide, pareto_front,
-                                     repeats_of, spread, sweep_totals, value_text)
+from sweeper.report.analysis import (FRONT_COSTS, RESAMPLES, Decision, backbone_params, best_per, best_per_fraction,
+                                     decide, pareto_front, repeats_of, spread, sweep_totals, value_text)
 from sweeper.report.document import Block, Document, Image, Section, Table
 from sweeper.report.importance import load_study, param_importances
 from sweeper.spec import parse_objectives
@@ -23,18 +23,20 @@ from sweeper.tracking.schema import COSTS, Role, State, Tag
 from sweeper.tracking.sweeps import SweepDetails, TrialRun, ranked, searched_params
 
 
-def build_document(details: SweepDetails, out: Path) -> Document:
-    """Every section of the report; figures are written to `out` as they are made."""
+def build_document(details: SweepDetails, out: Path, decision: Decision | None = None) -> Document:
+    """Every section of the report, the decision first (`decide(details)` unless given); figures are written to
+    `out` as they are made."""
     record = details.record
     study, why = load_study(details.tags.get(Tag.OPTUNA_STORAGE), record.sweep_id)
     multi = (study is not None and len(study.directions) > 1) or bool(details.tags.get(Tag.OBJECTIVES))
     return Document(f"Sweep report: {record.sweep_id}", [
-        decision_section(details),
+        decision_section(details, decision),
         overview(details),
         totals_section(details),
         best_section("Best trial per method", "method", details, lambda t: t.method,
                      ranked(details.baselines, record.metric, record.mode)),
         *setting_sections(details),
+        *fraction_sections(details, out),
         pareto_section(details, out, study),
         *([optuna_pareto_section(details, study, why)] if multi else []),
         curves_section(details, out),
@@ -44,9 +46,9 @@ def build_document(details: SweepDetails, out: Path) -> Document:
     ])
 
 
-def decision_section(details: SweepDetails) -> Section:
+def decision_section(details: SweepDetails, decision: Decision | None = None) -> Section:
     """The decision first: does any trial beat the baselines, and which method beats which, with intervals."""
-    found = decide(details)
+    found = decision or decide(details)
     name = DISPLAY.get(found.metric, found.metric)
     blocks: list[Block] = [f"**{found.verdict}**"] if found.verdict else []
     if found.pairs:
@@ -106,6 +108,30 @@ def setting_sections(details: SweepDetails) -> list[Section]:
             sections.append(best_section(f"Best {method.name} trial per {setting}", setting, details,
                                          lambda t, m=method.name, k=key: t.params.get(k) if t.method == m else None))
     return sections
+
+
+def fraction_sections(details: SweepDetails, out: Path) -> list[Section]:
+    """"Metric against the training fraction" for a low-resource sweep (trials on more than one
+    `data.train_fraction`): the best trial per (method, fraction) as a table and a figure; none otherwise."""
+    rows = best_per_fraction(details)
+    if not rows:
+        return []
+    metric = details.record.metric
+    task = task_class(details.spec.task if details.spec is not None else "jitdp")
+    shown = [metric, *(name for name in task.shown if name != metric)]
+    table = Table(["method", "train fraction", "training commits", "trials", "best trial", "run",
+                   *(f"best {name}" for name in shown)],
+                  [[row.method, f"{row.fraction:g}", count_text(row.best.metrics.get("train_samples")), str(row.trials),
+                    row.best.name, f"`{row.best.run_id}`", *(number(row.best.value(name)) for name in shown)]
+                   for row in rows])
+    note = ("Each fraction trains on a seeded, stratified share of the same training split (a smaller share is a "
+            "subset of a larger one); validation and test commits are the same at every fraction, so the rows compare.")
+    blocks: list[Block] = [note, table]
+    path = figures.fraction_figure(details, rows, out / "fraction.png")
+    if path is not None:
+        blocks.append(Image(path, f"best {metric} per method against the share of the training split; faint dots are "
+                                  "the other completed trials"))
+    return [Section(f"{metric} against the training fraction", blocks)]
 
 
 def overview(details: SweepDetails) -> Section:

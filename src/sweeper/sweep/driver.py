@@ -21,7 +21,8 @@ from ray.tune.search import Searcher
 
 from sweeper.backbone import embedded_backbone_dir
 from sweeper.config import EMBEDDED_BACKBONE
-from sweeper.data.records import Dataset, read_records
+from sweeper.data.records import Dataset
+from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
 from sweeper.spec import Spec, format_objectives
 from sweeper.sweep.callbacks import TrackingCallback
@@ -33,9 +34,10 @@ from sweeper.sweep.search import OptunaSearcher, direction, make_sampler, name_o
 from sweeper.sweep.space import define_by_run
 from sweeper.sweep.trainable import train_in_ray
 from sweeper.tracking.client import Tracker
+from sweeper.tracking.notes import write_sweep_note
 from sweeper.tracking.schema import (BEST_PREFIX, BEST_VALUE, COMPUTE_SECONDS, PARETO_FILE, PARETO_TRIALS, SPEC_FILE,
                                      TRIALS_PREFIX, Role, State, Tag)
-from sweeper.tracking.sweeps import SweepRecord, best_per_method, ranked, trial_runs
+from sweeper.tracking.sweeps import SweepRecord, best_per_method, find_sweep, ranked, trial_runs
 
 
 RETRIES = 2  # a trial whose worker dies resumes from its last checkpoint on another node, twice at most
@@ -84,9 +86,10 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
         tracker.client.update_run(parent_run_id, status="RUNNING")
     else:
         parent_run_id = tracker.start_sweep(spec.name, sweep_id, spec_text, {
-            Tag.OPTUNA_STORAGE: redact(study_storage), Tag.METRIC: spec.metric, Tag.MODE: spec.mode})
+            Tag.OPTUNA_STORAGE: redact(study_storage), Tag.METRIC: spec.metric, Tag.MODE: spec.mode},
+            searched=list(spec.search))
     trials = spec.sweep.trials - (resume.finished if resume else 0)
-    tracking = TrackingCallback(tracker, spec.name, parent_run_id, sweep_id, searcher, dataset.digest)
+    tracking = TrackingCallback(tracker, spec.name, parent_run_id, sweep_id, searcher, dataset)
     print(f"sweep {sweep_id}: {trials} trials{' to go' if resume else ''}, MLflow {tracker.uri} (run {parent_run_id}), "
           f"Optuna {redact(study_storage)}", flush=True)
 
@@ -101,7 +104,7 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
                   OptunaPruningScheduler(searcher, spec.metric), spec.sweep.time_budget_s).fit()
         tracking.flush()  # the trials' runs are complete in MLflow: the repeats pick the best of them
         run_repeats(spec, name, tracker, SweepRecord(sweep_id, parent_run_id, tracker.experiment_id(spec.name),
-                                                     spec.metric, spec.mode), study, dataset.digest)
+                                                     spec.metric, spec.mode), study, dataset)
         state = State.COMPLETE
     finally:
         try:
@@ -111,15 +114,22 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
             summary = summarise(tracker, SweepSummary(sweep_id, parent_run_id, spec.name, tracker.uri, study_storage),
                                 study, spec.metric)
             tracker.end_run(parent_run_id, state)
+            write_sweep_note(tracker, find_sweep(tracker, sweep_id))
+    if spec.sweep.register_best and summary.best_run_id:
+        from sweeper.trained.register import register_run
+
+        best = spec.sweep.register_best
+        register_run(tracker, summary.best_run_id, best if isinstance(best, str) else spec.name)
     return summary
 
 
 def check_before_trials(spec: Spec, source: str) -> Dataset:
-    """Mistakes cost seconds, not a failed trial each: the backbone is built or found, the data read and
-    validated, and every method the search can pick applied to the backbone's shapes."""
+    """Mistakes cost seconds, not a failed trial each: the backbone is built or found, the data read, validated
+    and split (an unknown project is an error here), and every method the search can pick applied to the
+    backbone's shapes."""
     if spec.backbone == EMBEDDED_BACKBONE:
         embedded_backbone_dir()
-    dataset = read_records(spec.data.path, spec.task, spec.data.skip_bad)
+    dataset, _ = trial_splits(spec.base_trial())
     preflight(spec, source)
     return dataset
 
@@ -153,7 +163,7 @@ def tuner(spec: Spec, name: str, trials: int, searcher: Searcher, callbacks: lis
 
 
 def run_repeats(spec: Spec, name: str, tracker: Tracker, sweep: SweepRecord, study: optuna.Study,
-                data_digest: str) -> None:
+                dataset: Dataset) -> None:
     """Re-train the best configuration of each method with `sweep.repeats` more seeds, through a second Tuner
     (no pruning), recorded as repeat runs; repeats a resumed sweep had finished are not run again."""
     if spec.sweep.repeats == 0:
@@ -172,7 +182,7 @@ def run_repeats(spec: Spec, name: str, tracker: Tracker, sweep: SweepRecord, stu
           f"{', '.join(map(str, seeds))}: {len(jobs)} runs", flush=True)
     start_ray()
     searcher = RepeatSearcher(jobs, spec.metric, spec.mode)
-    tracking = RepeatTracking(tracker, spec.name, sweep.run_id, sweep.sweep_id, searcher, data_digest)
+    tracking = RepeatTracking(tracker, spec.name, sweep.run_id, sweep.sweep_id, searcher, dataset)
     try:
         tuner(spec, f"{name}-repeats", len(jobs), searcher,
               [tracking, ProgressCallback(spec.metric, searcher, ["seed"])]).fit()

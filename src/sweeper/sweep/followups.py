@@ -1,7 +1,7 @@
 """What a sweep runs beside its search: baselines before the trials, repeats after them.
 
 **Baselines** (JIT-DP): logistic regressions fitted in seconds on exactly the trials' training split
-(`trial.data_splits` of the spec's base trial) and scored on the same validation (and test) commits. Each is a
+(`data.split.trial_splits` of the spec's base trial) and scored on the same validation (and test) commits. Each is a
 child run of the sweep (`sweeper.role: baseline`, `sweeper.baseline: NAME`) holding the metrics trials log
 (`best_auc`, ..., `auc_ci_low`, `auc_ci_high`) and its validation scores as `predictions.csv` (`id,label,score`),
 so the report compares trials and baselines on the same commits. A logistic regression has no seed (it is
@@ -33,7 +33,7 @@ from sweeper.spec import Spec
 from sweeper.sweep.callbacks import TrackingCallback
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, Role, State, Tag
-from sweeper.trial import data_splits
+from sweeper.data.split import trial_splits
 
 # --- baselines ------------------------------------------------------------------------------------------
 
@@ -48,7 +48,7 @@ def fit_spec_baselines(spec: Spec, dataset: Dataset) -> list[BaselineResult]:
     names = baseline_names(spec)
     if not names:
         return []
-    splits = data_splits(spec.base_trial(), dataset)
+    _, splits = trial_splits(spec.base_trial(), dataset)
     scored = {VALID: splits.valid, **({"test": splits.test} if splits.test else {})}
     return fit_baselines(splits.train, scored, names)
 
@@ -70,7 +70,7 @@ def log_baselines(tracker: Tracker, spec: Spec, dataset: Dataset, parent_run_id:
         if result.skipped:
             print(f"baseline {result.name} skipped: {result.skipped}", flush=True)
             tracker.set_tags(run_id, {Tag.FAILURE: result.skipped[:500]})
-            tracker.end_run(run_id, State.FAILED)
+            tracker.end_run(run_id, State.FAILED, f"baseline {result.name}: skipped: {result.skipped[:500]}")
             continue
         tracker.log_metrics(run_id, baseline_metrics(result))
         with tempfile.TemporaryDirectory() as folder:
@@ -78,8 +78,10 @@ def log_baselines(tracker: Tracker, spec: Spec, dataset: Dataset, parent_run_id:
             rows = [f"{id_},{labels[id_]},{score!r}" for id_, score in zip(result.valid_ids, result.valid_scores)]
             path.write_text("\n".join(["id,label,score", *rows]) + "\n")
             tracker.log_file(run_id, path)
-        tracker.end_run(run_id, State.COMPLETE)
-        print(f"baseline {result.name}: {describe_value(result, spec.metric)}", flush=True)
+        shown = describe_value(result, spec.metric)
+        tracker.end_run(run_id, State.COMPLETE, f"baseline {result.name}: {shown} on the trials' validation commits "
+                                                f"({result.description})")
+        print(f"baseline {result.name}: {shown}", flush=True)
 
 
 def baseline_params(result: BaselineResult, config: TrialConfig) -> dict[str, Any]:
