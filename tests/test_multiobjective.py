@@ -120,7 +120,7 @@ def test_summarise_tags_objectives_and_logs_the_pareto_set(tmp_path: Path) -> No
         runs.append(tracker.start_trial("mo", parent, "mo-1", f"trial-{number}", {"method": "lora"},
                                         {"optuna.trial": str(number), "sweeper.method": "lora"}))
         tracker.end_run(runs[-1], "complete")
-    summary = summarise(tracker, SweepSummary("mo-1", parent, "mo", tracker.uri, "memory"), study)
+    summary = summarise(tracker, SweepSummary("mo-1", parent, "mo", tracker.uri, "memory"), study, "auc")
     assert summary.best_value == 0.7 and summary.best_run_id == runs[0]
     run = tracker.client.get_run(parent)
     assert run.data.tags["sweeper.objectives"] == "auc:max,trainable_params:min"
