@@ -19,11 +19,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, ViewType
 
 from services import MlflowServer
+from sweeper.backbone import load_tokenizer
 from sweeper.cli import main
+from sweeper.data.diff import ADD_MARKER, DEL_MARKER, parse_diff
+from sweeper.data.encoding import encode_commits, leading_ids, marker_ids, share_budget, token_ids
+from sweeper.data.records import CommitRecord
 from sweeper.tracking.schema import SPEC_FILE
 from tiny_sweep import TinySweep, tiny_sweep
-
-pytestmark = pytest.mark.slow
 
 HEADER = "commit 3f2a9c1d\nAuthor: A <a@b.c>\nDate:   Mon Nov 25 10:15:00 2024 +0100\n\n    {message}\n\n"
 TEXT_CHANGE = ("diff --git a/src/Account.java b/src/Account.java\n--- a/src/Account.java\n+++ b/src/Account.java\n"
@@ -60,6 +62,25 @@ def probability(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, 
     return json.loads(out)["probability"], err
 
 
+def test_a_huge_diff_encodes_as_if_tokenised_whole() -> None:
+    """The first tokens the model takes come out the same when only prefixes of a 150 KB diff are tokenised."""
+    tokenizer = load_tokenizer("embedded", "jitdp")
+    lines = [f"{'-+'[i % 3 == 0]}  value_{i} = compute(items[{i}], 'label {i}') + offset;" for i in range(2000)]
+    record = CommitRecord(id="x", date=None, message="Regenerate the parser " * 20, diff="@@\n" + "\n".join(lines))
+    for max_length, message_tokens in ((64, 16), (512, 64)):
+        encoded = encode_commits([record], tokenizer, max_length, message_tokens)[0].input_ids
+        changes = parse_diff(record.diff)  # the whole diff tokenised, as before `leading_ids`
+        markers = marker_ids(tokenizer, ADD_MARKER), marker_ids(tokenizer, DEL_MARKER)
+        budget = max_length - tokenizer.num_special_tokens_to_add(pair=False) - len(markers[0]) - len(markers[1])
+        message = token_ids(tokenizer, record.message)[:message_tokens]
+        added, removed = share_budget(token_ids(tokenizer, " ".join(changes.added)),
+                                      token_ids(tokenizer, " ".join(changes.removed)), budget - len(message))
+        whole = tokenizer.build_inputs_with_special_tokens(message + markers[0] + added + markers[1] + removed)
+        assert encoded == whole and len(encoded) == max_length
+    assert len(leading_ids(tokenizer, " ".join(changes.added), 100)) < len(token_ids(tokenizer, " ".join(changes.added)))
+
+
+@pytest.mark.slow
 def test_huge_diff_is_read_up_to_what_the_model_takes(sweep: TinySweep, capsys: pytest.CaptureFixture,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """32 MB of changed lines (tokenising all of it took about 1 s and 140 MB per MB): the same probability as
@@ -75,6 +96,7 @@ def test_huge_diff_is_read_up_to_what_the_model_takes(sweep: TinySweep, capsys: 
     print(f"\n{len(huge) / 2**20:.0f} MB diff: P(defect) {whole:.6f}")
 
 
+@pytest.mark.slow
 def test_binary_patches_are_left_out_and_said_so(sweep: TinySweep, capsys: pytest.CaptureFixture,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     message = HEADER.format(message="Refuse overdrafts, new logo")
@@ -90,6 +112,7 @@ def test_binary_patches_are_left_out_and_said_so(sweep: TinySweep, capsys: pytes
     assert 0.0 <= binary_only <= 1.0 and "1 binary change left out" in err
 
 
+@pytest.mark.slow
 def test_bytes_that_are_not_utf8_are_read_as_unknown_characters_and_said_so(
         sweep: TinySweep, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     latin1 = (HEADER.format(message="Grüße an die Kundschaft") + TEXT_CHANGE.replace(
@@ -107,9 +130,10 @@ def test_bytes_that_are_not_utf8_are_read_as_unknown_characters_and_said_so(
     (b" \n\t\n", "error: <stdin>: no input: pipe in `git show`, a unified diff or JSON Lines"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00", "error: <stdin>: not `git show` output, a unified diff"),
 ], ids=["empty", "blank", "binary-file"])
-def test_no_commit_in_the_input_is_one_error_line(sweep: TinySweep, capsys: pytest.CaptureFixture,
-                                                  monkeypatch: pytest.MonkeyPatch, text: bytes, error: str) -> None:
-    code, out, err = sweeper(capsys, monkeypatch, "predict", sweep.best_run().info.run_id, "--tracking-uri", sweep.uri,
+def test_no_commit_in_the_input_is_one_error_line(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                                  text: bytes, error: str) -> None:
+    """Said before any model is fetched (no tracking server needed)."""
+    code, out, err = sweeper(capsys, monkeypatch, "predict", "0123abcd", "--tracking-uri", "http://127.0.0.1:9",
                              stdin=text)
     assert code == 2 and not out
     assert err.startswith(error) and len(err.strip().splitlines()) == 1
@@ -129,6 +153,7 @@ def copy_run(client: MlflowClient, run, experiment_id: str, tags: dict[str, str 
     return copy.info.run_id
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key, value, field", [
     ("lr", "fast", "field 'lr': Input should be a valid number"),
     ("lora.rank", "-3", "field 'lora.rank': Input should be greater than or equal to 1 (got -3)"),
@@ -149,6 +174,7 @@ def test_reproduce_of_params_edited_into_invalid_values_is_one_error_line(
     assert "the run's config.json artifact holds the values it ran with" in err
 
 
+@pytest.mark.slow
 def test_report_of_a_sweep_with_deleted_runs_says_what_is_missing(sweep: TinySweep, capsys: pytest.CaptureFixture,
                                                                   monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Path) -> None:
