@@ -43,7 +43,7 @@ def main() -> int:
         outcome = run_chaos(Path(temp) / "sweep", uri, trials, kills, options.minutes, options.seed, options.epochs)
     common.print_report("Chaos (bench/chaos.py)", {
         "cluster": "local: ray start --head --num-cpus 0, 2 worker nodes --num-cpus 1, token auth, own --temp-dir each",
-        "chaos": f"up to {kills} worker nodes killed (SIGKILL to the node's process group) within {options.minutes:g} "
+        "chaos": f"up to {kills} worker nodes killed (SIGKILL to every process of the node) within {options.minutes:g} "
                  f"min of the first trial, a fresh node after each; seed {options.seed}",
         "sweep": f"{trials} LoRA / adapter trials, {options.epochs} epochs, max_concurrent 2, median pruner",
     }, [

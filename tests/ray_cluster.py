@@ -1,9 +1,10 @@
 """A local multi-node Ray cluster on loopback, for tests and benchmarks: a head without CPUs and worker nodes.
 
-Each node is its own `ray start` in its own process group and `--temp-dir`, as on separate machines, with token
-authentication on. The node's daemons (raylet, workers, agents) stay in that group after `ray start` returns,
-so a worker node is killed exactly (`kill_worker`: SIGKILL to its group, as a lost machine) and the cluster is
-stopped without touching any other Ray on the machine (never `ray stop`, which stops every Ray process here).
+Each node is its own `ray start` in its own session (`setsid`) and `--temp-dir`, as on separate machines, with
+token authentication on. The node's processes (raylet, agents, and the workers, which Ray puts in process groups
+of their own) stay in that session after `ray start` returns, so a worker node is killed exactly (`kill_worker`:
+SIGKILL to every process of its session, as a lost machine) and the cluster is stopped without touching any
+other Ray on the machine (never `ray stop`, which stops every Ray process here).
 
 Usage::
 
@@ -35,13 +36,13 @@ START_SECONDS = 180  # `ray start` of a node takes 5-20 s on two busy cores
 
 @dataclass
 class LocalCluster:
-    """The head's address, the environment that reaches the cluster, and the process group of each node."""
+    """The head's address, the environment that reaches the cluster, and the session of each node."""
 
     folder: Path
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     head: int | None = None
-    workers: list[int] = field(default_factory=list)  # process groups of the live worker nodes
+    workers: list[int] = field(default_factory=list)  # sessions of the live worker nodes
     started_workers: int = 0
     temp_dirs: list[Path] = field(default_factory=list)  # short, in /tmp: Ray's socket paths have a length limit
 
@@ -70,28 +71,29 @@ class LocalCluster:
                                    "--ray-client-server-port", str(free_port()))
 
     def add_worker(self) -> int:
-        """Start one more worker node of one CPU; returns its process group."""
+        """Start one more worker node of one CPU; returns its session."""
         self.started_workers += 1
-        group = self.ray_start(f"node{self.started_workers}", "--address", self.address, "--num-cpus", "1")
-        self.workers.append(group)
-        return group
+        session = self.ray_start(f"node{self.started_workers}", "--address", self.address, "--num-cpus", "1")
+        self.workers.append(session)
+        return session
 
     def busy_workers(self) -> list[int]:
         """The live worker nodes that host a Ray Tune trial's actor (Ray titles its process `ray::ImplicitFunc...`)."""
-        return [group for group in self.workers if any("ImplicitFunc" in title for title in process_titles(group))]
+        return [node for node in self.workers
+                if any("ImplicitFunc" in title for title in session_processes(node).values())]
 
-    def kill_worker(self, group: int) -> None:
+    def kill_worker(self, session: int) -> None:
         """Lose a worker node at once: SIGKILL to its raylet, its workers and its agents."""
-        self.workers.remove(group)
-        kill_group(group)
+        self.workers.remove(session)
+        kill_session(session)
 
     def stop(self) -> None:
         """SIGKILL every node started here (workers first), and wait until their processes are gone."""
-        groups = [*self.workers, *([self.head] if self.head else [])]
-        for group in groups:
-            kill_group(group)
+        sessions = [*self.workers, *([self.head] if self.head else [])]
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(group_running(group) for group in groups):
+        while time.monotonic() < deadline and any(session_processes(session) for session in sessions):
+            for session in sessions:
+                kill_session(session)
             time.sleep(0.2)
         for temp_dir in self.temp_dirs:
             shutil.rmtree(temp_dir, ignore_errors=True)
@@ -110,38 +112,30 @@ class LocalCluster:
         except subprocess.TimeoutExpired:
             code = None
         if code != 0:
-            kill_group(process.pid)
+            kill_session(process.pid)
             raise RuntimeError(f"ray start ({name}) failed:\n{log.read_text()[-3000:]}")
         return process.pid
 
 
-def kill_group(group: int) -> None:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+def kill_session(session: int) -> None:
+    """SIGKILL every process of a session (`ray start` with start_new_session: its id is that process's pid)."""
+    for pid in session_processes(session):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
-def process_titles(group: int) -> list[str]:
-    """The command lines (Ray sets them to the task's title) of the running processes of a process group."""
-    titles = []
+def session_processes(session: int) -> dict[int, str]:
+    """The running processes of a session (zombies waiting to be reaped left out): pid -> command line, which
+    Ray sets to a task's title (`ray::ImplicitFunc` for a Ray Tune trial's actor)."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
-            if int(pgrp) == group and state != "Z":
-                titles.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            state, _, _, sid = stat.read_text().rsplit(")", 1)[1].split()[:4]
+            if int(sid) == session and state != "Z":
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace")
         except (OSError, IndexError, ValueError):
             continue
-    return titles
-
-
-def group_running(group: int) -> bool:
-    """Whether a process of the group is still running (zombies waiting to be reaped do not count)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, IndexError, ValueError):
-            continue
-        if int(pgrp) == group and state != "Z":
-            return True
-    return False
+    return found
