@@ -2,8 +2,8 @@
 then checked for what must hold whatever was lost. `tests/test_chaos.py` runs it small; `bench/chaos.py` longer.
 
 Each kill is SIGKILL to a whole worker node (raylet, workers, agents: a lost machine), chosen at random among the
-live ones that host a trial (among all live ones when none does), 1-8 s after the last kill's replacement joined (or after the first trial started); a fresh node joins
-after each kill so the work can go on. Kills stop after `kills`, or `minutes` after the first trial started,
+live ones that host a trial (among all live ones when none does), 1-8 s after the last kill's replacement joined
+(or after the first trial started); a fresh node joins after each kill so the work can go on. Kills stop after `kills`, or `minutes` after the first trial started,
 whichever comes first; then the sweep runs to its end. The checks:
 
 - every trial ended in a final state (complete, pruned, failed) and no run is left RUNNING;
@@ -184,7 +184,8 @@ def check_sweep(client: MlflowClient, runs: list[Any], study: optuna.Study, summ
               f"({dict(states)})", all(run.data.tags.get("sweeper.state") in FINAL_STATES for run in runs)),
         Check("no run RUNNING", f"{len(running)} running", not running),
         Check("one MLflow run per Optuna trial", f"{len(runs)} runs, {len(numbers)} trial numbers, "
-              f"{len(study.trials)} study trials", set(numbers) == study_numbers and all(count == 1 for count in numbers.values())),
+              f"{len(study.trials)} study trials",
+              set(numbers) == study_numbers and all(count == 1 for count in numbers.values())),
         Check("Optuna's states agree with MLflow's", f"{len(agree)} of {len(study.trials)} trials",
               len(agree) == len(study.trials)),
         Check("no metric step logged twice or lost", f"{steps_ok} of {len(runs)} runs have steps 1..n once each "

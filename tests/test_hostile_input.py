@@ -29,8 +29,8 @@ from tiny_sweep import TinySweep, tiny_sweep
 
 HEADER = "commit 3f2a9c1d\nAuthor: A <a@b.c>\nDate:   Mon Nov 25 10:15:00 2024 +0100\n\n    {message}\n\n"
 TEXT_CHANGE = ("diff --git a/src/Account.java b/src/Account.java\n--- a/src/Account.java\n+++ b/src/Account.java\n"
-               "@@ -3,1 +3,3 @@\n-        balance -= amount;\n+        if (amount > balance) throw new IllegalStateException();\n"
-               "+        balance -= amount;\n")
+               "@@ -3,1 +3,3 @@\n-        balance -= amount;\n"
+               "+        if (amount > balance) throw new IllegalStateException();\n+        balance -= amount;\n")
 BINARY_CHANGE = ("diff --git a/logo.png b/logo.png\nindex 1b2c3d4..5e6f7a8 100644\nGIT binary patch\nliteral 1234\n"
                  "zcmV-+1(x~=P)<h;3K|Lk000e1NJLTq000;O002k`1^@s6;&<+b00009a7bBm000XU\n\nliteral 0\n"
                  "HcmV?d00001\n\n")
@@ -77,7 +77,8 @@ def test_a_huge_diff_encodes_as_if_tokenised_whole() -> None:
                                       token_ids(tokenizer, " ".join(changes.removed)), budget - len(message))
         whole = tokenizer.build_inputs_with_special_tokens(message + markers[0] + added + markers[1] + removed)
         assert encoded == whole and len(encoded) == max_length
-    assert len(leading_ids(tokenizer, " ".join(changes.added), 100)) < len(token_ids(tokenizer, " ".join(changes.added)))
+    added = " ".join(changes.added)
+    assert len(leading_ids(tokenizer, added, 100)) < len(token_ids(tokenizer, added))  # only a prefix was tokenised
 
 
 @pytest.mark.slow
