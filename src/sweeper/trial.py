@@ -246,7 +246,7 @@ def prepare_data(config: TrialConfig, dataset: Dataset | None = None, device: to
     """Read (unless given), sample, split and encode the data of `config`; prepare its task for it."""
     dataset = dataset or read_records(config.data.path, config.task, config.data.skip_bad)
     records = sample_records(dataset.records, config.data.sample, config.seed)
-    splits = split_records(records, config.data.split, config.seed)
+    splits = split_records(records, config.data.split, config.seed, config.data.train_fraction)
     tokenizer = load_tokenizer(config.backbone, config.task)
     task = task_for(config)
     train, valid, test = (task.encode(part, tokenizer) for part in (splits.train, splits.valid, splits.test))

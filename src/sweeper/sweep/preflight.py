@@ -8,9 +8,9 @@ or adapter layer the backbone lacks is an error before Ray starts.
 from __future__ import annotations
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+from transformers import AutoConfig
 
-from sweeper.backbone import resolve_backbone
+from sweeper.backbone import model_from_config, resolve_backbone
 from sweeper.config import TrialConfig
 from sweeper.errors import MethodError, SpecError, SweeperError
 from sweeper.methods import apply_method
@@ -35,12 +35,9 @@ def candidate_configs(spec: Spec) -> list[tuple[str, str, TrialConfig]]:
 def check_methods(spec: Spec, source: str) -> None:
     """Apply each candidate method to a shapes-only backbone; the first that fails is a SpecError."""
     model_config = AutoConfig.from_pretrained(resolve_backbone(spec.backbone, spec.task), num_labels=2)
-    kind = AutoModelForSequenceClassification
-    if spec.task == "cmg":
-        kind = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
     for field, what, config in candidate_configs(spec):
         with torch.device("meta"):
-            model = kind.from_config(model_config)
+            model = model_from_config(model_config, spec.task, config.generation.decoder_layers)
         try:
             apply_method(model, config)
         except (MethodError, ValueError) as error:

@@ -1,7 +1,7 @@
 """A trial's data as MLflow dataset inputs: one per split, so the UI's Dataset column and dataset views show what
 each run trained and was validated on.
 
-The split is deterministic from the trial's config (sample, split kind and shares, seed), so the driver computes it
+The split is deterministic from the trial's config (sample, split, training fraction, seed), so the driver computes it
 from the records it has already read: the digest names the split's commits (their ids, with the digest of the file
 they came from), the profile counts them.
 
@@ -48,7 +48,7 @@ def split_inputs(config: TrialConfig, dataset: Dataset) -> list[DatasetInput]:
     if dataset.source != config.data.path:  # a searched data path: not the file the driver read
         dataset = read_records(config.data.path, config.task, config.data.skip_bad)
     records = sample_records(dataset.records, config.data.sample, config.seed)
-    splits = split_records(records, config.data.split, config.seed)
+    splits = split_records(records, config.data.split, config.seed, config.data.train_fraction)
     source_type, source = source_of(config.data.path)
     inputs = []
     for role, part in ((DatasetRole.TRAIN, splits.train), (DatasetRole.VALIDATION, splits.valid),
