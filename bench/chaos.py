@@ -10,6 +10,7 @@ machine is left alone. Exits 1 when a check fails.
 
     python bench/chaos.py                                    # 3 kills, 6 trials: about 3 minutes on 2 cores
     python bench/chaos.py --kills 10 --minutes 10 --trials 20 --epochs 4 --seed 7
+    python bench/chaos.py --quick                            # 1 kill, 2 trials: about 2 minutes, checks it runs
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> int:
     }, [
         ("What happened", ("figure", "value"), [
             ("worker nodes killed", len(outcome.kills)),
+            ("of them hosting a trial", outcome.kills_busy),
             ("kills at (s after the sweep started)", ", ".join(f"{at:.0f}" for at in outcome.kills) or "-"),
             ("sweep wall time s", outcome.seconds),
             ("trials by state", outcome.summary.get("trials")),
