@@ -461,4 +461,6 @@ def test_repeat_searcher_hands_out_the_jobs_then_finishes() -> None:
     given = [searcher.suggest(f"t{i}") for i in range(4)]
     assert [g["repeat_of"] for g in given[:3]] == ["a", "a", "b"] and given[3] == Searcher.FINISHED
     assert given[2] == {"values": {"method": "full", "seed": 5, "data.seed": 4}, "optuna_trial": 5, "repeat_of": "b"}
-    assert searcher.state_of("t0") == "complete"
+    searcher.on_trial_complete("t0", {"auc": 0.61})
+    searcher.on_trial_complete("t1", {"auc": float("nan"), "failure": "TrialFailed: loss is nan"})  # as the trainable
+    assert (searcher.state_of("t0"), searcher.state_of("t1")) == ("complete", "failed")

@@ -151,9 +151,22 @@ def overview(details: SweepDetails) -> Section:
             + "; no pruning. See the Pareto set (Optuna) below.")
     best = details.tags.get(Tag.BEST_RUN)
     if best:
-        lines.append(f"Best run: `{best}`" + (f" (the Pareto trial with the best {record.metric})" if objectives else "")
-                     + ".")
+        gone = " (no longer in MLflow)" if all(trial.run_id != best for trial in details.trials) else ""
+        lines.append(f"Best run: `{best}`{gone}" + (f" (the Pareto trial with the best {record.metric})" if objectives
+                                                    else "") + ".")
+    missing = details.missing()
+    if missing:
+        lines.append(f"**Partial report**: {missing_text(details)}; everything below covers the "
+                     f"{len(details.trials)} trial runs found.")
     return Section("Overview", lines)
+
+
+def missing_text(details: SweepDetails) -> str:
+    """`2 of 7 trials have no run in MLflow (deleted?): Optuna trials 1, 4`."""
+    missing = details.missing()
+    total = len(missing) + len([trial for trial in details.trials if trial.number >= 0])
+    return (f"{len(missing)} of {total} trials have no run in MLflow (deleted?): Optuna trial"
+            f"{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}")
 
 
 def totals_section(details: SweepDetails) -> Section:

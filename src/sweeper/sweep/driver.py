@@ -40,7 +40,9 @@ from sweeper.tracking.schema import (BEST_PREFIX, BEST_VALUE, COMPUTE_SECONDS, P
 from sweeper.tracking.sweeps import SweepRecord, best_per_method, find_sweep, ranked, trial_runs
 
 
-RETRIES = 2  # a trial whose worker dies resumes from its last checkpoint on another node, twice at most
+# A trial whose worker or node dies resumes from its last checkpoint on another one, twice at most. Failures the trial
+# raises itself (bad data, a NaN loss, ...) never reach Ray as errors: the trainable ends the trial FAILED at once.
+RETRIES = 2
 
 
 @dataclass

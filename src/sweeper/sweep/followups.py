@@ -162,13 +162,14 @@ def plan_repeats(spec: Spec, best: list[tuple[str, int, str]], searched: dict[in
 
 
 class RepeatSearcher(Searcher):
-    """Hands Ray Tune the repeat jobs in order, then FINISHED. Nothing is told to Optuna: a repeat ends complete
-    (or failed, through the tracking callback's error path)."""
+    """Hands Ray Tune the repeat jobs in order, then FINISHED. Nothing is told to Optuna: a repeat ends complete, or
+    failed when its final result has no finite value of the metric (the trainable reports a failure that way)."""
 
     def __init__(self, jobs: list[RepeatJob], metric: str, mode: str) -> None:
         super().__init__(metric=metric, mode=mode)
         self.jobs = jobs
         self.started: dict[str, RepeatJob] = {}
+        self.failed: set[str] = set()
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return metric in (None, self.metric) and mode in (None, self.mode)
@@ -180,10 +181,15 @@ class RepeatSearcher(Searcher):
         return {"values": job.values, "optuna_trial": job.number, "repeat_of": job.run_id}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        return None
+        try:
+            value = float((result or {})[self.metric])
+        except (KeyError, TypeError, ValueError):
+            value = math.nan
+        if error or not math.isfinite(value):
+            self.failed.add(trial_id)
 
     def state_of(self, trial_id: str) -> str:
-        return State.COMPLETE
+        return State.FAILED if trial_id in self.failed else State.COMPLETE
 
 
 class RepeatTracking(TrackingCallback):
