@@ -4,34 +4,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from mlflow import MlflowClient
 
+from harness import last_json, small_trial, sweeper, trial_runs, write_spec
 from services import MlflowServer
-from sweeper.config import TrialConfig
 from sweeper.trial import TrialFailed, run_trial
-
-SPEC = """name: {name}
-data: {{path: bundled:jitdp, sample: 200, split: {{kind: time, valid: 0.25}}, max_length: 64}}
-defaults: {{method: lora, epochs: 1, lr: 1.0e-3}}
-search:
-  data.path: {{choice: {paths}}}
-sweep: {{trials: {trials}, searcher: grid, pruner: {{kind: none}}, max_concurrent: 2}}
-"""
-
-
-def tiny() -> TrialConfig:
-    return TrialConfig().with_overrides({"data.sample": 120, "data.max_length": 32, "epochs": 1})
 
 
 def test_nan_loss_fails_the_trial_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", lambda self, logits, labels: logits.sum() * float("nan"))
     with pytest.raises(TrialFailed, match=r"loss is nan at step 1 \(lr 0.0001 may be too high\)"):
-        run_trial(tiny())
+        run_trial(small_trial(lr=1e-4))
 
 
 def test_out_of_memory_fails_the_trial_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,14 +26,14 @@ def test_out_of_memory_fails_the_trial_with_advice(monkeypatch: pytest.MonkeyPat
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
     monkeypatch.setattr(torch.nn.Embedding, "forward", no_memory)
     with pytest.raises(TrialFailed, match="out of memory at batch_size 16, max_length 32: lower one of them"):
-        run_trial(tiny())
+        run_trial(small_trial(**{"data.max_length": 32}))
 
 
 def sweep(tmp_path: Path, name: str, paths: list[str], uri: str) -> subprocess.CompletedProcess:
-    spec = tmp_path / f"{name}.yaml"
-    spec.write_text(SPEC.format(name=name, paths=json.dumps(paths), trials=len(paths)))
-    return subprocess.run([sys.executable, "-m", "sweeper.cli", "run", str(spec), "--tracking-uri", uri, "--json"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    """A grid over data files, one trial each, two at a time."""
+    spec = write_spec(tmp_path, name, {"search": {"data.path": {"choice": paths}}, "sweep.trials": len(paths),
+                                       "sweep.searcher": "grid", "sweep.max_concurrent": 2})
+    return sweeper("run", str(spec), "--tracking-uri", uri, "--json", cwd=tmp_path, timeout=600)
 
 
 @pytest.mark.slow
@@ -56,13 +43,10 @@ def test_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path: Path, mlflow
     bad.write_text("\n".join(json.dumps({**good, "id": str(i)}) for i in range(5)) + "\n" +
                    json.dumps({**good, "label": 2}) + "\n")
     out = sweep(tmp_path, "faults", ["bundled:jitdp", str(bad), str(tmp_path / "missing.jsonl")], mlflow_server.uri)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    summary = last_json(out)
     assert summary["trials"] == {"complete": 1, "pruned": 0, "failed": 2, "killed": 0}
     client = MlflowClient(mlflow_server.uri)
-    experiment = client.get_experiment_by_name("faults")
-    runs = {run.data.params["data.path"]: run for run in client.search_runs([experiment.experiment_id],
-                                                                          "tags.`sweeper.role` = 'trial'")}
+    runs = {run.data.params["data.path"]: run for run in trial_runs(mlflow_server.uri, summary["parent_run_id"])}
     assert runs["bundled:jitdp"].info.status == "FINISHED"
     for path, reason in ((str(bad), f"{bad}:6: field 'label': must be 0 or 1, got 2"),
                          (str(tmp_path / "missing.jsonl"), "file not found")):
