@@ -65,7 +65,8 @@ def test_every_trial_is_a_finished_child_with_params_metrics_costs_artifacts(swe
         assert "model" in artifacts
         if tags["sweeper.state"] == "complete":
             assert len(history) == EPOCHS
-            assert {"best_auc", "trainable_params", "total_params", "train_seconds", "peak_memory_mb"} <= set(data.metrics)
+            costs = {"trainable_params", "total_params", "train_seconds", "peak_memory_mb"}
+            assert {"best_auc", *costs} <= set(data.metrics)
             assert {"predictions.csv", "config.json", "metrics.json"} <= artifacts
         else:
             assert len(history) < EPOCHS
