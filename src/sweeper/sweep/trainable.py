@@ -66,13 +66,14 @@ def train_in_ray(config: dict[str, Any]) -> None:
             with timed("trainable.report"):  # Tune reports synchronously: the trial waits for the driver here
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    checkpoint = tune.get_checkpoint()
-    with tempfile.TemporaryDirectory() as output, tempfile.TemporaryDirectory() as previous:
-        resume_from = Path(checkpoint.to_directory(previous)) if checkpoint else None
-        with timed("trainable.read_data"):
-            dataset = trial_dataset(trial)
-        result = run_trial(trial, Path(output), report, dataset=dataset, resume_from=resume_from)
-        seconds = result.costs["train_seconds"] + result.costs["eval_seconds"]
-        final = {**result.metrics, **result.costs, "compute_seconds": seconds, FINAL: 1, **node}
-        with timed("trainable.report", final=True):
-            tune.report(final, checkpoint=tune.Checkpoint.from_directory(output))
+    with timed("trainable.run") as event:
+        checkpoint = tune.get_checkpoint()
+        with tempfile.TemporaryDirectory() as output, tempfile.TemporaryDirectory() as previous:
+            resume_from = Path(checkpoint.to_directory(previous)) if checkpoint else None
+            with timed("trainable.read_data"):
+                dataset = trial_dataset(trial)
+            result = run_trial(trial, Path(output), report, dataset=dataset, resume_from=resume_from)
+            seconds = event["compute_seconds"] = result.costs["train_seconds"] + result.costs["eval_seconds"]
+            final = {**result.metrics, **result.costs, "compute_seconds": seconds, FINAL: 1, **node}
+            with timed("trainable.report", final=True):
+                tune.report(final, checkpoint=tune.Checkpoint.from_directory(output))
