@@ -117,6 +117,16 @@ def jitdp_data() -> str:
     return str(SHARED_JITDP) if SHARED_JITDP.is_file() else "bundled:jitdp"
 
 
+def lora_grid_sizes(description: str) -> tuple[int, int, int, int]:
+    """The command line of a script that runs `lora_grid_spec` trials (`--quick`, `--trials`): how many trials,
+    and their sample, epochs and max_length (trials of about 30 s; tiny ones with --quick)."""
+    args = parser(description)
+    args.add_argument("--trials", type=int, help="trials in each mode (default 4; 2 with --quick)")
+    options = args.parse_args()
+    sample, epochs, max_length = (120, 1, 64) if options.quick else (560, 3, 128)
+    return options.trials or (2 if options.quick else 4), sample, epochs, max_length
+
+
 def lora_grid_spec(name: str, trials: int, sample: int, epochs: int, max_length: int, storage: Path,
                    max_concurrent: int) -> dict[str, Any]:
     """`trials` LoRA trials of equal cost on the bundled data (a grid of as many learning rates), no pruning."""
