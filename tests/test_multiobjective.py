@@ -101,6 +101,7 @@ def test_single_objective_searcher_still_tells_one_value() -> None:
     assert study.best_trial.value == 0.6 and study.best_trial.intermediate_values == {1: 0.55}
 
 
+@pytest.mark.slow  # creates a SQLite MLflow store: ~3 s
 def test_summarise_tags_objectives_and_logs_the_pareto_set(tmp_path: Path) -> None:
     from sweeper.sweep.driver import SweepSummary, summarise
     from sweeper.tracking.client import Tracker
