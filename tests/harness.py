@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -129,7 +130,7 @@ def sweeper_process(*args: str, cwd: Path, stdout: IO[Any] | int, env: Mapping[s
             yield process
         finally:
             if process.poll() is None:
-                os.killpg(process.pid, 9)
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
