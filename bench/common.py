@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -207,7 +206,3 @@ def metric_history_length(tracking_uri: str, run_id: str, key: str) -> int:
     from mlflow import MlflowClient
 
     return len(MlflowClient(tracking_uri).get_metric_history(run_id, key))
-
-
-def remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
