@@ -20,6 +20,8 @@ from ray.tune.search import Searcher
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from harness import markdown_table as table
+from harness import sweeper
 from services import MlflowServer
 from sweeper.metrics.text import sentence_bleu
 from sweeper.report.analysis import pareto_front, sweep_totals
@@ -29,7 +31,7 @@ from sweeper.report.sections import decision_section
 from sweeper.spec import parse_spec
 from sweeper.sweep.followups import RepeatSearcher, plan_repeats
 from sweeper.tracking.sweeps import Predictions, SweepDetails, SweepRecord, TrialRun
-from tiny_sweep import TinySweep, sweeper, tiny_sweep
+from tiny_sweep import TinySweep, tiny_sweep
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 FIGURES = ("pareto.png", "curves.png", "parallel.png")
@@ -47,14 +49,6 @@ def report(sweep: TinySweep, tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = sweeper("report", sweep.sweep_id, "--out", str(out), "--tracking-uri", sweep.uri, cwd=sweep.workdir)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
-
-
-def table(markdown: str, section: str) -> list[dict[str, str]]:
-    """The first table under `## section`, as dicts keyed by header."""
-    body = markdown.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
-    lines = [line for line in body.splitlines() if line.startswith("|")]
-    headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    return [dict(zip(headers, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
 
 
 @pytest.mark.slow
@@ -192,7 +186,7 @@ def predictions_csv(client: MlflowClient, run_id: str, folder: Path) -> list[lis
 @pytest.mark.slow
 def test_baselines_and_repeats_are_child_runs_apart_from_the_trials(sweep: TinySweep, tmp_path: Path) -> None:
     client = MlflowClient(sweep.uri)
-    roles = [run.data.tags["sweeper.role"] for run in sweep.children()]
+    roles = [run.data.tags["sweeper.role"] for run in sweep.trial_runs(None)]
     assert sorted(roles) == sorted(["trial"] * 7 + ["baseline"] * 2 + ["repeat"] * 3)
     assert sum(sweep.summary["trials"].values()) == 7  # counts, the parent's metrics and Optuna: trials only
     parent = client.get_run(sweep.parent_run_id)
