@@ -230,7 +230,8 @@ def test_best_shows_the_baselines_as_rows_after_the_ranking(sweep: TinySweep) ->
     out = sweeper("best", sweep.sweep_id, "--json", "--tracking-uri", sweep.uri, cwd=sweep.workdir)
     rows = json.loads(out.stdout)
     roles = [row["role"] for row in rows]
-    assert roles == ["trial"] * roles.count("trial") + ["baseline"] * 2 and rows[0]["run_id"] == sweep.summary["best_run_id"]
+    assert roles == ["trial"] * roles.count("trial") + ["baseline"] * 2
+    assert rows[0]["run_id"] == sweep.summary["best_run_id"]
     assert {row["method"] for row in rows[-2:]} == {"lapredict", "expert_lr"}
     assert rows[-2]["auc"] >= rows[-1]["auc"] and all(row["metrics"]["auc_ci_low"] <= row["auc"] for row in rows[-2:])
     text = sweeper("best", sweep.sweep_id, "--tracking-uri", sweep.uri, cwd=sweep.workdir).stdout
@@ -243,7 +244,8 @@ def test_report_decides_each_pair_with_intervals_and_shows_baselines(sweep: Tiny
     assert markdown.split("\n## ", 2)[1].startswith("Decision\n")  # the first section
     section = markdown.split("## Decision\n", 1)[1].split("\n## ", 1)[0]
     auc = {method: sweep.best_run(method).data.metrics["best_auc"] for method in ("full", "adapter", "lora")}
-    baselines = {run.data.tags["sweeper.baseline"]: run.data.metrics["best_auc"] for run in sweep.trial_runs("baseline")}
+    baselines = {run.data.tags["sweeper.baseline"]: run.data.metrics["best_auc"]
+                 for run in sweep.trial_runs("baseline")}
     best_baseline = max(baselines, key=baselines.get)
     auc[f"{best_baseline} (baseline)"] = baselines[best_baseline]
     methods = sorted(("full", "adapter", "lora"), key=lambda m: -auc[m])
@@ -330,7 +332,13 @@ def test_document_renders_markdown_and_self_contained_html(tmp_path: Path) -> No
 # --- the decision section, on sweeps built by hand ---
 
 def scored(labels: list[int], scores: list[float]) -> Predictions:
-    return Predictions(("id", "label", "score"), {f"c{i}": (str(y), repr(s)) for i, (y, s) in enumerate(zip(labels, scores))})
+    return Predictions(("id", "label", "score"),
+                       {f"c{i}": (str(y), repr(s)) for i, (y, s) in enumerate(zip(labels, scores))})
+
+
+def messages(references: list[str], predictions: list[str]) -> Predictions:
+    return Predictions(("id", "reference", "prediction"),
+                       {f"c{i}": (r, p) for i, (r, p) in enumerate(zip(references, predictions))})
 
 
 def contender(name: str, method: str, metrics: dict[str, float], role: str = "trial", repeat_of: str = "",
@@ -358,7 +366,8 @@ def sweep_of(runs: dict[str, tuple[TrialRun, Predictions | None]], repeats: list
                         None, trials, baselines, list(repeats), predictions)
 
 
-def with_auc(name: str, method: str, labels: list[int], scores: list[float], role: str = "trial") -> tuple[TrialRun, Predictions]:
+def with_auc(name: str, method: str, labels: list[int], scores: list[float],
+             role: str = "trial") -> tuple[TrialRun, Predictions]:
     """A contender whose logged best_auc is scikit-learn's AUC of its predictions (and a made-up interval)."""
     auc = roc_auc_score(labels, scores)
     return contender(name, method, {"best_auc": auc, "auc_ci_low": auc - 0.1, "auc_ci_high": min(auc + 0.1, 1.0)},
@@ -385,7 +394,8 @@ def test_decision_says_plainly_when_no_trial_beats_the_best_baseline() -> None:
                          rf"\[-\d\.\d{{3}}, -\d\.\d{{3}}\]: lapredict \(baseline\) is better$", text, re.M), text
     assert "expert_lr (baseline):" not in text
     rows = {row[0]: row for block in section.blocks if isinstance(block, Table) for row in block.rows}
-    assert rows["lapredict (baseline)"][2] == f"{base['best_auc']:.3f} [{base['auc_ci_low']:.3f}, {base['auc_ci_high']:.3f}]"
+    shown = f"{base['best_auc']:.3f} [{base['auc_ci_low']:.3f}, {base['auc_ci_high']:.3f}]"
+    assert rows["lapredict (baseline)"][2] == shown
     assert "No repeats: set `sweep.repeats: N`" in text
 
 
@@ -395,7 +405,8 @@ def test_decision_names_the_trial_that_beats_the_baseline() -> None:
             "lapredict": with_auc("lapredict", "lapredict", labels, noisy(labels, rng, 0.5), "baseline")}
     text = "\n".join(block for block in decision_section(sweep_of(runs)).blocks if isinstance(block, str))
     assert "No fine-tuned trial beats" not in text
-    assert "The best fine-tuned trial, trial-000-lora (AUC " in text and "scores above the best baseline (lapredict" in text
+    assert "The best fine-tuned trial, trial-000-lora (AUC " in text
+    assert "scores above the best baseline (lapredict" in text
     assert re.search(r"^lora vs lapredict \(baseline\): AUC \+\d\.\d{3} \[\+\d\.\d{3}, \+\d\.\d{3}\]: lora is better$",
                      text, re.M)
 
@@ -405,8 +416,9 @@ def test_repeats_give_mean_sd_interval_and_welch_per_pair() -> None:
     runs = {"full": with_auc("trial-000-full", "full", labels, noisy(labels, rng, 1.0)),
             "lora": with_auc("trial-001-lora", "lora", labels, noisy(labels, rng, 1.2))}
     seeds = {"full": [0.70, 0.74, 0.72], "lora": [0.64, 0.66, 0.65]}
-    repeats = [contender(f"repeat-{method}-{seed}", method, {"best_auc": value}, "repeat", f"run-{runs[method][0].name}",
-                         seed) for method, values in seeds.items() for seed, value in enumerate(values, start=1)]
+    repeats = [contender(f"repeat-{method}-{seed}", method, {"best_auc": value}, "repeat",
+                         f"run-{runs[method][0].name}", seed)
+               for method, values in seeds.items() for seed, value in enumerate(values, start=1)]
     section = decision_section(sweep_of(runs, repeats))
     text = "\n".join(block for block in section.blocks if isinstance(block, str))
     welch = stats.ttest_ind(seeds["lora"], seeds["full"], equal_var=False)
@@ -436,12 +448,12 @@ def test_message_generation_is_decided_on_bleu_of_the_same_commits() -> None:
     references = ["fix typo in readme", "add test for parser", "bump version", "remove dead code", "update docs"] * 8
     good = list(references)
     bad = [reference.split()[0] for reference in references]
-    runs = {"lora": (contender("trial-000-lora", "lora", {"best_eval_loss": 1.0}),
-                     Predictions(("id", "reference", "prediction"), {f"c{i}": (r, p) for i, (r, p) in enumerate(zip(references, good))})),
-            "full": (contender("trial-001-full", "full", {"best_eval_loss": 2.0}, number=1),
-                     Predictions(("id", "reference", "prediction"), {f"c{i}": (r, p) for i, (r, p) in enumerate(zip(references, bad))}))}
-    text = "\n".join(block for block in decision_section(sweep_of(runs, metric="eval_loss")).blocks if isinstance(block, str))
-    expected = re.escape(f"{np.mean([sentence_bleu(r, g) - sentence_bleu(r, b) for r, g, b in zip(references, good, bad)]):+.3f}")
+    runs = {"lora": (contender("trial-000-lora", "lora", {"best_eval_loss": 1.0}), messages(references, good)),
+            "full": (contender("trial-001-full", "full", {"best_eval_loss": 2.0}, number=1), messages(references, bad))}
+    section = decision_section(sweep_of(runs, metric="eval_loss"))
+    text = "\n".join(block for block in section.blocks if isinstance(block, str))
+    gain = np.mean([sentence_bleu(r, g) - sentence_bleu(r, b) for r, g, b in zip(references, good, bad)])
+    expected = re.escape(f"{gain:+.3f}")
     assert re.search(rf"^lora vs full: BLEU {expected} \[\+[\d.]+, \+[\d.]+\]: lora is better$", text, re.M), text
 
 

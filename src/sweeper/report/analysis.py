@@ -178,7 +178,8 @@ def compare(details: SweepDetails, a: TrialRun, b: TrialRun, metric: str, repeat
         return Pair(label(a), label(b), None, over_seeds, f"{label(a)} vs {label(b)}: not paired, the runs were "
                     f"scored on different validation commits ({len(pa.rows)} and {len(pb.rows)})")
     difference = paired(pa, pb, metric)
-    return Pair(label(a), label(b), difference, over_seeds, decision(label(a), label(b), metric, difference, over_seeds))
+    sentence = decision(label(a), label(b), metric, difference, over_seeds)
+    return Pair(label(a), label(b), difference, over_seeds, sentence)
 
 
 def paired(a: Predictions, b: Predictions, metric: str) -> Difference:

@@ -89,7 +89,8 @@ def baseline_params(result: BaselineResult, config: TrialConfig) -> dict[str, An
     data = config.data
     return {"baseline": result.name, "description": result.description, "data.path": data.path,
             "data.sample": data.sample, "data.seed": config.seed if data.seed is None else data.seed,
-            "data.split.kind": data.split.kind, "data.split.valid": data.split.valid, "data.split.test": data.split.test}
+            "data.split.kind": data.split.kind, "data.split.valid": data.split.valid,
+            "data.split.test": data.split.test, "data.train_fraction": data.train_fraction}
 
 
 def baseline_metrics(result: BaselineResult) -> dict[str, float]:

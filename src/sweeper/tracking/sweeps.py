@@ -162,7 +162,8 @@ def trial_runs(tracker: Tracker, sweep: SweepRecord, spec: Any = None, details: 
     for run in tracker.trial_runs(sweep.run_id, sweep.experiment_id, role):
         tags, params = run.data.tags, dict(run.data.params)
         number = tags.get(Tag.REPEAT_OF_TRIAL if role == Role.REPEAT else Tag.OPTUNA_TRIAL, "")
-        method = tags.get(Tag.BASELINE, "?") if role == Role.BASELINE else tags.get(Tag.METHOD, params.get("method", "?"))
+        method = tags.get(Tag.BASELINE, "?") if role == Role.BASELINE else \
+            tags.get(Tag.METHOD, params.get("method", "?"))
         extra: dict[str, Any] = {}
         if details:
             extra = {"curve": metric_curve(tracker, run.info.run_id, sweep.metric),
@@ -197,7 +198,8 @@ def load_sweep(tracker: Tracker, sweep: SweepRecord) -> SweepDetails:
     experiment = tracker.client.get_experiment(sweep.experiment_id).name
     trials = trial_runs(tracker, sweep, spec, details=True)
     baselines = trial_runs(tracker, sweep, spec, details=True, role=Role.BASELINE)
-    compared = [*best_per_method(ranked(trials, sweep.metric, sweep.mode)), *ranked(baselines, sweep.metric, sweep.mode)]
+    compared = [*best_per_method(ranked(trials, sweep.metric, sweep.mode)),
+                *ranked(baselines, sweep.metric, sweep.mode)]
     predictions = {run.run_id: found for run in compared
                    if (found := read_predictions(tracker, run.run_id)) is not None}
     return SweepDetails(sweep, experiment, dict(parent.data.tags), dict(parent.data.metrics), spec, trials, baselines,
