@@ -20,7 +20,7 @@ from sweeper.mining.command import add_data_command
 from sweeper.tracking.schema import SPEC_FILE, State
 
 COSTS_SHOWN = ("trainable_params", "total_params", "trainable_percent", "train_seconds", "eval_seconds",
-               "samples_per_second", "peak_memory_mb")
+               "samples_per_second", "peak_memory_mb", "train_flops")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,12 +74,13 @@ COSTS = {
     "eval_seconds": "evaluation time",
     "samples_per_second": "samples per second",
     "peak_memory_mb": "peak memory",
+    "train_flops": "training FLOPs",  # estimated, hardware-free: see sweeper.costs.train_flops
     "train_samples": "training samples",
     "epochs_run": "epochs run",
     "compute_seconds": "compute time",
 }
 # The costs a multi-objective sweep can minimise beside its metric.
-COST_OBJECTIVES = ("trainable_params", "train_seconds", "peak_memory_mb", "compute_seconds")
+COST_OBJECTIVES = ("trainable_params", "train_seconds", "peak_memory_mb", "compute_seconds", "train_flops")
 
 # Metrics of a sweep's parent run.
 TRIALS_PREFIX = "trials_"  # trials_complete, trials_pruned, ...
