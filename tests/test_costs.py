@@ -21,13 +21,13 @@ CPU = torch.device("cpu")
 def test_peak_resets_to_what_is_alive() -> None:
     assert reset_peak_memory(CPU)
     before = peak_memory_mb(CPU)
-    block = np.ones(120 * 2**20 // 8)  # 120 MiB, touched
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
     with_block = peak_memory_mb(CPU)
     del block
     assert reset_peak_memory(CPU)
     after = peak_memory_mb(CPU)
-    assert with_block - before > 110  # the peak saw the block
-    assert with_block - after > 110  # and forgot it once it was freed and the peak reset
+    assert with_block - before > 60  # the peak saw the block
+    assert with_block - after > 60  # and forgot it once it was freed and the peak reset
 
 
 def tiny() -> nn.Sequential:
