@@ -23,16 +23,16 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from sweeper.artifacts import MODEL_DIR, load_checkpoint, read_config, save_checkpoint, write_trial
+from sweeper.artifacts import MODEL_DIR, load_checkpoint, load_trained_model, read_config, save_checkpoint, write_trial
 from sweeper.backbone import load_tokenizer
 from sweeper.config import TrialConfig
 from sweeper.costs import peak_memory_mb, reset_peak_memory, train_flops, training_tokens
 from sweeper.data.batching import batch_indices
 from sweeper.data.encoding import EncodedCommit
-from sweeper.data.records import Dataset, read_records, sample_records
-from sweeper.data.split import split_records
+from sweeper.data.records import Dataset
+from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
-from sweeper.methods import TrainableModel, apply_method, count_parameters, load_trained
+from sweeper.methods import TrainableModel, apply_method, count_parameters
 from sweeper.tasks import Prediction, Task, task_for
 from sweeper.timings import timed
 from sweeper.tracking.schema import EPOCH, TRAIN_LOSS
@@ -208,6 +208,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         progress.eval_seconds += time.perf_counter() - started
         metrics |= final.metrics
         progress.best_predictions = final.predictions
+    metrics |= data.task.intervals(data.valid, progress.best_predictions)  # auc_ci_low, auc_ci_high, ...
     if data.test:
         metrics |= data.task.test_metrics(model, data.test, device, progress.best)
     costs = {
@@ -248,11 +249,10 @@ def evaluate(model: TrainableModel, data: Prepared, config: TrialConfig, progres
 
 def prepare_data(config: TrialConfig, dataset: Dataset | None = None, device: torch.device | None = None) -> Prepared:
     """Read (unless given), sample, split and encode the data of `config`; prepare its task for it."""
-    dataset = dataset or read_records(config.data.path, config.task, config.data.skip_bad)
-    records = sample_records(dataset.records, config.data.sample, config.seed)
-    splits = split_records(records, config.data.split, config.seed)
+    dataset, splits = trial_splits(config, dataset)
     tokenizer = load_tokenizer(config.backbone, config.task)
     task = task_for(config)
+    task.fit(splits.train)  # the expert features' scaler: from the training split only
     train, valid, test = (task.encode(part, tokenizer) for part in (splits.train, splits.valid, splits.test))
     if not train or not valid:
         raise SweeperError(f"{config.data.path}: {len(train)} training and {len(valid)} validation commits after "
@@ -267,7 +267,7 @@ def predict_saved(folder: Path) -> list[Prediction]:
     seed_everything(config.seed, config.threads)
     device = torch.device("cpu")
     data = prepare_data(config, device=device)
-    model = load_trained(data.task.load_model(config.backbone), config, folder / MODEL_DIR)
+    model = load_trained_model(config, folder / MODEL_DIR)
     return data.task.evaluate(model, data.valid, device, score=True).predictions
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from sweeper.config import SplitConfig
-from sweeper.data.records import CommitRecord
+from sweeper.config import SplitConfig, TrialConfig
+from sweeper.data.records import CommitRecord, Dataset, read_records, sample_records
 from sweeper.errors import SweeperError
 
 
@@ -21,6 +21,14 @@ class Splits:
     train: list[CommitRecord]
     valid: list[CommitRecord]
     test: list[CommitRecord]
+
+
+def trial_splits(config: TrialConfig, dataset: Dataset | None = None) -> tuple[Dataset, Splits]:
+    """Read `config`'s data (unless given), sample and split it: the one way to a trial's split, which its
+    baselines take too, so they are fitted and scored on exactly the trial's commits."""
+    dataset = dataset or read_records(config.data.path, config.task, config.data.skip_bad)
+    records = sample_records(dataset.records, config.data.sample, config.seed)
+    return dataset, split_records(records, config.data.split, config.seed)
 
 
 def split_records(records: list[CommitRecord], config: SplitConfig, seed: int) -> Splits:

@@ -18,7 +18,7 @@ from sweeper.sweep.search import OptunaSearcher
 from sweeper.sweep.trainable import EVALUATION, FINAL, NODE, OPTIMIZER_STEP, trial_config
 from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import BEST_PREFIX, COSTS, ERROR_FOLDER, State, Tag
+from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, COSTS, ERROR_FOLDER, State, Tag
 from sweeper.tracking.writer import BackgroundWriter
 
 NOT_METRICS = {*AUTO_RESULT_KEYS, "config", "done", "checkpoint_dir_name", "should_checkpoint", FINAL, EVALUATION,
@@ -98,7 +98,10 @@ class TrackingCallback(Callback):
         tracked = self.trials[trial.trial_id]
         metrics = trial_metrics(result)
         if result.get(FINAL):
-            summary = {BEST_PREFIX + key: value for key, value in metrics.items() if key not in COSTS}
+            # An interval keeps its own name: auc_ci_low / auc_ci_high belong to best_auc, and no per-evaluation
+            # auc_ci_low exists for a best_ prefix to tell them apart from.
+            summary = {key if key.endswith((CI_LOW, CI_HIGH)) else BEST_PREFIX + key: value
+                       for key, value in metrics.items() if key not in COSTS}
             costs = {key: metrics[key] for key in COSTS if key in metrics}
             self.writer.submit(self._log, tracked, {**summary, **costs}, 0, None, now_ms())
             return
