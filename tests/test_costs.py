@@ -11,7 +11,8 @@ from torch import nn
 
 from sweeper.backbone import load_classifier
 from sweeper.config import TrialConfig
-from sweeper.costs import FlopParameters, flop_parameters, peak_memory_mb, reset_peak_memory, train_flops, training_tokens
+from sweeper.costs import (FlopParameters, flop_parameters, peak_memory_mb, reset_peak_memory, train_flops,
+                           training_tokens)
 from sweeper.methods import apply_method
 
 CPU = torch.device("cpu")
