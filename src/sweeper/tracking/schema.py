@@ -80,7 +80,7 @@ COSTS = {
     "compute_seconds": "compute time",
 }
 # The costs a multi-objective sweep can minimise beside its metric.
-COST_OBJECTIVES = ("trainable_params", "train_seconds", "peak_memory_mb", "compute_seconds", "train_flops")
+COST_OBJECTIVES = ("trainable_params", "train_seconds", "peak_memory_mb", "compute_seconds")
 
 # Metrics of a sweep's parent run.
 TRIALS_PREFIX = "trials_"  # trials_complete, trials_pruned, ...
