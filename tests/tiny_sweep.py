@@ -1,6 +1,7 @@
-"""A tiny real sweep run once per test session against the MLflow server, shared by test_report.py and
-test_predict.py: 7 trials, one at a time so pruning repeats. Random search with seed 5 picks adapter (parallel),
-full, adapter (ffn), lora (rank 4) for the 4 trials that complete before pruning starts, then lora, full, adapter."""
+"""A tiny real sweep run once per test session against the MLflow server, shared by test_report.py,
+test_predict.py, test_ui.py and test_register.py: 7 trials, one at a time so pruning repeats. Random search with seed 5 picks adapter (parallel),
+full, adapter (ffn), lora (rank 4) for the 4 trials that complete before pruning starts, then lora, full, adapter.
+Its best trial is registered as version 1 of the model `tiny-report` at its end (`sweep.register_best`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ sweep:
   max_concurrent: 1
   resources: {cpu: 1}
   seed: 5
+  register_best: true
 tracking: {storage: STORAGE}
 """
 

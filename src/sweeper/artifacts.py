@@ -150,14 +150,16 @@ class TrialArtifacts:
 
 
 @contextmanager
-def downloaded_trial(tracker: Tracker, run_id: str) -> Iterator[TrialArtifacts]:
+def downloaded_trial(tracker: Tracker, reference: str) -> Iterator[TrialArtifacts]:
     """Download a trial's `model/` (and `config.json` when logged) into a temporary folder, removed afterwards.
+    `reference` is a run id or a registered version (`models:/NAME/VERSION`, `models:/NAME@ALIAS`) of a trial.
 
     Usage::
 
         with downloaded_trial(tracker, run_id) as trial:
             model = trained_model(trial)
     """
+    run_id = tracker.resolve_run(reference)
     run = tracker.trial_run(run_id)
     names = {item.path for item in tracker.client.list_artifacts(run_id)}
     state = run.data.tags.get(Tag.STATE, "?")

@@ -1,4 +1,5 @@
-"""The `sweeper` command: train one trial, run a sweep, rank and report it, reproduce, predict, export, open the UI.
+"""The `sweeper` command: train one trial, run a sweep, rank and report it, reproduce, predict, export, register,
+open the UI.
 
 User mistakes (a bad spec, a bad data line, an unknown run) print one `error:` line and exit 2;
 only bugs give a traceback.
@@ -10,7 +11,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -119,22 +119,37 @@ def parser() -> argparse.ArgumentParser:
 
     guess = commands.add_parser("predict", parents=[tracking],
                                 help="defect probability (or, for a cmg run, a message) of commits (`git show`, a diff or JSONL)")
-    guess.add_argument("run_id", help="MLflow run id of a completed trial")
+    guess.add_argument("run_id", help="MLflow run id of a completed trial, or models:/NAME/VERSION")
     guess.add_argument("file", nargs="?", help="input file (default: standard input)")
     guess.add_argument("--json", action="store_true", help='{"run_id": ..., "probability": ...} or {..., "message": ...} (a list for several)')
     guess.set_defaults(command=cmd_predict)
 
     export = commands.add_parser("export", parents=[tracking], help="write a trial's model as a standalone folder")
-    export.add_argument("run_id", help="MLflow run id of a completed trial")
+    export.add_argument("run_id", help="MLflow run id of a completed trial, or models:/NAME/VERSION")
     export.add_argument("dir", type=Path, help="new folder to write")
     export.add_argument("--merge", action="store_true",
                         help="LoRA/IA3: merge into full weights loadable with AutoModelForSequenceClassification")
     export.set_defaults(command=cmd_export)
 
+    register = commands.add_parser("register", parents=[tracking],
+                                   help="put a trial's model in MLflow's Model Registry (prints models:/NAME/VERSION)")
+    register.add_argument("run_id", help="MLflow run id of a completed trial")
+    register.add_argument("--name", help="registered model name (default: the trial's experiment, the spec's name)")
+    register.set_defaults(command=cmd_register)
+
     ui = commands.add_parser("ui", parents=[tracking], help="start the MLflow UI on the sweep store")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--sweep", help="the sweep whose runs page to print (default: the latest)")
     ui.set_defaults(command=cmd_ui)
+
+    dashboard = commands.add_parser("dashboard", parents=[tracking],
+                                    help="open a sweep's Optuna study in optuna-dashboard")
+    dashboard.add_argument("sweep", nargs="?", help="sweep id (default: the latest sweep)")
+    dashboard.add_argument("--study", help="Optuna storage URL, if the logged one hides a password")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.set_defaults(command=cmd_dashboard)
     add_data_command(commands)
     return root
 
@@ -206,6 +221,7 @@ def print_evaluation(evaluation: Any, shown: list[str]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    quiet_downloads()  # `sweep.register_best` downloads the best trial's model
     from sweeper.spec import load_spec
 
     spec = load_spec(args.spec)
@@ -380,8 +396,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    quiet_downloads()
+    from sweeper.trained.register import register_run
+    from sweeper.tracking.client import Tracker
+
+    tracker = Tracker.connect(args.tracking_uri)
+    name = args.name or tracker.client.get_experiment(tracker.trial_run(args.run_id).info.experiment_id).name
+    version = register_run(tracker, args.run_id, name)
+    print(f"registered run {args.run_id} as version {version.version} of model '{name}'", file=sys.stderr)
+    print(f"models:/{name}/{version.version}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
-    from sweeper.tracking.client import resolve_uri
+    """The UI of a tracking server is its own; for a local store, MLflow's server with one worker and without its job
+    runner (queue consumers for GenAI jobs a read-only view of runs never starts), in place of this process."""
+    from sweeper.tracking.client import Tracker, resolve_uri
 
     uri = resolve_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -390,12 +421,54 @@ def cmd_ui(args: argparse.Namespace) -> int:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a check, not a sweep: no minutes of retries
         check_server_access(uri)
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-        print(f"the tracking server at {shown_uri(uri)} serves its own UI: open it in a browser"
+        page = sweep_page(Tracker.connect(uri), shown_uri(uri), args.sweep)
+        print(f"the tracking server at {shown_uri(uri)} serves its own UI: open {page}"
               + (f" and log in as {user}" if user else ""))
         return 0
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    return subprocess.call(command, env=os.environ.copy())
+    page = sweep_page(Tracker.connect(uri), f"http://{args.host}:{args.port}", args.sweep)
+    print(f"MLflow UI for {uri}: {page} (Ctrl-C stops it)", flush=True)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", args.host,
+               "--port", str(args.port), "--workers", "1"]
+    os.execve(sys.executable, command, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    return 0  # not reached: the server replaced this process
+
+
+def sweep_page(tracker: Any, base_url: str, sweep_id: str | None) -> str:
+    """The UI's page of a sweep's runs (the latest sweep's by default; the UI's home when there is none)."""
+    from sweeper.tracking.sweeps import find_sweep
+    from sweeper.tracking.views import runs_page, sweep_view_id
+
+    try:
+        sweep = find_sweep(tracker, sweep_id)
+    except SweeperError:
+        if sweep_id:
+            raise
+        return f"{base_url.rstrip('/')}/"
+    return runs_page(base_url, sweep.experiment_id, sweep_view_id(sweep.sweep_id))
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise SweeperError("optuna-dashboard is not installed: pip install 'sweeper[dashboard]'") from None
+    import optuna
+
+    from sweeper.tracking.client import Tracker
+    from sweeper.tracking.schema import Tag
+    from sweeper.tracking.sweeps import find_sweep
+
+    tracker = Tracker.connect(args.tracking_uri)
+    sweep = find_sweep(tracker, args.sweep)
+    storage = args.study or tracker.client.get_run(sweep.run_id).data.tags.get(Tag.OPTUNA_STORAGE, "")
+    if not storage or "***" in storage:
+        raise SweeperError(f"the Optuna storage of sweep '{sweep.sweep_id}' is not logged in full: "
+                           "pass it with --study URL")
+    study_id = optuna.storages.get_storage(storage).get_study_id_from_name(sweep.sweep_id)
+    print(f"optuna-dashboard: http://{args.host}:{args.port}/dashboard/studies/{study_id} (Ctrl-C stops it)",
+          flush=True)
+    run_server(storage, host=args.host, port=args.port)
+    return 0
 
 
 def check_server_access(uri: str | None) -> None:

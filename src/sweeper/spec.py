@@ -94,6 +94,8 @@ class SweepConfig(Section):
     objectives: list[Objective] = Field(default_factory=list,
                                         description="two objectives, the spec's metric then a cost: a multi-objective "
                                                     "Optuna study (no pruning); empty: optimise the metric alone")
+    register_best: bool | str = Field(False, description="at the end, register the best trial in the MLflow Model "
+                                                         "Registry: true (named after the spec) or a model name")
 
 
 class TrackingConfig(Section):

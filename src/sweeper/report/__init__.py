@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeper.report.document import Image
+from sweeper.report.document import Document, Image
 from sweeper.report.sections import build_document
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import REPORT_FOLDER
+from sweeper.tracking.notes import write_sweep_note
+from sweeper.tracking.schema import REPORT_FOLDER, REPORT_HTML
 from sweeper.tracking.sweeps import SweepRecord, load_sweep
 
 
@@ -26,15 +27,23 @@ class WrittenReport:
 
 
 def write_report(tracker: Tracker, sweep: SweepRecord, out: Path, log: bool = True) -> WrittenReport:
-    """Write report.md, report.html and the figures to `out`; log them to the sweep's parent run under report/."""
+    """Write report.md, report.html and the figures to `out`; log them to the sweep's parent run under report/ and
+    put the decision and a link to the report in the run's description."""
     out.mkdir(parents=True, exist_ok=True)
     details = load_sweep(tracker, sweep)
     document = build_document(details, out)
     (out / "report.md").write_text(document.markdown(), encoding="utf-8")
-    (out / "report.html").write_text(document.html(), encoding="utf-8")
+    (out / REPORT_HTML).write_text(document.html(), encoding="utf-8")
     images = [block.path for section in document.sections for block in section.blocks if isinstance(block, Image)]
-    files = [out / "report.md", out / "report.html", *images]
+    files = [out / "report.md", out / REPORT_HTML, *images]
     if log:
         for path in files:
             tracker.log_file(sweep.run_id, path, REPORT_FOLDER)
+        write_sweep_note(tracker, sweep, decision_lines(document))
     return WrittenReport(files, sweep.run_id if log else None)
+
+
+def decision_lines(document: Document) -> list[str]:
+    """The paragraphs of the report's "Decision" section, if it has one."""
+    return [block for section in document.sections if section.title == "Decision" for block in section.blocks
+            if isinstance(block, str)]

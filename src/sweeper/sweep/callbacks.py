@@ -14,10 +14,15 @@ from ray.tune.experiment import Trial
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from sweeper.artifacts import STATE_FILE
+from sweeper.config import TrialConfig
+from sweeper.data.records import Dataset
+from sweeper.errors import SweeperError
 from sweeper.sweep.search import OptunaSearcher
 from sweeper.sweep.trainable import EVALUATION, FINAL, NODE, OPTIMIZER_STEP, trial_config
 from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
+from sweeper.tracking.datasets import split_inputs
+from sweeper.tracking.notes import trial_label, trial_note
 from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, COSTS, ERROR_FOLDER, State, Tag
 from sweeper.tracking.writer import BackgroundWriter
 
@@ -33,13 +38,23 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class TrackedTrial:
     """What the callback knows of one Ray trial: its Optuna number, its MLflow run (once the writer created it),
-    how often it was restarted, how it ended (None while running) and whether its run was ended."""
+    how often it was restarted, how it ended (None while running) and whether its run was ended; and for its note,
+    what it is (`label`), how many evaluations it has had of how many planned (None: not known in advance), and its
+    best value of its `metric` (`outcome`)."""
 
     number: int
     run_id: str | None = None
     retries: int = 0
     state: str | None = None
     run_ended: bool = False
+    label: str = ""
+    metric: str = ""
+    evaluations: int = 0
+    planned: int | None = None
+    outcome: str | None = None
+
+    def note(self, state: str, reason: str | None = None) -> str:
+        return trial_note(self.label, state, self.evaluations, self.planned, reason, self.outcome)
 
 
 class TrackingCallback(Callback):
@@ -51,20 +66,21 @@ class TrackingCallback(Callback):
     """
 
     def __init__(self, tracker: Tracker, experiment: str, parent_run_id: str, sweep_id: str,
-                 searcher: OptunaSearcher, data_digest: str) -> None:
+                 searcher: OptunaSearcher, dataset: Dataset) -> None:
         self.tracker = tracker
         self.experiment = experiment
         self.parent_run_id = parent_run_id
         self.sweep_id = sweep_id
         self.searcher = searcher
-        self.data_digest = data_digest
+        self.dataset = dataset
+        self.data_digest = dataset.digest
         self.writer = BackgroundWriter()
         self.trials: dict[str, TrackedTrial] = {}  # by Ray trial id
 
     def __getstate__(self) -> dict[str, Any]:
         """Ray pickles the Tuner's settings for its own records; the MLflow client, writer and searcher stay behind."""
         return {key: copy.copy(value) for key, value in self.__dict__.items()
-                if key not in ("tracker", "searcher", "writer")}
+                if key not in ("tracker", "searcher", "writer", "dataset")}
 
     def flush(self) -> None:
         """Wait until every MLflow request of the trial events so far has been made; raise the first that failed."""
@@ -77,7 +93,7 @@ class TrackingCallback(Callback):
             if trial.state is None:
                 self.searcher.on_trial_complete(trial_id, error=True)
             if trial.run_id is not None and not trial.run_ended:
-                self.tracker.end_run(trial.run_id, State.KILLED)
+                self.tracker.end_run(trial.run_id, State.KILLED, trial.note(State.KILLED))
 
     @timed("callbacks.on_trial_start")
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -87,10 +103,12 @@ class TrackingCallback(Callback):
             self.writer.submit(self._set_tags, tracked, {Tag.RETRIES: str(tracked.retries)})
             return
         config = trial_config(trial.config)
-        tracked = self.trials[trial.trial_id] = TrackedTrial(trial.config["optuna_trial"])
+        tracked = self.trials[trial.trial_id] = TrackedTrial(
+            trial.config["optuna_trial"], label=trial_label(config), metric=config.metric,
+            planned=None if config.eval_every_steps else config.epochs)
         tags = {Tag.METHOD: config.method, Tag.RAY_TRIAL: trial.trial_id, Tag.OPTUNA_TRIAL: str(tracked.number),
                 Tag.DATA_DIGEST: self.data_digest}
-        self.writer.submit(self._start_run, tracked, f"trial-{tracked.number:03d}-{config.method}", config.flat(), tags,
+        self.writer.submit(self._start_run, tracked, f"trial-{tracked.number:03d}-{config.method}", config, tags,
                            now_ms())
 
     @timed("callbacks.on_trial_result")
@@ -102,6 +120,8 @@ class TrackingCallback(Callback):
             # auc_ci_low exists for a best_ prefix to tell them apart from.
             summary = {key if key.endswith((CI_LOW, CI_HIGH)) else BEST_PREFIX + key: value
                        for key, value in metrics.items() if key not in COSTS}
+            if isinstance(metrics.get(tracked.metric), (int, float)):
+                tracked.outcome = f"best {tracked.metric} {metrics[tracked.metric]:.4f}"
             costs = {key: metrics[key] for key in COSTS if key in metrics}
             self.writer.submit(self._log, tracked, {**summary, **costs}, 0, None, now_ms())
             return
@@ -109,6 +129,7 @@ class TrackingCallback(Callback):
         if result.get(EVALUATION) == 1:
             tags = {Tag.RAY_NODE: result.get(NODE, ""), Tag.RAY_HOST: result.get("hostname", ""),
                     Tag.RAY_NODE_IP: result.get("node_ip", "")}
+        tracked.evaluations = max(tracked.evaluations, int(result[EVALUATION]))
         self.writer.submit(self._log, tracked, metrics, int(result[EVALUATION]), tags, now_ms())
 
     @timed("callbacks.on_trial_complete")
@@ -131,10 +152,15 @@ class TrackingCallback(Callback):
 
     # What the writer runs, in the order the events came.
 
-    def _start_run(self, tracked: TrackedTrial, name: str, params: dict[str, Any], tags: dict[str, str],
+    def _start_run(self, tracked: TrackedTrial, name: str, config: TrialConfig, tags: dict[str, str],
                    started: int) -> None:
-        tracked.run_id = self.tracker.start_trial(self.experiment, self.parent_run_id, self.sweep_id, name, params,
-                                                  tags, start_time=started)
+        tracked.run_id = self.tracker.start_trial(self.experiment, self.parent_run_id, self.sweep_id, name,
+                                                  config.flat(), tags, start_time=started)
+        try:
+            inputs = split_inputs(config, self.dataset)
+        except SweeperError:  # data the trial cannot split: the trial fails on it and its run says why
+            inputs = []
+        self.tracker.log_datasets(tracked.run_id, inputs)
 
     def _set_tags(self, tracked: TrackedTrial, tags: dict[str, str]) -> None:
         self.tracker.set_tags(run_of(tracked), tags)
@@ -154,7 +180,8 @@ class TrackingCallback(Callback):
                         self.tracker.log_artifacts(run_id, item, item.name)
                     else:
                         self.tracker.log_file(run_id, item)
-        self.tracker.end_run(run_id, tracked.state or State.COMPLETE)
+        state = tracked.state or State.COMPLETE
+        self.tracker.end_run(run_id, state, tracked.note(state))
         tracked.run_ended = True
 
     def _fail(self, tracked: TrackedTrial, reason: str, error_file: Path | None) -> None:
@@ -162,7 +189,7 @@ class TrackingCallback(Callback):
         self.tracker.set_tags(run_id, {Tag.FAILURE: reason[:500]})
         if error_file is not None:
             self.tracker.log_file(run_id, error_file, ERROR_FOLDER)
-        self.tracker.end_run(run_id, State.FAILED)
+        self.tracker.end_run(run_id, State.FAILED, tracked.note(State.FAILED, reason[:500]))
         tracked.run_ended = True
 
 

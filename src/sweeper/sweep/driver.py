@@ -30,8 +30,10 @@ from sweeper.sweep.search import OptunaSearcher, direction, make_sampler, name_o
 from sweeper.sweep.space import define_by_run
 from sweeper.sweep.trainable import train_in_ray
 from sweeper.tracking.client import Tracker
+from sweeper.tracking.notes import write_sweep_note
 from sweeper.tracking.schema import (BEST_VALUE, COMPUTE_SECONDS, PARETO_FILE, PARETO_TRIALS, SPEC_FILE,
                                      TRIALS_PREFIX, State, Tag)
+from sweeper.tracking.sweeps import find_sweep
 
 
 RETRIES = 2  # a trial whose worker dies resumes from its last checkpoint on another node, twice at most
@@ -78,9 +80,10 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
         tracker.client.update_run(parent_run_id, status="RUNNING")
     else:
         parent_run_id = tracker.start_sweep(spec.name, sweep_id, spec_text, {
-            Tag.OPTUNA_STORAGE: redact(study_storage), Tag.METRIC: spec.metric, Tag.MODE: spec.mode})
+            Tag.OPTUNA_STORAGE: redact(study_storage), Tag.METRIC: spec.metric, Tag.MODE: spec.mode},
+            searched=list(spec.search))
     trials = spec.sweep.trials - (resume.finished if resume else 0)
-    tracking = TrackingCallback(tracker, spec.name, parent_run_id, sweep_id, searcher, dataset.digest)
+    tracking = TrackingCallback(tracker, spec.name, parent_run_id, sweep_id, searcher, dataset)
     print(f"sweep {sweep_id}: {trials} trials{' to go' if resume else ''}, MLflow {tracker.uri} (run {parent_run_id}), "
           f"Optuna {redact(study_storage)}", flush=True)
 
@@ -100,6 +103,12 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
             summary = summarise(tracker, SweepSummary(sweep_id, parent_run_id, spec.name, tracker.uri, study_storage),
                                 study)
             tracker.end_run(parent_run_id, state)
+            write_sweep_note(tracker, find_sweep(tracker, sweep_id))
+    if spec.sweep.register_best and summary.best_run_id:
+        from sweeper.trained.register import register_run
+
+        best = spec.sweep.register_best
+        register_run(tracker, summary.best_run_id, best if isinstance(best, str) else spec.name)
     return summary
 
 

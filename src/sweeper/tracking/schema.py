@@ -35,6 +35,9 @@ class Tag:
     RAY_NODE = "ray.node_id"
     RAY_HOST = "ray.hostname"
     RAY_NODE_IP = "ray.node_ip"
+    NOTE = "mlflow.note.content"  # the Description of a run in the UI, Markdown: what a trial or a sweep came to
+    EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment tag: which page the UI opens the experiment on
+    DATASET_CONTEXT = "mlflow.data.context"  # tag of a run's dataset input: its split's role (DatasetRole)
 
 
 class Role:
@@ -45,6 +48,14 @@ class Role:
     TRIAL = "trial"
     BASELINE = "baseline"
     REPEAT = "repeat"
+
+
+class DatasetRole:
+    """What a split of a trial's data is for, as the dataset input of its run says."""
+
+    TRAIN = "train"
+    VALIDATION = "validation"
+    TEST = "test"
 
 
 class State:
@@ -88,8 +99,21 @@ BEST_VALUE = "best_value"
 PARETO_TRIALS = "pareto_trials"
 COMPUTE_SECONDS = "compute_seconds"
 
+# The experiment kind of training runs ("Machine learning"), the one MLflow's UI writes when a user picks its runs
+# view: UIs that choose the page from the kind open the runs table, not the GenAI overview. (MLflow 3.17's UI
+# chooses from its own GenAI / Model training switch instead: the URLs sweeper prints set it, see views.py.)
+TRAINING_KIND = "custom_model_development"
+# A saved view of the runs table is an experiment tag VIEW_PREFIX + view id (JSON: name, times, the view's state);
+# the UI opens it from its "Views" menu or a runs-page URL with `?VIEW_URL_KEY=view id`.
+VIEW_PREFIX = "mlflow.sharedViewState."
+VIEW_URL_KEY = "viewStateShareKey"
+SWEEP_VIEW_PREFIX = "sweep-"  # the ids of the views sweeper saves, one per sweep
+# A registered trial's model: the pyfunc's artifact (what `sweeper export` writes) and the version's tags.
+REGISTERED_ARTIFACT = "trial"
+
 # Artifacts of a sweep's parent run (a trial's own artifact files are laid out by `sweeper.artifacts`).
 SPEC_FILE = "spec.yaml"
 PARETO_FILE = "pareto.json"
 ERROR_FOLDER = "error"  # a failed trial's traceback
 REPORT_FOLDER = "report"
+REPORT_HTML = "report.html"  # the report's page, under REPORT_FOLDER
