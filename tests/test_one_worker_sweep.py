@@ -1,5 +1,5 @@
 """One real CPU sweep through one Ray worker, `features` searched: each trial's own costs, its intervals in MLflow,
-and an expert-feature trial through reproduce, predict and export.
+and an expert-feature trial through reproduce, predict, export and the registered model's loading.
 
 The grid [full, lora] x [none, expert] runs one trial at a time in one reused worker, in the order full, lora, full,
 lora (grid seed 5). The backbone is a randomly initialised RoBERTa with RoBERTa's vocabulary size (50,265) but hidden
@@ -14,8 +14,10 @@ import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -38,8 +40,10 @@ from sweeper.tasks.defects import predict, read_scored
 from sweeper.tasks.expert_head import load_with_expert_head
 from sweeper.trained.export import export_run
 from sweeper.trained.predict import predict_text
+from sweeper.trained.register import TrialModel
 from sweeper.trained.reproduce import reproduce
 from sweeper.tracking.client import Tracker
+from sweeper.tracking.schema import REGISTERED_ARTIFACT
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +170,8 @@ def test_predict_on_git_show_says_the_run_needs_features(sweep: Sweep, tmp_path:
                                                          capsys: pytest.CaptureFixture) -> None:
     show = tmp_path / "commit.txt"
     show.write_text("commit 3f2a9c1d5e7b8a0f\nAuthor: A <a@b.c>\nDate:   Mon Nov 25 10:15:00 2024 +0100\n\n"
-                    "    Fix the check\n\ndiff --git a/A.java b/A.java\n--- a/A.java\n+++ b/A.java\n@@ -1 +1 @@\n-a\n+b\n")
+                    "    Fix the check\n\ndiff --git a/A.java b/A.java\n--- a/A.java\n+++ b/A.java\n"
+                    "@@ -1 +1 @@\n-a\n+b\n")
     run_id = sweep.run("lora", "expert").info.run_id
     code = main(["predict", run_id, str(show), "--tracking-uri", sweep.uri])
     captured = capsys.readouterr()
@@ -196,3 +201,16 @@ def test_export_writes_the_scaler_and_loads_as_its_manifest_says(sweep: Sweep, t
                           scaler.transform(feature_matrix(records)).tolist())
     scores, _ = predict(model, items, 8, tokenizer.pad_token_id, torch.device("cpu"))
     assert scores == pytest.approx([row["logged"] for row in rows], abs=1e-5)
+
+
+def test_a_registered_expert_trial_loads_its_head_and_scaler(sweep: Sweep, tmp_path: Path) -> None:
+    """What `sweeper register` stores (the unmerged export) loads as its pyfunc model does, features scaled."""
+    run = sweep.run("full", "expert")
+    export_run(Tracker.connect(sweep.uri), run.info.run_id, tmp_path / "trial")
+    model = TrialModel()
+    model.load_context(SimpleNamespace(artifacts={REGISTERED_ARTIFACT: str(tmp_path / "trial")}))
+    rows = validation_lines(sweep, run, tmp_path)
+    logged = [row.pop("logged") for row in rows]
+    scored = model.predict(None, pd.DataFrame(rows))
+    assert scored["id"].tolist() == [row["id"] for row in rows]
+    assert scored["probability"].tolist() == pytest.approx(logged, abs=1e-6)
