@@ -1,4 +1,6 @@
-"""Driver killed mid-sweep (SIGKILL), then `sweeper resume`: the same sweep carries on to the spec's count."""
+"""Resuming, bit for bit: a trial interrupted at an evaluation and resumed from that evaluation's checkpoint ends
+exactly as the same trial run without interruption; a driver killed mid-sweep (SIGKILL), then `sweeper resume`:
+the same sweep carries on to the spec's count."""
 
 from __future__ import annotations
 
@@ -15,6 +17,12 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
+from safetensors.torch import load_file
+
+from harness import small_trial
+from sweeper.artifacts import METRICS_FILE, MODEL_DIR, PREDICTIONS_FILE
+from sweeper.config import TrialConfig
+from sweeper.trial import Evaluation, TrialResult, run_trial
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +33,50 @@ search:
   lr: {loguniform: [1.0e-4, 3.0e-3]}
 sweep: {trials: 5, searcher: random, pruner: {kind: none}, max_concurrent: 1}
 """
+
+
+class Interrupted(Exception):
+    """Stands for the worker dying right after an evaluation's checkpoint was saved."""
+
+
+def interrupted_at(config: TrialConfig, evaluations: int, folder: Path) -> list[Path]:
+    """Run `config` until its `evaluations`-th evaluation, saving each evaluation's checkpoint, and stop there."""
+    checkpoints = [folder / f"checkpoint-{index}" for index in range(1, evaluations + 1)]
+
+    def report(done: Evaluation) -> None:
+        done.save(checkpoints[done.index - 1])
+        if done.index == evaluations:
+            raise Interrupted
+    with pytest.raises(Interrupted):
+        run_trial(config, report=report)
+    return checkpoints
+
+
+def assert_same_trial(resumed: TrialResult, alone: TrialResult) -> None:
+    """Every metric, every evaluation, every prediction and every trained weight the same, to the last bit."""
+    assert resumed.metrics == alone.metrics
+    assert resumed.history == alone.history
+    assert resumed.output_dir and alone.output_dir
+    assert (resumed.output_dir / PREDICTIONS_FILE).read_bytes() == (alone.output_dir / PREDICTIONS_FILE).read_bytes()
+    summaries = [json.loads((result.output_dir / METRICS_FILE).read_text()) for result in (resumed, alone)]
+    assert summaries[0]["metrics"] == summaries[1]["metrics"] and summaries[0]["history"] == summaries[1]["history"]
+    weights = [{path.name: load_file(path) for path in (result.output_dir / MODEL_DIR).rglob("*.safetensors")}
+               for result in (resumed, alone)]
+    assert weights[0].keys() == weights[1].keys() and weights[0]
+    for name, tensors in weights[0].items():
+        assert all(tensors[key].equal(weights[1][name][key]) for key in tensors), name
+
+
+def test_trial_resumed_at_an_evaluation_ends_as_if_never_stopped(tmp_path: Path) -> None:
+    """LoRA with dropout, 2 epochs of 6 steps, an evaluation every 4 steps too: interrupted at the mid-epoch
+    evaluation (step 4) and at the first epoch's end (step 6), each resumed run equals the uninterrupted one."""
+    config = small_trial("lora", **{"data.sample": 120, "data.max_length": 32, "epochs": 2, "eval_every_steps": 4})
+    alone = run_trial(config, tmp_path / "alone")
+    assert [round(row["epoch"], 4) for row in alone.history] == [0.6667, 1.0, 1.3333, 2.0]  # where each evaluation fell
+    for checkpoint, where in zip(interrupted_at(config, 2, tmp_path), ("mid-epoch", "epoch end")):
+        resumed = run_trial(config, tmp_path / f"resumed-{checkpoint.name}", resume_from=checkpoint)
+        assert len(resumed.history) == 4, where
+        assert_same_trial(resumed, alone)
 
 
 def trial_runs(client: MlflowClient) -> list:

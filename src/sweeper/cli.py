@@ -358,21 +358,26 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(path)
     if written.logged_to:
         print(f"logged to run {written.logged_to} under report/", file=sys.stderr)
+    if written.partial:
+        print(f"note: partial report: {written.partial}", file=sys.stderr)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     quiet_downloads()
-    from sweeper.trained.predict import predict_text
+    from sweeper.trained.predict import decode_input, predict_text
     from sweeper.tracking.client import Tracker
 
     if args.file:
         if not Path(args.file).is_file():
             raise SweeperError(f"{args.file}: file not found")
-        text, source = Path(args.file).read_text(encoding="utf-8", errors="replace"), args.file
+        data, source = Path(args.file).read_bytes(), args.file
     else:
-        text, source = sys.stdin.read(), "<stdin>"
-    predictions = predict_text(Tracker.connect(args.tracking_uri), args.run_id, text, source)
+        data, source = sys.stdin.buffer.read(), "<stdin>"
+    text, notes = decode_input(data, source)
+    predictions = predict_text(Tracker.connect(args.tracking_uri), args.run_id, text, source, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     shown = [p.message if p.message is not None else f"{p.probability:.6f}" for p in predictions]
     if args.json:
         rows = [{"run_id": args.run_id, "id": p.id, **({"message": p.message} if p.message is not None

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, create_model,
+                      field_validator, model_validator)
 
 from sweeper.errors import SpecError, did_you_mean
 from sweeper.methods import METHODS
@@ -29,12 +30,62 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class SplitConfig(Section):
-    """How records are split: `random` (stratified on label, seeded) or `time` (older commits train)."""
+Share = Annotated[float | list[str], BeforeValidator(lambda value: [value] if isinstance(value, str) else value)]
 
-    kind: Literal["random", "time"] = "time"
-    valid: float = Field(0.2, gt=0, lt=1, description="share of records for validation")
-    test: float = Field(0.0, ge=0, lt=1, description="share of records held out for a final test")
+
+class SplitConfig(Section):
+    """How records are split: `random` (stratified on label, seeded), `time` (older commits train) or `project`
+    (whole projects train, validate and test: cross-project transfer).
+
+    `valid` and `test` are shares of the records, or for `project` a list of projects or a share of the projects
+    (drawn, seeded); `train` names the training projects (default: every project not validating or testing).
+    """
+
+    kind: Literal["random", "time", "project"] = "time"
+    valid: Share = Field(0.2, description="share of records (project: list of projects, or share of projects) "
+                                           "for validation")
+    test: Share = Field(0.0, description="share of records (project: list of projects, or share of projects) "
+                                          "held out for a final test")
+    train: list[str] | None = Field(None, description="project: the training projects; default every project "
+                                                       "that neither validates nor tests")
+
+    @field_validator("valid", "test")
+    @classmethod
+    def share_or_projects(cls, value: float | list[str], info: ValidationInfo) -> float | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty list of projects: name at least one, or give a share such as 0.2")
+            return value
+        low_ok = value > 0 if info.field_name == "valid" else value >= 0
+        if not (low_ok and value < 1):
+            raise ValueError(f"a share must be {'above' if info.field_name == 'valid' else 'at least'} 0 and "
+                             "below 1, or a list of projects with kind: project")
+        return value
+
+    @field_validator("train")
+    @classmethod
+    def some_projects(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list of projects: name at least one, or leave train out (every project left)")
+        return value
+
+    @model_validator(mode="after")
+    def projects_fit_the_kind(self) -> "SplitConfig":
+        named = {side: getattr(self, side) for side in ("train", "valid", "test")
+                 if isinstance(getattr(self, side), list)}
+        if self.kind != "project":
+            if named:
+                raise ValueError(f"lists of projects ({', '.join(named)}) need kind: project (kind '{self.kind}' "
+                                 "takes shares of the records)")
+            return self
+        seen: dict[str, str] = {}
+        for side, projects in named.items():
+            for project in projects:
+                if project in seen and seen[project] != side:
+                    raise ValueError(f"project '{project}' is on two sides ({seen[project]} and {side}): "
+                                     "name each project once")
+                seen[project] = side
+        return self
 
 
 class DataConfig(Section):
@@ -42,6 +93,9 @@ class DataConfig(Section):
 
     path: str = Field("bundled:jitdp", description="file path, s3:// URI or bundled:jitdp / bundled:cmg")
     sample: int | None = Field(None, gt=0, description="keep this many records (seeded, order kept)")
+    train_fraction: float = Field(1.0, gt=0, le=1, description="train on this share of the training split only "
+                                  "(seeded, stratified on the label; nested: a smaller share is a subset of a larger "
+                                  "one); validation and test stay the same")
     skip_bad: bool = Field(False, description="skip malformed lines (counted and reported) instead of failing")
     split: SplitConfig = SplitConfig()
     max_length: int = Field(256, ge=16, le=4096, description="tokens per input, after truncation")
@@ -69,6 +123,8 @@ class GenerationSettings(Section):
     max_new_tokens: int = Field(32, ge=1, description="longest message generated, in tokens")
     every: int | None = Field(None, ge=1, description="also generate and score (bleu, rouge_l, ...) every N "
                                                       "evaluations; they are always scored once at the end")
+    decoder_layers: int = Field(6, ge=1, description="an encoder-only backbone (BERT, RoBERTa: CodeBERT, "
+                                "GraphCodeBERT, UniXcoder) gets a new decoder of this many layers, which always trains")
 
 
 def method_sections() -> type[Section]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeper.report.document import Document, Image
-from sweeper.report.sections import build_document
+from sweeper.report.sections import build_document, missing_text
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.notes import write_sweep_note
 from sweeper.tracking.schema import REPORT_FOLDER, REPORT_HTML
@@ -20,10 +20,12 @@ from sweeper.tracking.sweeps import SweepRecord, load_sweep
 
 @dataclass(frozen=True)
 class WrittenReport:
-    """The files a report wrote, and the parent run they were logged to (None when not logged)."""
+    """The files a report wrote, the parent run they were logged to (None when not logged), and what it lacks (a
+    line saying which trials have no run, when some were deleted; else None)."""
 
     files: list[Path]
     logged_to: str | None
+    partial: str | None = None
 
 
 def write_report(tracker: Tracker, sweep: SweepRecord, out: Path, log: bool = True) -> WrittenReport:
@@ -40,7 +42,7 @@ def write_report(tracker: Tracker, sweep: SweepRecord, out: Path, log: bool = Tr
         for path in files:
             tracker.log_file(sweep.run_id, path, REPORT_FOLDER)
         write_sweep_note(tracker, sweep, decision_lines(document))
-    return WrittenReport(files, sweep.run_id if log else None)
+    return WrittenReport(files, sweep.run_id if log else None, missing_text(details) if details.missing() else None)
 
 
 def decision_lines(document: Document) -> list[str]:

@@ -10,6 +10,7 @@ from sweeper.tracking.schema import COSTS, State
 from sweeper.tracking.sweeps import SweepDetails, TrialRun
 
 FRONT_COSTS = ("trainable_params", "train_seconds")  # the costs every report draws a Pareto front on
+TRAIN_FRACTION = "data.train_fraction"  # the trial key of low-resource sweeps (`DataConfig.train_fraction`)
 
 
 def best_per(details: SweepDetails, key: Callable[[TrialRun], str | None]) -> list[tuple[str, TrialRun]]:
@@ -80,3 +81,30 @@ def sweep_totals(details: SweepDetails) -> Totals:
         saved[unit] += seconds * devices / 3600
         epochs_saved += left
     return Totals(counts, dict(compute), dict(saved), epochs_saved)
+
+
+@dataclass(frozen=True)
+class FractionBest:
+    """The best completed trial of one method at one training fraction, and how many trials ran there."""
+
+    method: str
+    fraction: float
+    best: TrialRun
+    trials: int
+
+
+def best_per_fraction(details: SweepDetails) -> list[FractionBest]:
+    """The best trial per (method, training fraction), by method then fraction; empty unless the completed trials
+    trained on more than one fraction (a low-resource sweep)."""
+    groups: dict[tuple[str, float], list[TrialRun]] = defaultdict(list)
+    for trial in details.completed():  # best first
+        groups[(trial.method, train_fraction(trial))].append(trial)
+    if len({fraction for _, fraction in groups}) < 2:
+        return []
+    return [FractionBest(method, fraction, trials[0], len(trials))
+            for (method, fraction), trials in sorted(groups.items())]
+
+
+def train_fraction(trial: TrialRun) -> float:
+    """The share of the training split the trial trained on (1.0 for runs from before the key existed)."""
+    return float(trial.params.get(TRAIN_FRACTION, 1.0))

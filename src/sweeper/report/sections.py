@@ -11,6 +11,7 @@ import optuna
 from sweeper.methods import METHODS
 from sweeper.report import figures
 from sweeper.report.analysis import FRONT_COSTS, backbone_params, best_per, pareto_front, sweep_totals
+from sweeper.report.analysis import best_per_fraction
 from sweeper.report.document import Block, Document, Image, Section, Table
 from sweeper.report.importance import load_study, param_importances
 from sweeper.spec import parse_objectives
@@ -30,6 +31,7 @@ def build_document(details: SweepDetails, out: Path) -> Document:
         totals_section(details),
         best_section("Best trial per method", "method", details, lambda t: t.method),
         *setting_sections(details),
+        *fraction_sections(details, out),
         pareto_section(details, out, study),
         *([optuna_pareto_section(details, study, why)] if multi else []),
         curves_section(details, out),
@@ -51,6 +53,30 @@ def setting_sections(details: SweepDetails) -> list[Section]:
     return sections
 
 
+def fraction_sections(details: SweepDetails, out: Path) -> list[Section]:
+    """"Metric against the training fraction" for a low-resource sweep (trials on more than one
+    `data.train_fraction`): the best trial per (method, fraction) as a table and a figure; none otherwise."""
+    rows = best_per_fraction(details)
+    if not rows:
+        return []
+    metric = details.record.metric
+    task = task_class(details.spec.task if details.spec is not None else "jitdp")
+    shown = [metric, *(name for name in task.shown if name != metric)]
+    table = Table(["method", "train fraction", "training commits", "trials", "best trial", "run",
+                   *(f"best {name}" for name in shown)],
+                  [[row.method, f"{row.fraction:g}", count_text(row.best.metrics.get("train_samples")), str(row.trials),
+                    row.best.name, f"`{row.best.run_id}`", *(number(row.best.value(name)) for name in shown)]
+                   for row in rows])
+    note = ("Each fraction trains on a seeded, stratified share of the same training split (a smaller share is a "
+            "subset of a larger one); validation and test commits are the same at every fraction, so the rows compare.")
+    blocks: list[Block] = [note, table]
+    path = figures.fraction_figure(details, rows, out / "fraction.png")
+    if path is not None:
+        blocks.append(Image(path, f"best {metric} per method against the share of the training split; faint dots are "
+                                  "the other completed trials"))
+    return [Section(f"{metric} against the training fraction", blocks)]
+
+
 def overview(details: SweepDetails) -> Section:
     record, spec = details.record, details.spec
     lines = [f"Experiment `{details.experiment}`, parent run `{record.run_id}`; ranked by **{record.metric}** "
@@ -67,9 +93,22 @@ def overview(details: SweepDetails) -> Section:
             + "; no pruning. See the Pareto set (Optuna) below.")
     best = details.tags.get(Tag.BEST_RUN)
     if best:
-        lines.append(f"Best run: `{best}`" + (f" (the Pareto trial with the best {record.metric})" if objectives else "")
-                     + ".")
+        gone = " (no longer in MLflow)" if all(trial.run_id != best for trial in details.trials) else ""
+        lines.append(f"Best run: `{best}`{gone}" + (f" (the Pareto trial with the best {record.metric})" if objectives
+                                                    else "") + ".")
+    missing = details.missing()
+    if missing:
+        lines.append(f"**Partial report**: {missing_text(details)}; everything below covers the "
+                     f"{len(details.trials)} trial runs found.")
     return Section("Overview", lines)
+
+
+def missing_text(details: SweepDetails) -> str:
+    """`2 of 7 trials have no run in MLflow (deleted?): Optuna trials 1, 4`."""
+    missing = details.missing()
+    total = len(missing) + len([trial for trial in details.trials if trial.number >= 0])
+    return (f"{len(missing)} of {total} trials have no run in MLflow (deleted?): Optuna trial"
+            f"{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}")
 
 
 def totals_section(details: SweepDetails) -> Section:

@@ -1,4 +1,10 @@
-"""The Ray Tune callback that records a sweep's trials in MLflow: a child run per trial, from its events."""
+"""The Ray Tune callback that records a sweep's trials in MLflow: a child run per trial, from its events.
+
+A failed trial's run ends FAILED with the reason (`sweeper.failure`), its kind (`sweeper.failure_kind`) and the
+traceback under `error/`: a deterministic failure arrives as the trial's final result (the trainable caught it, Ray
+does not retry it), an infrastructure one as Ray's trial error once its retries ran out. Each retry (Ray restarting
+the trial from its checkpoint after losing its worker) counts in `sweeper.retries`, with its reason.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +24,16 @@ from sweeper.config import TrialConfig
 from sweeper.data.records import Dataset
 from sweeper.errors import SweeperError
 from sweeper.sweep.search import OptunaSearcher
-from sweeper.sweep.trainable import EVALUATION, FINAL, NODE, OPTIMIZER_STEP, trial_config
+from sweeper.sweep.trainable import EVALUATION, FAILURE, FINAL, NODE, OPTIMIZER_STEP, trial_config
 from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.datasets import split_inputs
 from sweeper.tracking.notes import trial_label, trial_note
-from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, COSTS, ERROR_FOLDER, State, Tag
+from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, COSTS, ERROR_FOLDER, FailureKind, State, Tag
 from sweeper.tracking.writer import BackgroundWriter
 
 NOT_METRICS = {*AUTO_RESULT_KEYS, "config", "done", "checkpoint_dir_name", "should_checkpoint", FINAL, EVALUATION,
-               OPTIMIZER_STEP, NODE}
+               OPTIMIZER_STEP, NODE, FAILURE}
 
 
 def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
@@ -38,13 +44,14 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class TrackedTrial:
     """What the callback knows of one Ray trial: its Optuna number, its MLflow run (once the writer created it),
-    how often it was restarted, how it ended (None while running) and whether its run was ended; and for its note,
-    what it is (`label`), how many evaluations it has had of how many planned (None: not known in advance), and its
-    best value of its `metric` (`outcome`)."""
+    how often it was restarted, whether its final result was logged, how it ended (None while running) and whether
+    its run was ended; and for its note, what it is (`label`), how many evaluations it has had of how many planned
+    (None: not known in advance), and its best value of its `metric` (`outcome`)."""
 
     number: int
     run_id: str | None = None
     retries: int = 0
+    final_logged: bool = False
     state: str | None = None
     run_ended: bool = False
     label: str = ""
@@ -97,17 +104,14 @@ class TrackingCallback(Callback):
 
     @timed("callbacks.on_trial_start")
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        tracked = self.trials.get(trial.trial_id)
-        if tracked is not None:  # restarted after a worker loss: same run, one more retry
-            tracked.retries += 1
-            self.writer.submit(self._set_tags, tracked, {Tag.RETRIES: str(tracked.retries)})
+        if trial.trial_id in self.trials:  # restarted after a worker loss (see on_trial_recover): the same run
             return
         config = trial_config(trial.config)
         tracked = self.trials[trial.trial_id] = TrackedTrial(
             trial.config["optuna_trial"], label=trial_label(config), metric=config.metric,
             planned=None if config.eval_every_steps else config.epochs)
         tags = {Tag.METHOD: config.method, Tag.RAY_TRIAL: trial.trial_id, Tag.OPTUNA_TRIAL: str(tracked.number),
-                Tag.DATA_DIGEST: self.data_digest}
+                Tag.DATA_DIGEST: self.data_digest, Tag.RETRIES: "0"}
         self.writer.submit(self._start_run, tracked, f"trial-{tracked.number:03d}-{config.method}", config, tags,
                            now_ms())
 
@@ -116,6 +120,9 @@ class TrackingCallback(Callback):
         tracked = self.trials[trial.trial_id]
         metrics = trial_metrics(result)
         if result.get(FINAL):
+            if result.get(FAILURE) or tracked.final_logged:  # a failure has no metrics; a re-sent final is logged
+                return
+            tracked.final_logged = True
             # An interval keeps its own name: auc_ci_low / auc_ci_high belong to best_auc, and no per-evaluation
             # auc_ci_low exists for a best_ prefix to tell them apart from.
             summary = {key if key.endswith((CI_LOW, CI_HIGH)) else BEST_PREFIX + key: value
@@ -136,7 +143,20 @@ class TrackingCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         tracked = self.trials[trial.trial_id]
         tracked.state = self.searcher.state_of(trial.trial_id)
-        self.writer.submit(self._finish, tracked, trial.checkpoint)
+        failure = None
+        if tracked.state == State.FAILED:  # raised by the trial itself, or no finite value of the metric
+            reason = (trial.last_result or {}).get(FAILURE) or f"the final {self.searcher.metric} is not a number"
+            failure = {Tag.FAILURE: reason[:500], Tag.FAILURE_KIND: FailureKind.DETERMINISTIC}
+        self.writer.submit(self._finish, tracked, trial.checkpoint, failure)
+
+    @timed("callbacks.on_trial_recover")
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        tracked = self.trials.get(trial.trial_id)
+        if tracked is None:  # lost before it started: nothing was recorded
+            return
+        tracked.retries += 1
+        self.writer.submit(self._set_tags, tracked, {Tag.RETRIES: str(tracked.retries),
+                                                     Tag.RETRY_REASON: error_reason(trial)[:500]})
 
     @timed("callbacks.on_trial_error")
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -169,8 +189,10 @@ class TrackingCallback(Callback):
              at: int) -> None:
         self.tracker.log_metrics(run_of(tracked), metrics, step=step, tags=tags, timestamp=at)
 
-    def _finish(self, tracked: TrackedTrial, checkpoint: Checkpoint | None) -> None:
+    def _finish(self, tracked: TrackedTrial, checkpoint: Checkpoint | None, failure: dict[str, str] | None) -> None:
         run_id = run_of(tracked)
+        if failure:
+            self.tracker.set_tags(run_id, failure)
         if checkpoint is not None:
             with tempfile.TemporaryDirectory() as folder:
                 for item in Path(checkpoint.to_directory(folder)).iterdir():
@@ -181,12 +203,12 @@ class TrackingCallback(Callback):
                     else:
                         self.tracker.log_file(run_id, item)
         state = tracked.state or State.COMPLETE
-        self.tracker.end_run(run_id, state, tracked.note(state))
+        self.tracker.end_run(run_id, state, tracked.note(state, failure[Tag.FAILURE] if failure else None))
         tracked.run_ended = True
 
     def _fail(self, tracked: TrackedTrial, reason: str, error_file: Path | None) -> None:
         run_id = run_of(tracked)
-        self.tracker.set_tags(run_id, {Tag.FAILURE: reason[:500]})
+        self.tracker.set_tags(run_id, {Tag.FAILURE: reason[:500], Tag.FAILURE_KIND: FailureKind.INFRASTRUCTURE})
         if error_file is not None:
             self.tracker.log_file(run_id, error_file, ERROR_FOLDER)
         self.tracker.end_run(run_id, State.FAILED, tracked.note(State.FAILED, reason[:500]))

@@ -19,7 +19,8 @@ from ray import tune
 
 from sweeper.backbone import embedded_backbone_dir
 from sweeper.config import EMBEDDED_BACKBONE
-from sweeper.data.records import Dataset, read_records
+from sweeper.data.records import Dataset, read_records, sample_records
+from sweeper.data.split import split_records
 from sweeper.errors import SweeperError
 from sweeper.spec import Spec, format_objectives
 from sweeper.sweep.callbacks import TrackingCallback
@@ -36,7 +37,9 @@ from sweeper.tracking.schema import (BEST_VALUE, COMPUTE_SECONDS, PARETO_FILE, P
 from sweeper.tracking.sweeps import find_sweep
 
 
-RETRIES = 2  # a trial whose worker dies resumes from its last checkpoint on another node, twice at most
+# A trial whose worker or node dies resumes from its last checkpoint on another one, twice at most. Failures the trial
+# raises itself (bad data, a NaN loss, ...) never reach Ray as errors: the trainable ends the trial FAILED at once.
+RETRIES = 2
 
 
 @dataclass
@@ -113,11 +116,14 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
 
 
 def check_before_trials(spec: Spec, source: str) -> Dataset:
-    """Mistakes cost seconds, not a failed trial each: the backbone is built or found, the data read and
-    validated, and every method the search can pick applied to the backbone's shapes."""
+    """Mistakes cost seconds, not a failed trial each: the backbone is built or found, the data read, validated
+    and split (an unknown project is an error here), and every method the search can pick applied to the
+    backbone's shapes."""
     if spec.backbone == EMBEDDED_BACKBONE:
         embedded_backbone_dir()
     dataset = read_records(spec.data.path, spec.task, spec.data.skip_bad)
+    base = spec.base_trial()
+    split_records(sample_records(dataset.records, spec.data.sample, base.seed), spec.data.split, base.seed)
     preflight(spec, source)
     return dataset
 

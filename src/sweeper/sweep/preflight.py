@@ -10,9 +10,9 @@ support is an error too.
 from __future__ import annotations
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+from transformers import AutoConfig
 
-from sweeper.backbone import resolve_backbone
+from sweeper.backbone import model_from_config, resolve_backbone
 from sweeper.config import TrialConfig
 from sweeper.errors import MethodError, SpecError, SweeperError
 from sweeper.methods import apply_method
@@ -47,13 +47,10 @@ def check_methods(spec: Spec, source: str) -> None:
     """Apply each candidate method to a shapes-only backbone (with the expert-feature head where trials can have
     one); the first that fails is a SpecError."""
     model_config = AutoConfig.from_pretrained(resolve_backbone(spec.backbone, spec.task), num_labels=2)
-    kind = AutoModelForSequenceClassification
-    if spec.task == "cmg":
-        kind = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
     features = expert_field(spec)
     for field, what, config in candidate_configs(spec):
         with torch.device("meta"):
-            model = kind.from_config(model_config)
+            model = model_from_config(model_config, spec.task, config.generation.decoder_layers)
             if features is not None:
                 try:
                     install_expert_head(model)

@@ -48,7 +48,7 @@ class MessageGeneration:
         """Nothing to learn before encoding."""
 
     def load_model(self, backbone: str) -> PreTrainedModel:
-        return load_generator(backbone)
+        return load_generator(backbone, self.config.generation.decoder_layers)
 
     def encode(self, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase) -> list[EncodedCommit]:
         data = self.config.data

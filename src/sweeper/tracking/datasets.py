@@ -1,7 +1,7 @@
 """A trial's data as MLflow dataset inputs: one per split, so the UI's Dataset column and dataset views show what
 each run trained and was validated on.
 
-The split is deterministic from the trial's config (sample, split kind and shares, seed), so the driver computes it
+The split is deterministic from the trial's config (sample, split, training fraction, seed), so the driver computes it
 from the records it has already read: the digest names the split's commits (their ids, with the digest of the file
 they came from), the profile counts them.
 

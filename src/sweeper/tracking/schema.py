@@ -21,7 +21,9 @@ class Tag:
     STATE = "sweeper.state"  # a State value
     METHOD = "sweeper.method"
     FAILURE = "sweeper.failure"  # why a trial failed: the last line of its error
-    RETRIES = "sweeper.retries"  # how often Ray restarted the trial after losing its worker
+    FAILURE_KIND = "sweeper.failure_kind"  # a FailureKind value: how the failure was handled
+    RETRIES = "sweeper.retries"  # how often Ray restarted the trial from its checkpoint (0 when never)
+    RETRY_REASON = "sweeper.retry_reason"  # the error of the last restart: a lost worker or node, usually
     DATA_DIGEST = "sweeper.data_digest"
     VERSION = "sweeper.version"
     GIT_COMMIT = "sweeper.git_commit"
@@ -68,6 +70,15 @@ class State:
     KILLED = "killed"  # interrupted: the sweep or its driver stopped
     ENDED = (COMPLETE, PRUNED, FAILED, KILLED)
     MLFLOW_STATUS = {COMPLETE: "FINISHED", PRUNED: "FINISHED", FAILED: "FAILED", KILLED: "KILLED"}
+
+
+class FailureKind:
+    """How a failed trial failed: raised by the trial itself, so a retry would fail the same way (bad data, a NaN
+    loss, out of memory at this size; never retried), or lost to the infrastructure (a worker or node died; retried
+    from the last checkpoint, FAILED once the retries ran out)."""
+
+    DETERMINISTIC = "deterministic"
+    INFRASTRUCTURE = "infrastructure"
 
 
 BEST_PREFIX = "best_"  # a trial's final metrics (of its best evaluation) are logged as best_auc, best_f1, ...

@@ -16,7 +16,7 @@ import yaml
 
 from sweeper.errors import SweeperError
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import BEST_PREFIX, COMPUTE_SECONDS, EPOCH, SPEC_FILE, State, Tag
+from sweeper.tracking.schema import BEST_PREFIX, COMPUTE_SECONDS, EPOCH, SPEC_FILE, TRIALS_PREFIX, State, Tag
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,15 @@ class SweepDetails:
     def completed(self) -> list[TrialRun]:
         """Completed trials with a value, best first."""
         return ranked(self.trials, self.record.metric, self.record.mode)
+
+    def missing(self) -> list[int]:
+        """Optuna numbers of trials that have no run in MLflow (deleted by hand): those below the count the parent
+        run logged at the sweep's end (one run per Optuna trial, numbered from 0), or below the highest number found
+        while no count was logged."""
+        found = {trial.number for trial in self.trials if trial.number >= 0}
+        counts = [self.metrics[TRIALS_PREFIX + state] for state in State.ENDED if TRIALS_PREFIX + state in self.metrics]
+        expected = int(sum(counts)) if counts else max(found, default=-1) + 1
+        return [number for number in range(expected) if number not in found]
 
 
 def find_sweep(tracker: Tracker, sweep_id: str | None = None, experiment: str | None = None) -> SweepRecord:

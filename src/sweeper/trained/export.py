@@ -39,6 +39,17 @@ FEATURES_USE = ("x = (sign(f) * log(1 + |f|) - mean) / scale for the commit's fe
                 ".transform(f)); then `with sweeper.tasks.expert_head.expert_features(model, torch.tensor(x, "
                 "dtype=torch.float32)): logits = model(input_ids=..., attention_mask=...).logits`")
 
+# Message generation on an encoder-only backbone: the encoder and its new decoder (`sweeper.backbone.new_decoder`)
+# save as an `EncoderDecoderModel`; PEFT and adapters files go on top of the one sweeper builds.
+NEW_DECODER_LOAD = {
+    "merged": "AutoModelForSeq2SeqLM.from_pretrained(DIR)",
+    "full": "AutoModelForSeq2SeqLM.from_pretrained(DIR)",
+    "peft": "model = peft.PeftModel.from_pretrained(sweeper.backbone.load_generator(BACKBONE, LAYERS), DIR)",
+    "adapters": ("model = sweeper.backbone.load_generator(BACKBONE, LAYERS); adapters.init(model.encoder); "
+                 "model.encoder.load_adapter(DIR, set_active=True); "
+                 "model.load_state_dict(safetensors.torch.load_file(DIR/'head.safetensors'), strict=False)"),
+}
+
 
 def export_run(tracker: Tracker, run_id: str, out: Path, merge: bool = False) -> Path:
     """Write the run's model to `out` (which must be empty or absent); returns the manifest's path."""
@@ -71,18 +82,22 @@ def save_tokenizer(trial: TrialArtifacts, out: Path) -> None:
 
 def how_to_load(trial: TrialArtifacts, kind: str) -> str:
     """HOW_TO_LOAD for an export of `kind` (a method's name or `merged`) and the run's task: a generator's Auto
-    class in place of the classifier's."""
+    class in place of the classifier's (NEW_DECODER_LOAD for an encoder-only backbone)."""
     if trial.config.features == "expert":  # the standard head class cannot hold the expert-feature head's weights
         return HOW_TO_LOAD["expert"].replace("METHOD", "full" if kind == "merged" else kind)
-    text = HOW_TO_LOAD[kind if kind == "merged" else METHODS[kind].export_format]
+    fmt = kind if kind == "merged" else METHODS[kind].export_format
+    text = HOW_TO_LOAD[fmt]
     if trial.config.task != "cmg":
         return text
     from transformers import AutoConfig
 
     from sweeper.backbone import resolve_backbone
+    from sweeper.backbone.new_decoder import encoder_only
 
-    seq2seq = AutoConfig.from_pretrained(resolve_backbone(trial.config.backbone, "cmg")).is_encoder_decoder
-    auto = "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM"
+    config = AutoConfig.from_pretrained(resolve_backbone(trial.config.backbone, "cmg"))
+    if encoder_only(config):
+        return NEW_DECODER_LOAD[fmt].replace("LAYERS", str(trial.config.generation.decoder_layers))
+    auto = "AutoModelForSeq2SeqLM" if config.is_encoder_decoder else "AutoModelForCausalLM"
     return text.replace("AutoModelForSequenceClassification", auto).replace(", num_labels=2", "")
 
 
