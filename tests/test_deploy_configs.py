@@ -890,6 +890,7 @@ def test_env_from_files_sets_the_password(tmp_path):
     assert out.returncode == 2 and "cannot read" in out.stderr
 
 
+@pytest.mark.slow  # imports MLflow's server in a subprocess: ~4 s
 def test_mlflow_auth_run_writes_a_private_config_mlflow_reads(tmp_path):
     """docker/mlflow-auth.py run: basic_auth.ini (mode 600) from secret files, read back by MLflow's own reader;
     the Flask key exported; the admin password only in the file, never in the server's environment."""

@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,23 +17,20 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from harness import sweeper, trial_runs, write_spec
+from harness import small_trial, sweeper, sweeper_process, trial_runs, write_spec
 from services import MlflowServer
 from sweeper.artifacts import CONFIG_FILE, PREDICTIONS_FILE
 from sweeper.config import TrialConfig
 from sweeper.trial import TrialFailed, run_trial
 
 GOOD = "bundled:jitdp"
-
-
-def tiny() -> TrialConfig:
-    return TrialConfig().with_overrides({"data.sample": 120, "data.max_length": 32, "epochs": 1})
+TINY = {"data.sample": 120, "data.max_length": 32, "lr": 1e-4}
 
 
 def test_nan_loss_fails_the_trial_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", lambda self, logits, labels: logits.sum() * float("nan"))
     with pytest.raises(TrialFailed, match=r"loss is nan at step 1 \(lr 0.0001 may be too high\)"):
-        run_trial(tiny())
+        run_trial(small_trial("lora", **TINY))
 
 
 def test_out_of_memory_fails_the_trial_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,7 +38,7 @@ def test_out_of_memory_fails_the_trial_with_advice(monkeypatch: pytest.MonkeyPat
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
     monkeypatch.setattr(torch.nn.Embedding, "forward", no_memory)
     with pytest.raises(TrialFailed, match="out of memory at batch_size 16, max_length 32: lower one of them"):
-        run_trial(tiny())
+        run_trial(small_trial("lora", **TINY))
 
 
 @dataclass(frozen=True)
@@ -99,29 +94,25 @@ def faulty_sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathF
                                          "sweep.searcher": "grid"})
     ray_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     log = folder / "sweep.log"
-    with log.open("w") as out:
-        driver = subprocess.Popen([sys.executable, "-m", "sweeper.cli", "run", str(spec), "--tracking-uri",
-                                   mlflow_server.uri, "--json"], cwd=folder, stdout=out, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "RAY_TMPDIR": str(ray_dir)}, start_new_session=True)
     try:
-        killed = 0
-        deadline = time.monotonic() + 400
-        while not killed and time.monotonic() < deadline:
-            assert driver.poll() is None, log.read_text()[-3000:]
-            good = [row for row in ray_results(ray_dir) if row["config"]["values"]["data.path"] == GOOD]
-            if len([row for row in good if "evaluation" in row]) >= 2 and descends_from(good[-1]["pid"], driver.pid):
-                killed = good[-1]["pid"]
-                os.kill(killed, signal.SIGKILL)
-            time.sleep(0.2)
-        assert killed, "the good trial never reported two evaluations"
-        driver.wait(timeout=600)
+        with log.open("w") as out, sweeper_process("run", str(spec), "--tracking-uri", mlflow_server.uri, "--json",
+                                                   cwd=folder, stdout=out, env={"RAY_TMPDIR": str(ray_dir)}) as driver:
+            killed = 0
+            deadline = time.monotonic() + 400
+            while not killed and time.monotonic() < deadline:
+                assert driver.poll() is None, log.read_text()[-3000:]
+                good = [row for row in ray_results(ray_dir) if row["config"]["values"]["data.path"] == GOOD]
+                if len([row for row in good if "evaluation" in row]) >= 2 and descends_from(good[-1]["pid"], driver.pid):
+                    killed = good[-1]["pid"]
+                    os.kill(killed, signal.SIGKILL)
+                time.sleep(0.2)
+            assert killed, "the good trial never reported two evaluations"
+            driver.wait(timeout=600)
         text = log.read_text()
         assert driver.returncode == 0, text[-3000:]
         yield FaultySweep(mlflow_server.uri, folder, json.loads(text.strip().splitlines()[-1]), killed,
                           ray_results(ray_dir))
     finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
         shutil.rmtree(ray_dir, ignore_errors=True)
 
 

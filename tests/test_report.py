@@ -13,12 +13,14 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
+from harness import markdown_table as table
+from harness import sweeper
 from services import MlflowServer
 from sweeper.report.analysis import pareto_front, sweep_totals
 from sweeper.report.document import Document, Image as DocImage, Section, Table
 from sweeper.report.figures import AxisScale
 from sweeper.tracking.sweeps import SweepDetails, SweepRecord, TrialRun
-from tiny_sweep import TinySweep, sweeper, tiny_sweep
+from tiny_sweep import TinySweep, tiny_sweep
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 FIGURES = ("pareto.png", "curves.png", "parallel.png")
@@ -36,14 +38,6 @@ def report(sweep: TinySweep, tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = sweeper("report", sweep.sweep_id, "--out", str(out), "--tracking-uri", sweep.uri, cwd=sweep.workdir)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
-
-
-def table(markdown: str, section: str) -> list[dict[str, str]]:
-    """The first table under `## section`, as dicts keyed by header."""
-    body = markdown.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
-    lines = [line for line in body.splitlines() if line.startswith("|")]
-    headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    return [dict(zip(headers, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
 
 
 @pytest.mark.slow

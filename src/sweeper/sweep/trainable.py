@@ -88,16 +88,18 @@ def train(trial: TrialConfig, node: dict[str, str]) -> None:
             with timed("trainable.report"):  # Tune reports synchronously: the trial waits for the driver here
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    checkpoint = tune.get_checkpoint()
-    with tempfile.TemporaryDirectory() as output, tempfile.TemporaryDirectory() as previous:
-        resume_from = Path(checkpoint.to_directory(previous)) if checkpoint else None
-        if resume_from is not None and is_final(resume_from):  # lost between its final report and its end
-            report_final(resume_from, json.loads((resume_from / METRICS_FILE).read_text()), node)
-            return
-        with timed("trainable.read_data"):
-            dataset = trial_dataset(trial)
-        result = run_trial(trial, Path(output), report, dataset=dataset, resume_from=resume_from)
-        report_final(Path(output), {"metrics": result.metrics, "costs": result.costs}, node)
+    with timed("trainable.run") as event:
+        checkpoint = tune.get_checkpoint()
+        with tempfile.TemporaryDirectory() as output, tempfile.TemporaryDirectory() as previous:
+            resume_from = Path(checkpoint.to_directory(previous)) if checkpoint else None
+            if resume_from is not None and is_final(resume_from):  # lost between its final report and its end
+                report_final(resume_from, json.loads((resume_from / METRICS_FILE).read_text()), node)
+                return
+            with timed("trainable.read_data"):
+                dataset = trial_dataset(trial)
+            result = run_trial(trial, Path(output), report, dataset=dataset, resume_from=resume_from)
+            event["compute_seconds"] = result.costs["train_seconds"] + result.costs["eval_seconds"]
+            report_final(Path(output), {"metrics": result.metrics, "costs": result.costs}, node)
 
 
 def is_final(checkpoint: Path) -> bool:

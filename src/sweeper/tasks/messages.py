@@ -170,9 +170,3 @@ class MessageGeneration:
         items = encode_for_generation(records, tokenizer, data.max_length, data.message_tokens, keep_without_message=True)
         self.prepare(items, tokenizer, device)
         return list(self.generate(model, items, device))
-
-
-def read_generated(path: Path) -> list[tuple[str, str, str]]:
-    """The validation predictions a message-generation trial saved: (id, reference, prediction)."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [(row[0], row[1], row[2]) for row in list(csv.reader(handle))[1:]]
