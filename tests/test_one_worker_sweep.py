@@ -10,7 +10,6 @@ fine-tuning's gradients, AdamW state and best-weights copy (~4 x 59 MB) stand we
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from mlflow import MlflowClient
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, RobertaConfig,
                           RobertaForSequenceClassification)
 
-from harness import last_json, sweeper, trial_runs, write_spec
+from harness import data_lines, last_json, sweeper, trial_runs, write_spec
 from services import MlflowServer
 from sweeper.backbone import load_tokenizer
 from sweeper.cli import main
@@ -32,7 +31,7 @@ from sweeper.config import TrialConfig
 from sweeper.costs import flop_parameters
 from sweeper.data.encoding import encode_commits, with_features
 from sweeper.data.features import FeatureScaler, feature_matrix
-from sweeper.data.records import read_bytes, read_records, sample_records
+from sweeper.data.records import read_records, sample_records
 from sweeper.methods import apply_method
 from sweeper.metrics.bootstrap import classification_intervals
 from sweeper.tasks import task_for
@@ -148,7 +147,7 @@ def test_reproduce_of_an_expert_feature_trial_is_identical(sweep: Sweep) -> None
 def validation_lines(sweep: Sweep, run, folder: Path, count: int = 3) -> list[dict]:
     """The first validation commits of a run, as the data file's JSON lines; and their logged scores."""
     scored = read_scored(sweep.logged(run, "predictions.csv", folder))[:count]
-    rows = {row["id"]: row for row in map(json.loads, gzip.decompress(read_bytes("bundled:jitdp")).splitlines())}
+    rows = {row["id"]: row for row in map(json.loads, data_lines("bundled:jitdp"))}
     return [rows[id_] | {"logged": score} for id_, _, score in scored]
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from transformers import GPT2Config
 
-from harness import SEARCH_SPACES, last_json, spec_dict, sweeper
+from harness import SEARCH_SPACES, data_lines, last_json, spec_dict, sweeper
 from sweeper.baselines import BASELINES, BaselineResult, baselines_for
 from sweeper.cli import main, print_beside
 from sweeper.data.features import FEATURE_NAMES, FeatureScaler, feature_matrix
@@ -93,20 +93,12 @@ def test_a_backbone_the_head_does_not_fit_is_an_error_before_any_trial(tmp_path:
 
 def jsonl(tmp_path: Path, without_features: int) -> Path:
     """12 bundled commits, oldest first, one line without features; the newest 3 are the validation split."""
-    lines = [json.loads(line) for line in read_lines("bundled:jitdp")[:12]]
+    lines = [json.loads(line) for line in data_lines("bundled:jitdp")[:12]]
     lines.sort(key=lambda row: (datetime.fromisoformat(row["date"]), row["id"]))  # as the time split orders them
     del lines[without_features - 1]["features"]
     path = tmp_path / "commits.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in lines))
     return path
-
-
-def read_lines(source: str) -> list[str]:
-    import gzip
-
-    from sweeper.data.records import read_bytes
-
-    return gzip.decompress(read_bytes(source)).decode().splitlines()
 
 
 @pytest.mark.parametrize(("line", "split"), [(4, "training"), (11, "validation")])
