@@ -152,6 +152,8 @@ class HyperParams(method_sections()):  # type: ignore[misc]
     eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps as well as each epoch")
     class_weighting: bool = Field(False, description="weight the loss by inverse class frequency")
     seed: int = 0
+    features: Literal["none", "expert"] = Field("none", description="expert: JIT-Fine's head reads the commit's 14 "
+                                                "expert change metrics beside its text (jitdp only)")
     generation: GenerationSettings = GenerationSettings()
 
     @field_validator("method")
@@ -193,9 +195,18 @@ class TrialConfig(HyperParams):
 def validate_trial(data: dict[str, Any], source: str) -> TrialConfig:
     """Validate a nested dict into a TrialConfig, turning pydantic errors into one SpecError."""
     try:
-        return TrialConfig.model_validate(data)
+        config = TrialConfig.model_validate(data)
     except ValidationError as error:
         raise spec_error(error, source, TrialConfig) from None
+    check_features(config.task, config.features, source)
+    return config
+
+
+def check_features(task: str, features: str, source: str, field: str = "features") -> None:
+    """Expert features are JIT-DP's change metrics: a message generation trial cannot use them."""
+    if features == "expert" and task != "jitdp":
+        raise SpecError(source, field, f"features: expert is for defect prediction (jitdp), not {task}",
+                        "remove it or set features: none")
 
 
 def spec_error(error: ValidationError, source: str, root: type[BaseModel],

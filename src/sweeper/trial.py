@@ -13,7 +13,6 @@ import functools
 import math
 import os
 import random
-import resource
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,15 +23,16 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from sweeper.artifacts import MODEL_DIR, load_checkpoint, read_config, save_checkpoint, write_trial
+from sweeper.artifacts import MODEL_DIR, load_checkpoint, load_trained_model, read_config, save_checkpoint, write_trial
 from sweeper.backbone import load_tokenizer
 from sweeper.config import TrialConfig
+from sweeper.costs import peak_memory_mb, reset_peak_memory, train_flops, training_tokens
 from sweeper.data.batching import batch_indices
 from sweeper.data.encoding import EncodedCommit
 from sweeper.data.records import Dataset
 from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
-from sweeper.methods import TrainableModel, apply_method, count_parameters, load_trained
+from sweeper.methods import TrainableModel, apply_method, count_parameters
 from sweeper.tasks import Prediction, Task, task_for
 from sweeper.timings import timed
 from sweeper.tracking.schema import EPOCH, TRAIN_LOSS
@@ -115,6 +115,7 @@ class Progress:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     samples_seen: int = 0
+    tokens_seen: int = 0  # token positions trained on, padding included (`costs.training_tokens`)
     step: int = 0
     running_loss: float = 0.0
     running_batches: int = 0
@@ -144,8 +145,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     """
     seed_everything(config.seed, config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)  # a reused worker's earlier trials do not count
+    reset_peak_memory(device)  # a reused worker's earlier trials do not count
     with timed("trial.prepare"):
         data = prepare_data(config, dataset, device)
     with timed("trial.model"):
@@ -153,6 +153,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         _, backbone_size = count_parameters(backbone)
         model = apply_method(backbone, config).to(device)
     trainable, total = count_parameters(model)
+    encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
 
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -169,7 +170,8 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
             if step.number <= progress.step:  # done before the checkpoint this trial resumed from
                 continue
             started = time.perf_counter()
-            loss = data.task.loss(model, data.task.batch(model, [data.train[i] for i in step.batch], device))
+            batch = data.task.batch(model, [data.train[i] for i in step.batch], device)
+            loss = data.task.loss(model, batch)
             if not torch.isfinite(loss):
                 raise TrialFailed(f"loss is {loss.item()} at step {step.number} (lr {config.lr} may be too high)")
             loss.backward()
@@ -180,6 +182,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
             progress.train_seconds += time.perf_counter() - started
             progress.step = step.number
             progress.samples_seen += len(step.batch)
+            progress.tokens_seen += training_tokens(batch, encoder_decoder)
             progress.running_loss += loss.item()
             progress.running_batches += 1
             if not step.evaluate:
@@ -205,6 +208,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         progress.eval_seconds += time.perf_counter() - started
         metrics |= final.metrics
         progress.best_predictions = final.predictions
+    metrics |= data.task.intervals(data.valid, progress.best_predictions)  # auc_ci_low, auc_ci_high, ...
     if data.test:
         metrics |= data.task.test_metrics(model, data.test, device, progress.best)
     costs = {
@@ -216,6 +220,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         "eval_seconds": progress.eval_seconds,
         "samples_per_second": progress.samples_seen / progress.train_seconds if progress.train_seconds else 0.0,
         "peak_memory_mb": peak_memory_mb(device),
+        "train_flops": train_flops(model, progress.tokens_seen),
         "train_samples": float(len(data.train)),
         "epochs_run": progress.history[-1][EPOCH],
     }
@@ -247,6 +252,7 @@ def prepare_data(config: TrialConfig, dataset: Dataset | None = None, device: to
     dataset, splits = trial_splits(config, dataset)
     tokenizer = load_tokenizer(config.backbone, config.task)
     task = task_for(config)
+    task.fit(splits.train)  # the expert features' scaler: from the training split only
     train, valid, test = (task.encode(part, tokenizer) for part in (splits.train, splits.valid, splits.test))
     if not train or not valid:
         raise SweeperError(f"{config.data.path}: {len(train)} training and {len(valid)} validation commits after "
@@ -261,7 +267,7 @@ def predict_saved(folder: Path) -> list[Prediction]:
     seed_everything(config.seed, config.threads)
     device = torch.device("cpu")
     data = prepare_data(config, device=device)
-    model = load_trained(data.task.load_model(config.backbone), config, folder / MODEL_DIR)
+    model = load_trained_model(config, folder / MODEL_DIR)
     return data.task.evaluate(model, data.valid, device, score=True).predictions
 
 
@@ -301,10 +307,3 @@ def seed_everything(seed: int, threads: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """GPU max allocated on a GPU, else the process's peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -25,7 +25,7 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from sweeper.artifacts import PREDICTIONS_FILE
-from sweeper.baselines import BASELINES, VALID, BaselineResult, fit_baselines
+from sweeper.baselines import VALID, BaselineResult, baselines_for
 from sweeper.config import TrialConfig
 from sweeper.data.records import Dataset
 from sweeper.errors import SweeperError
@@ -33,31 +33,15 @@ from sweeper.spec import Spec
 from sweeper.sweep.callbacks import TrackingCallback
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, Role, State, Tag
-from sweeper.data.split import trial_splits
 
 # --- baselines ------------------------------------------------------------------------------------------
-
-
-def baseline_names(spec: Spec) -> list[str]:
-    """The baselines a sweep fits: LApredict and the 14-feature regression for JIT-DP, none for CMG."""
-    return list(BASELINES) if spec.task == "jitdp" else []
-
-
-def fit_spec_baselines(spec: Spec, dataset: Dataset) -> list[BaselineResult]:
-    """The spec's baselines, fitted on the training split of its base trial and scored on its other splits."""
-    names = baseline_names(spec)
-    if not names:
-        return []
-    _, splits = trial_splits(spec.base_trial(), dataset)
-    scored = {VALID: splits.valid, **({"test": splits.test} if splits.test else {})}
-    return fit_baselines(splits.train, scored, names)
 
 
 def log_baselines(tracker: Tracker, spec: Spec, dataset: Dataset, parent_run_id: str, sweep_id: str) -> None:
     """Fit the spec's baselines and log each as a child run of the sweep; a baseline that cannot run here (no
     features, one class) is a FAILED run saying why. Bad data stops nothing: the trials report it themselves."""
     try:
-        results = fit_spec_baselines(spec, dataset)
+        results = baselines_for(spec.base_trial(), spec.baseline_names(), dataset)
     except SweeperError as error:
         print(f"baselines not fitted: {error}", flush=True)
         return

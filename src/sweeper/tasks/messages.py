@@ -18,6 +18,7 @@ from sweeper.backbone import load_generator
 from sweeper.data.batching import IGNORED_LABEL, batch_indices, collate
 from sweeper.data.encoding import EncodedCommit, encode_for_generation
 from sweeper.data.records import CommitRecord
+from sweeper.metrics.bootstrap import flat_intervals, text_intervals
 from sweeper.metrics.text import generation_metrics
 from sweeper.tasks import Evaluated, Prediction
 
@@ -35,12 +36,16 @@ class MessageGeneration:
     generated_metrics = ("bleu", "corpus_bleu", "rouge_l", "exact_match")
     lower_is_better = ("eval_loss",)
     shown = ("bleu", "rouge_l", "exact_match")
+    scaler = None  # no expert features for message generation
 
     def __init__(self, config: TrialConfig) -> None:
         self.config = config
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.pad_id = 0
         self.end_id = 0
+
+    def fit(self, train: list[CommitRecord]) -> None:
+        """Nothing to learn before encoding."""
 
     def load_model(self, backbone: str) -> PreTrainedModel:
         return load_generator(backbone, self.config.generation.decoder_layers)
@@ -147,6 +152,10 @@ class MessageGeneration:
     def test_metrics(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
                      best: dict[str, float]) -> dict[str, float]:
         return {f"test_{name}": value for name, value in self.evaluate(model, items, device, score=True).metrics.items()}
+
+    def intervals(self, items: list[EncodedCommit], predictions: list[Prediction]) -> dict[str, float]:
+        """Bootstrap intervals of bleu, corpus_bleu, rouge_l and exact_match of the generated messages."""
+        return flat_intervals(text_intervals([item.reference for item in items], [str(p) for p in predictions]))
 
     def write_predictions(self, path: Path, items: list[EncodedCommit], predictions: list[Prediction]) -> None:
         with path.open("w", newline="", encoding="utf-8") as handle:

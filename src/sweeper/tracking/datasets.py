@@ -23,7 +23,7 @@ from mlflow.entities import Dataset as MlflowDataset
 from mlflow.entities import DatasetInput, InputTag
 
 from sweeper.config import TrialConfig
-from sweeper.data.records import CommitRecord, Dataset, read_records
+from sweeper.data.records import CommitRecord, Dataset
 from sweeper.data.split import trial_splits
 from sweeper.tracking.schema import DatasetRole, Tag
 
@@ -45,9 +45,8 @@ def source_of(path: str) -> tuple[str, str]:
 
 def split_inputs(config: TrialConfig, dataset: Dataset) -> list[DatasetInput]:
     """The trial's train, validation and (if any) test split, each a dataset input tagged with its role."""
-    if dataset.source != config.data.path:  # a searched data path: not the file the driver read
-        dataset = read_records(config.data.path, config.task, config.data.skip_bad)
-    _, splits = trial_splits(config, dataset)
+    read = dataset if dataset.source == config.data.path else None  # a searched data path: not the driver's file
+    dataset, splits = trial_splits(config, read)  # the split the trial itself takes
     source_type, source = source_of(config.data.path)
     inputs = []
     for role, part in ((DatasetRole.TRAIN, splits.train), (DatasetRole.VALIDATION, splits.valid),

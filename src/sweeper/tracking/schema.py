@@ -99,6 +99,7 @@ COSTS = {
     "eval_seconds": "evaluation time",
     "samples_per_second": "samples per second",
     "peak_memory_mb": "peak memory",
+    "train_flops": "training FLOPs",  # estimated, hardware-free: see sweeper.costs.train_flops
     "train_samples": "training samples",
     "epochs_run": "epochs run",
     "compute_seconds": "compute time",

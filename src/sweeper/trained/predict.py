@@ -9,6 +9,9 @@ trial's model as logged in MLflow.
 Whatever comes in is read: bytes that are not UTF-8 become U+FFFD and binary patches are left out (the model reads
 text lines), each with a note saying so; a huge diff costs no more than its first `max_length` tokens; empty input
 or text that is no commit is an error line.
+
+A run trained with expert features (`features: expert`) reads each commit's 14 change metrics too: give it JSON
+Lines whose records carry a `features` object; it scales them with the trial's saved scaler.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
-from sweeper.data.commits import parse_commits
-from sweeper.data.records import CommitRecord
 from sweeper.artifacts import TrialArtifacts, downloaded_trial, trained_model
+from sweeper.data.commits import parse_commits
+from sweeper.data.features import FEATURE_NAMES
+from sweeper.data.records import CommitRecord
+from sweeper.errors import SweeperError
 from sweeper.tracking.client import Tracker
 
 BINARY_CHANGE = re.compile(r"^(?:Binary files .* differ|GIT binary patch)$", re.MULTILINE)
@@ -83,8 +88,15 @@ def predict_records(trial: TrialArtifacts, records: list[CommitRecord]) -> list[
     from sweeper.tasks import task_for
 
     config = trial.config
+    task = task_for(config)
+    if config.features == "expert":
+        if not any(record.features for record in records):
+            raise SweeperError(f"run {trial.run_id} was trained with expert features (features: expert): it needs each "
+                               "commit's 14 change metrics, which `git show` output and diffs do not carry; give JSON "
+                               f"Lines with a \"features\" object ({', '.join(FEATURE_NAMES)})")
+        task.scaler = trial.scaler
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = trained_model(trial).to(device)
-    outputs = task_for(config).predict_records(model, records, load_tokenizer(config.backbone, config.task), device)
+    outputs = task.predict_records(model, records, load_tokenizer(config.backbone, config.task), device)
     return [Prediction(record.id, message=output) if isinstance(output, str) else Prediction(record.id, output)
             for record, output in zip(records, outputs)]

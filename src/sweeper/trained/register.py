@@ -50,17 +50,18 @@ class TrialModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         import torch
 
+        from sweeper.artifacts import load_trained_model, read_scaler
         from sweeper.backbone import load_tokenizer
         from sweeper.config import TrialConfig
-        from sweeper.methods import load_trained
         from sweeper.tasks import task_for
         from sweeper.trained.export import MANIFEST
 
         folder = Path(context.artifacts[REGISTERED_ARTIFACT])
         self.config = TrialConfig.model_validate(json.loads((folder / MANIFEST).read_text())["config"])
         self.task = task_for(self.config)
+        self.task.scaler = read_scaler(folder)  # the expert features' scaler, with `features: expert`
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = load_trained(self.task.load_model(self.config.backbone), self.config, folder).to(self.device)
+        self.model = load_trained_model(self.config, folder).to(self.device)
         self.tokenizer = load_tokenizer(self.config.backbone, self.config.task)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
