@@ -395,10 +395,19 @@ def test_ray_version_agrees(kuberay_docs):
 
 
 def cli_dashboard_port() -> int:
-    """The dashboard port in `sweeper submit`'s default --address."""
-    text = (ROOT / "src" / "sweeper" / "cli.py").read_text(encoding="utf-8")
-    match = re.search(r'"RAY_API_SERVER_ADDRESS",\s*"http://127\.0\.0\.1:(\d+)"', text)
-    assert match, "cannot find the CLI's default --address"
+    """The dashboard port in `sweeper submit`'s default --address (without RAY_API_SERVER_ADDRESS set)."""
+    import os
+
+    from sweeper.cli import parser
+
+    saved = os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+    try:
+        address = parser().parse_args(["status", "some-job"]).address
+    finally:
+        if saved is not None:
+            os.environ["RAY_API_SERVER_ADDRESS"] = saved
+    match = re.fullmatch(r"http://127\.0\.0\.1:(\d+)", address)
+    assert match, f"the CLI's default --address is {address}"
     return int(match[1])
 
 

@@ -14,7 +14,8 @@ from transformers import GPT2Config
 
 from harness import SEARCH_SPACES, data_lines, last_json, spec_dict, sweeper
 from sweeper.baselines import BASELINES, BaselineResult, baselines_for
-from sweeper.cli import main, print_beside
+from sweeper.cli import main
+from sweeper.cli.training import print_beside
 from sweeper.data.features import FEATURE_NAMES, FeatureScaler, feature_matrix
 from sweeper.data.records import read_records, sample_records
 from sweeper.errors import DataError, SpecError

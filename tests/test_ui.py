@@ -24,7 +24,7 @@ import pytest
 from mlflow import MlflowClient
 
 from services import MlflowServer, free_port, stop, wait_for_http
-from sweeper.cli import sweep_page
+from sweeper.cli.results import sweep_page
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.notes import sweep_note
 from sweeper.tracking.sweeps import SweepRecord, TrialRun, find_sweep
