@@ -2,6 +2,7 @@
 
 Every script prints its results as plain-text tables (pipe tables, so they paste into BENCHMARKS.md)
 headed by the machine and the date. Nothing here asserts a timing: the scripts report, people judge.
+The services and MLflow lookups are the tests' own (`tests/services.py`, `tests/harness.py`): one copy of each.
 """
 
 from __future__ import annotations
@@ -10,14 +11,9 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +24,11 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the scripts run from the repository root: `python bench/overhead.py`
+
+from harness import cli_environment, trial_runs  # noqa: E402, F401 (trial_runs and free_port: for the scripts)
+from services import free_port, start_mlflow, stop  # noqa: E402, F401
+
 BIN = Path(sys.executable).parent
 SHARED_JITDP = REPO.parent / "shared" / "data" / "jitdp" / "jit-defects4j-a.jsonl.gz"
 Row = Sequence[Any]
@@ -115,6 +116,16 @@ def jitdp_data() -> str:
     return str(SHARED_JITDP) if SHARED_JITDP.is_file() else "bundled:jitdp"
 
 
+def lora_grid_sizes(description: str) -> tuple[int, int, int, int]:
+    """The command line of a script that runs `lora_grid_spec` trials (`--quick`, `--trials`): how many trials,
+    and their sample, epochs and max_length (trials of about 30 s; tiny ones with --quick)."""
+    args = parser(description)
+    args.add_argument("--trials", type=int, help="trials in each mode (default 4; 2 with --quick)")
+    options = args.parse_args()
+    sample, epochs, max_length = (120, 1, 64) if options.quick else (560, 3, 128)
+    return options.trials or (2 if options.quick else 4), sample, epochs, max_length
+
+
 def lora_grid_spec(name: str, trials: int, sample: int, epochs: int, max_length: int, storage: Path,
                    max_concurrent: int) -> dict[str, Any]:
     """`trials` LoRA trials of equal cost on the bundled data (a grid of as many learning rates), no pruning."""
@@ -146,57 +157,15 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_process_group(process: subprocess.Popen, grace: float = 20) -> None:
-    """SIGTERM a process started with start_new_session=True and everything in its group; SIGKILL if it lingers."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=grace)
-    except ProcessLookupError:
-        pass
-
-
 @contextmanager
 def mlflow_server(folder: Path) -> Iterator[str]:
     """A real `mlflow server` on localhost (SQLite backend, artifacts in `folder`); yields its URI."""
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = folder / "mlflow-server.log"
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-               "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder,
-                                   start_new_session=True)
+    server = start_mlflow(folder)
     try:
-        uri = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{uri}/health", process, log, 180)
-        yield uri
+        yield server.uri
     finally:
-        stop_process_group(process)
-
-
-def wait_for_http(url: str, process: subprocess.Popen, log: Path, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"no answer from {url} in {seconds:.0f}s:\n{log.read_text()[-3000:]}")
+        stop(server.process)
 
 
 @dataclass(frozen=True)
@@ -217,23 +186,13 @@ def run_sweep(spec: Path, tracking_uri: str, cwd: Path, sweep_id: str, env: dict
     otherwise join any cluster a `ray start` left on this machine (it looks in /tmp/ray/ray_current_cluster).
     """
     command = [str(BIN / "sweeper"), "run", str(spec), "--tracking-uri", tracking_uri, "--sweep-id", sweep_id, "--json"]
-    env = {key: value for key, value in (env or os.environ).items()}
-    env["PATH"] = f"{BIN}:{os.environ.get('PATH', '')}"
-    ray_temp = None
-    if not env.get("RAY_ADDRESS"):
-        env.pop("RAY_ADDRESS", None)
-        ray_temp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths have a length limit
-        env["RAY_TMPDIR"] = str(ray_temp)
     log = cwd / f"{sweep_id}.log"
     started = time.time()
     clock = time.perf_counter()
-    try:
-        with log.open("w") as out:
-            done = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=out, text=True,
-                                  timeout=timeout)
-    finally:
-        if ray_temp is not None:
-            remove(ray_temp)
+    path = {"PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    with cli_environment({**(env or os.environ), **path}, inherit=False) as environment, log.open("w") as out:
+        done = subprocess.run(command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=out, text=True,
+                              timeout=timeout)
     wall = time.perf_counter() - clock
     ended = time.time()
     print(f"  sweeper run {sweep_id}: {wall:.1f} s", file=sys.stderr, flush=True)
@@ -243,23 +202,7 @@ def run_sweep(spec: Path, tracking_uri: str, cwd: Path, sweep_id: str, env: dict
     return SweepRun(json.loads(done.stdout.strip().splitlines()[-1]), wall, started, ended)
 
 
-def trial_runs(tracking_uri: str, parent_run_id: str) -> list[Any]:
-    """The MLflow runs of a sweep's trials, oldest first."""
-    from mlflow import MlflowClient
-    from mlflow.entities import ViewType
-
-    client = MlflowClient(tracking_uri)
-    parent = client.get_run(parent_run_id)
-    runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-                              ViewType.ALL, max_results=10000)
-    return sorted(runs, key=lambda run: run.info.start_time)
-
-
 def metric_history_length(tracking_uri: str, run_id: str, key: str) -> int:
     from mlflow import MlflowClient
 
     return len(MlflowClient(tracking_uri).get_metric_history(run_id, key))
-
-
-def remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

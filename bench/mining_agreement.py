@@ -39,7 +39,7 @@ from typing import Any
 import common
 from scipy.stats import spearmanr
 
-from sweeper.mining.change_metrics import FEATURES
+from sweeper.data.features import FEATURE_NAMES
 from sweeper.mining.gitcli import clean_git_environment, git
 from sweeper.mining.miner import MiningOptions, mine
 from sweeper.mining.state import state_path
@@ -135,7 +135,7 @@ def compare(shared: dict[str, Any], mined: dict[str, Any]) -> list[tuple[str, tu
     """Per-metric agreement and the label confusion on the commits both hold."""
     common_shas = sorted(shared.keys() & mined.keys())
     metric_rows = []
-    for name in FEATURES:
+    for name in FEATURE_NAMES:
         ours = [float(mined[sha]["features"][name]) for sha in common_shas]
         theirs = [float(shared[sha]["features"][name]) for sha in common_shas]
         exact = sum(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9) for a, b in zip(ours, theirs)) / len(ours)

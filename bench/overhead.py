@@ -76,11 +76,7 @@ def fresh_cache(folder: Path) -> Path:
 
 
 def main() -> None:
-    args = common.parser(__doc__.splitlines()[0])
-    args.add_argument("--trials", type=int, help="trials in each mode (default 4; 2 with --quick)")
-    options = args.parse_args()
-    trials = options.trials or (2 if options.quick else 4)
-    sample, epochs, max_length = (120, 1, 64) if options.quick else (560, 3, 128)
+    trials, sample, epochs, max_length = common.lora_grid_sizes(__doc__.splitlines()[0])
 
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as temp:
         folder = Path(temp)

@@ -1,14 +1,18 @@
-"""Where a sweep's overhead per trial goes: the trials of `overhead.py`, bare and as a sweep, with timestamps.
+"""Where a sweep's overhead per trial goes: the trials of `overhead.py`, bare and as a sweep, from timing events.
 
 `overhead.py` gives the total; this script splits it. It runs the same LoRA grid (a) bare, `run_trial` one after
-another, and (b) as a sweep (`run_sweep` in this process: Ray Tune, Optuna, a real `mlflow server`), with timers
-wrapped around the pieces (module attributes replaced at run time; nothing in the package changes):
+another, and (b) as a sweep (`sweeper run`: Ray Tune, Optuna, a real `mlflow server`), each with `SWEEPER_TIMINGS`
+naming a file: the package then writes a timing event (a JSON line) for each piece of work (see
+`sweeper/timings.py`), in the driver and in the trials' worker processes alike, and this script reads them back:
 
-- in the trial's process: the trainable's start, reading and preparing the data, each checkpoint save, the time a
-  trial waits in `tune.report` (Ray reports synchronously: the trial waits there until the driver has processed
-  its result), writing the artifacts, the process id (one id for every trial: Ray reused the worker);
-- in the driver: Optuna's `suggest` and pruning checks, the MLflow callbacks and each MLflow request (and on which
-  thread it ran), Ray's trial switch.
+- in the trial's process (`trainable.run`, with the trial's own training + evaluation seconds): reading the data
+  (`data.read`, once per worker: the trainable keeps it), preparing the data and the model (`trial.prepare`,
+  `trial.model`), each evaluation and checkpoint save (`trial.evaluate`, `trial.checkpoint`), the time the trial
+  waits in `tune.report` (`trainable.report`: Ray reports synchronously, the trial waits there until the driver has
+  processed its result), writing the artifacts (`trial.artifacts`), the process id (one for every trial: Ray reused
+  the worker);
+- in the driver: Optuna's suggest, pruning checks and tell (`optuna.*`), the MLflow callbacks (`callbacks.*`) and
+  each MLflow request, with the thread it ran on (`mlflow.*`, made by the tracking writer's thread).
 
 It prints the mean per trial of each piece, bare and sweep. Timings depend on everything else on the machine: compare
 pieces measured in the same run, and repeat when they look noisy.
@@ -19,234 +23,101 @@ pieces measured in the same run, and repeat when they look noisy.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import statistics
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import common
+from sweeper.timings import VARIABLE, timed
 
-EVENTS_VARIABLE = "SWEEPER_PROFILE_EVENTS"
-
-
-def log(event: str, **fields: Any) -> None:
-    """Append one event (JSON line) to the events file: one clock for driver and workers on one machine."""
-    line = json.dumps({"t": time.time(), "pid": os.getpid(), "thread": threading.current_thread().name, "ev": event,
-                       **fields}) + "\n"
-    descriptor = os.open(os.environ[EVENTS_VARIABLE], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(descriptor, line.encode())
-    finally:
-        os.close(descriptor)
+Event = dict[str, Any]
+BARE_TRIAL, SWEEP_TRIAL = "bench.trial", "trainable.run"  # one event per trial, with its compute_seconds
 
 
-def timed(owner: Any, name: str, event: str, fields: Callable[..., dict[str, Any]] | None = None) -> None:
-    """Replace `owner.name` by a wrapper that logs when each call started and how long it took."""
-    original = getattr(owner, name)
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.time()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            log(event, start=started, dur=time.time() - started, **(fields(*args, **kwargs) if fields else {}))
-
-    setattr(owner, name, wrapper)
-
-
-def time_trial_phases() -> None:
-    """Timers in `sweeper.trial` and `sweeper.sweep.trainable` of this process (once)."""
-    import torch
-
-    import sweeper.sweep.trainable as trainable
-    import sweeper.trial as trial
-
-    if getattr(trial, "_profiled", False):
-        return
-    trial._profiled = True  # type: ignore[attr-defined]
-    for name in ("prepare_data", "write_artifacts", "load_state", "save_trained"):
-        if hasattr(trial, name):
-            timed(trial, name, f"w.{name}")
-    for name in ("load_classifier", "apply_method"):
-        if hasattr(trial, name):
-            timed(trial, name, "w.model")
-    timed(trial, "read_records", "w.read_in_prepare")  # bare: prepare_data reads the file itself
-    if hasattr(trainable, "read_dataset"):
-        timed(trainable, "read_dataset", "w.read_dataset")  # sweep: the trainable hands it the (cached) records
-    timed(torch, "save", "w.torch_save")
-
-
-def profiled_train(config: dict[str, Any]) -> None:
-    """The sweep's trainable with timers; Ray pickles it by reference, as it does `train_in_ray`."""
-    import sweeper.sweep.trainable as trainable
-
-    started = time.time()
-    time_trial_phases()
-    if not getattr(trainable, "_profiled", False):
-        trainable._profiled = True  # type: ignore[attr-defined]
-        real_tune, real_run_trial = trainable.tune, trainable.run_trial
-
-        class TimedTune:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(real_tune, name)
-
-            def report(self, metrics: dict[str, Any], checkpoint: Any = None) -> None:
-                clock = time.time()
-                try:
-                    real_tune.report(metrics, checkpoint=checkpoint)
-                finally:
-                    log("w.tune_report", start=clock, dur=time.time() - clock, final=bool(metrics.get("final")))
-
-        def run_trial(config: Any, output: Any, report: Callable[[Any], None], **options: Any) -> Any:
-            def timed_report(evaluation: Any) -> None:
-                def save(folder: Path) -> None:
-                    clock = time.time()
-                    evaluation.save(folder)
-                    log("w.checkpoint_save", start=clock, dur=time.time() - clock,
-                        bytes=sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file()))
-
-                report(dataclasses.replace(evaluation, save=save))
-
-            result = real_run_trial(config, output, timed_report, **options)
-            log("w.trial_compute", train=result.costs["train_seconds"], eval=result.costs["eval_seconds"])
-            return result
-
-        trainable.tune, trainable.run_trial = TimedTune(), run_trial
-    log("w.start", start=started)
-    try:
-        trainable.train_in_ray(config)
-    finally:
-        log("w.end", start=started, dur=time.time() - started)
-
-
-def time_driver() -> None:
-    """Timers in the driver: callbacks, Optuna, MLflow requests, Ray's trial switch; the sweep runs `profiled_train`."""
-    from ray.tune.execution import tune_controller
-
-    import sweeper.sweep.driver as driver
-    from sweeper.sweep import callbacks, search as pruning
-    from sweeper.tracking.client import Tracker
-
-    # This file again, under its module name: Ray then pickles `profiled_train` by reference (as it does
-    # `train_in_ray`), and the workers import it from this folder, as they import the package.
-    import overhead_profile
-
-    driver.train_in_ray = overhead_profile.profiled_train
-    for name in ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error"):
-        timed(callbacks.TrackingCallback, name, f"d.tracking.{name}")
-    timed(pruning.OptunaSearcher, "suggest", "d.optuna.suggest")
-    timed(pruning.OptunaSearcher, "on_trial_complete", "d.optuna.tell")
-    timed(pruning.OptunaSearcher, "report_and_check", "d.optuna.report")
-    for name in ("start_trial", "log_metrics", "set_tags", "log_artifacts", "log_file", "end_run"):
-        timed(Tracker, name, "d.mlflow")
-    timed(tune_controller.TuneController, "_schedule_trial_reset", "d.ray.reset")
-
-
-def events(path: Path) -> list[dict[str, Any]]:
+def events(path: Path) -> list[Event]:
+    """The timing events in `path`, each with its `end`, in order of their start."""
     items = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     for item in items:
-        item.setdefault("start", item["t"])
-        item.setdefault("dur", 0.0)
+        item["end"] = item["start"] + item["seconds"]
     return sorted(items, key=lambda item: item["start"])
 
 
-def within(items: list[dict[str, Any]], start: float, end: float, prefix: str = "") -> list[dict[str, Any]]:
-    return [item for item in items if start <= item["start"] <= end and item["ev"].startswith(prefix)]
+def within(items: list[Event], start: float, end: float, prefix: str = "") -> list[Event]:
+    """The events that started between `start` and `end` (and whose phase starts with `prefix`)."""
+    return [item for item in items if start <= item["start"] <= end and item["phase"].startswith(prefix)]
 
 
-def total(items: list[dict[str, Any]], *names: str, **match: Any) -> float:
-    return sum(item["dur"] for item in items if item["ev"] in names and all(item.get(k) == v for k, v in match.items()))
+def total(items: list[Event], *phases: str, final: bool | None = None) -> float:
+    """Seconds spent in `phases` (with `final`: only the final `trainable.report`, or only the others)."""
+    return sum(item["seconds"] for item in items
+               if item["phase"] in phases and (final is None or bool(item.get("final")) == final))
+
+
+def nested(items: list[Event], inner: str, outer: str) -> float:
+    """Seconds of `inner` events that ran inside an `outer` event of the same process."""
+    outers = [item for item in items if item["phase"] == outer]
+    return sum(item["seconds"] for item in items if item["phase"] == inner and any(
+        o["pid"] == item["pid"] and o["start"] <= item["start"] <= o["end"] for o in outers))
 
 
 def mean(values: list[float]) -> float:
     return statistics.mean(values) if values else float("nan")
 
 
-def split_trials(items: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """Per trial (one `w.end` each; bare trials have `b.trial`): the pieces, in seconds."""
-    trials = [item for item in items if item["ev"] in ("w.end", "b.trial")]
+def split_trials(items: list[Event]) -> list[dict[str, float]]:
+    """Per trial (one `bench.trial` or `trainable.run` event each): the pieces, in seconds."""
+    trials = [item for item in items if item["phase"] in (BARE_TRIAL, SWEEP_TRIAL)]
     rows = []
     for index, trial in enumerate(trials):
-        start, end = trial["start"], trial["start"] + trial["dur"]
-        inside = within(items, start, end + 0.001)
-        compute = next(item for item in inside if item["ev"] == "w.trial_compute")
-        evaluations = sum(1 for item in inside if item["ev"] == "w.checkpoint_save")
+        inside = within(items, trial["start"], trial["end"] + 0.001)
         row = {
-            "wall": trial["dur"],
-            "compute": compute["train"] + compute["eval"],
-            "read": total(inside, "w.read_dataset", "w.read_in_prepare"),
-            "prepare": total(inside, "w.prepare_data", "w.model") - total(inside, "w.read_in_prepare"),
-            "save": total(inside, "w.checkpoint_save"),
-            "report": total(inside, "w.tune_report", final=False),
-            "final": total(inside, "w.tune_report", final=True),
-            "artifacts": total(inside, "w.write_artifacts"),
-            "evaluations": float(evaluations),
+            "wall": trial["seconds"],
+            "compute": trial["compute_seconds"],
+            "read": total(inside, "data.read"),
+            "prepare": total(inside, "trial.prepare", "trial.model") - nested(inside, "data.read", "trial.prepare"),
+            "save": total(inside, "trial.checkpoint"),
+            "report": total(inside, "trainable.report", final=False),
+            "final": total(inside, "trainable.report", final=True),
+            "artifacts": total(inside, "trial.artifacts"),
+            "evaluations": float(sum(1 for item in inside if item["phase"] == "trial.evaluate")),
             "pid": float(trial["pid"]),
         }
         row["non_compute"] = row["wall"] - row["compute"]
-        if trial["ev"] == "w.end":
-            following = trials[index + 1]["start"] if index + 1 < len(trials) else None
-            driver = within(items, start, end + 0.001, "d.")
-            row["optuna_report"] = total(driver, "d.optuna.report")
-            if following is not None:  # the trial's own events, and the switch to the next one
-                switch = within(items, end, following, "d.")
-                row["mlflow_main"] = sum(item["dur"] for item in driver + switch
-                                         if item["ev"] == "d.mlflow" and item["thread"] == "MainThread")
-                row["mlflow_writer"] = sum(item["dur"] for item in driver + switch
-                                           if item["ev"] == "d.mlflow" and item["thread"] != "MainThread")
-                row["switch"] = following - end
-                row["suggest"] = total(switch, "d.optuna.suggest")
-                row["tell"] = total(switch, "d.optuna.tell")
-                row["callbacks_switch"] = total(switch, "d.tracking.on_trial_complete", "d.tracking.on_trial_start")
+        if trial["phase"] == SWEEP_TRIAL:
+            row["optuna_report"] = total(inside, "optuna.report_and_check")
+            if index + 1 < len(trials):  # the trial's own driver events, and the switch to the next one
+                following = trials[index + 1]["start"]
+                switch = within(items, trial["end"], following)
+                requests = [item for item in inside + switch if item["phase"].startswith("mlflow.")]
+                row["mlflow_main"] = sum(item["seconds"] for item in requests if item["thread"] == "MainThread")
+                row["mlflow_writer"] = sum(item["seconds"] for item in requests if item["thread"] != "MainThread")
+                row["switch"] = following - trial["end"]
+                row["suggest"] = total(switch, "optuna.suggest")
+                row["tell"] = total(switch, "optuna.on_trial_complete")
+                row["callbacks_switch"] = total(switch, "callbacks.on_trial_complete", "callbacks.on_trial_start")
         rows.append(row)
     return rows
 
 
 def run_bare(spec_path: Path) -> None:
+    """Every trial of the grid through `run_trial`, one after another, each in a `bench.trial` event."""
     from sweeper.spec import load_spec
     from sweeper.trial import run_trial
 
-    time_trial_phases()
     loaded = load_spec(spec_path)
     for rate in loaded.search["lr"].choice or []:
-        started = time.time()
-        result = run_trial(loaded.trial({"lr": rate}))
-        log("w.trial_compute", train=result.costs["train_seconds"], eval=result.costs["eval_seconds"])
-        log("b.trial", start=started, dur=time.time() - started)
-        print(f"  bare trial lr={rate}: {time.time() - started:.1f} s", file=sys.stderr, flush=True)
-
-
-def run_profiled_sweep(spec_path: Path, folder: Path) -> None:
-    import ray
-
-    from sweeper.sweep.driver import run_sweep
-    from sweeper.spec import load_spec
-
-    time_driver()
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # its own embedded Ray, as overhead.py
-    try:
-        with common.mlflow_server(folder / "mlflow") as uri:
-            started = time.perf_counter()
-            run_sweep(load_spec(spec_path), spec_path.read_text(), uri, "bench-overhead-profile")
-            print(f"  sweep: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-    finally:
-        ray.shutdown()
-        common.remove(Path(os.environ.pop("RAY_TMPDIR")))
+        with timed(BARE_TRIAL) as event:
+            result = run_trial(loaded.trial({"lr": rate}))
+            event["compute_seconds"] = result.costs["train_seconds"] + result.costs["eval_seconds"]
+        print(f"  bare trial lr={rate}: done", file=sys.stderr, flush=True)
 
 
 def main() -> None:
-    args = common.parser(__doc__.splitlines()[0])
-    args.add_argument("--trials", type=int, help="trials in each mode (default 4; 2 with --quick)")
-    options = args.parse_args()
-    trials = options.trials or (2 if options.quick else 4)
-    sample, epochs, max_length = (120, 1, 64) if options.quick else (560, 3, 128)
+    trials, sample, epochs, max_length = common.lora_grid_sizes(__doc__.splitlines()[0])
 
     with tempfile.TemporaryDirectory(prefix="bench-overhead-profile-") as temp:
         folder = Path(temp)
@@ -255,14 +126,18 @@ def main() -> None:
         spec_path = common.write_spec(folder, spec)
         from sweeper.backbone import embedded_backbone_dir
 
-        embedded_backbone_dir()
-        os.environ[EVENTS_VARIABLE] = str(folder / "bare.jsonl")
+        embedded_backbone_dir()  # built once and cached: neither mode pays for building it
         print(f"(a) bare: {trials} trials through run_trial", file=sys.stderr, flush=True)
-        run_bare(spec_path)
+        os.environ[VARIABLE] = str(folder / "bare.jsonl")
+        try:
+            run_bare(spec_path)
+        finally:
+            del os.environ[VARIABLE]
         bare = split_trials(events(folder / "bare.jsonl"))
-        os.environ[EVENTS_VARIABLE] = str(folder / "sweep.jsonl")
-        print(f"(b) sweep: {trials} trials, MLflow server", file=sys.stderr, flush=True)
-        run_profiled_sweep(spec_path, folder)
+        print(f"(b) sweeper run: {trials} trials, MLflow server", file=sys.stderr, flush=True)
+        with common.mlflow_server(folder / "mlflow") as uri:
+            common.run_sweep(spec_path, uri, folder, "bench-overhead-profile",
+                             env={**os.environ, VARIABLE: str(folder / "sweep.jsonl")})
         sweep = split_trials(events(folder / "sweep.jsonl"))
 
     def both(key: str) -> tuple[Any, Any]:
@@ -275,25 +150,26 @@ def main() -> None:
     non_compute_bare, non_compute_sweep = both("non_compute")
     overhead = non_compute_sweep + only("switch") - non_compute_bare
     rows = [
-        ("trial wall (trainable start to end; bare: run_trial)", *both("wall"), "timer"),
+        ("trial wall (trainable start to end; bare: run_trial)", *both("wall"), "trainable.run, bench.trial"),
         ("  training + evaluation (the trial's own train_seconds + eval_seconds)", *both("compute"), "run_trial"),
         ("  everything else in the trial", non_compute_bare, non_compute_sweep, "wall - compute"),
-        ("    read the data file (sweep: once per worker)", *both("read"), "read_records, read_dataset"),
-        ("    prepare data (sample, split, encode) and the model", *both("prepare"), "prepare_data - read, model"),
-        (f"    checkpoint saves ({evaluations:g} evaluations)", *both("save"), "Evaluation.save"),
-        ("    waiting in tune.report for the driver, per-evaluation reports", "-", only("report"), "tune.report"),
-        ("    waiting in tune.report, final report", "-", only("final"), "tune.report"),
-        ("    writing the artifacts (bare: none asked for)", *both("artifacts"), "write_artifacts"),
-        ("trial switch (trainable end to the next one's start)", "-", only("switch"), "timer"),
-        ("  Optuna suggest", "-", only("suggest"), "OptunaSearcher.suggest"),
-        ("  Optuna tell", "-", only("tell"), "OptunaSearcher.on_trial_complete"),
+        ("    read the data file (sweep: once per worker)", *both("read"), "data.read"),
+        ("    prepare data (sample, split, encode) and the model", *both("prepare"),
+         "trial.prepare - data.read, trial.model"),
+        (f"    checkpoint saves ({evaluations:g} evaluations)", *both("save"), "trial.checkpoint"),
+        ("    waiting in tune.report for the driver, per-evaluation reports", "-", only("report"), "trainable.report"),
+        ("    waiting in tune.report, final report", "-", only("final"), "trainable.report (final)"),
+        ("    writing the artifacts (bare: none asked for)", *both("artifacts"), "trial.artifacts"),
+        ("trial switch (trainable end to the next one's start)", "-", only("switch"), "trainable.run"),
+        ("  Optuna suggest", "-", only("suggest"), "optuna.suggest"),
+        ("  Optuna tell", "-", only("tell"), "optuna.on_trial_complete"),
         ("  MLflow callbacks on the driver thread (complete + start)", "-", only("callbacks_switch"),
-         "TrackingCallback"),
+         "callbacks.on_trial_*"),
         ("Optuna pruning checks per trial (driver, while the trial waits)", "-", only("optuna_report"),
-         "OptunaSearcher.report_and_check"),
+         "optuna.report_and_check"),
         ("MLflow requests per trial on the driver thread (the trial or the switch waits)", "-", only("mlflow_main"),
-         "Tracker"),
-        ("MLflow requests per trial on the writer thread (nothing waits)", "-", only("mlflow_writer"), "Tracker"),
+         "mlflow.*"),
+        ("MLflow requests per trial on the writer thread (nothing waits)", "-", only("mlflow_writer"), "mlflow.*"),
         ("overhead per trial: sweep (non-compute + switch) - bare non-compute", "-", overhead, "-"),
         ("  % of a bare trial", "-", 100 * overhead / both("wall")[0], "-"),
     ]

@@ -1,12 +1,12 @@
 """Compute saved by pruning: the same seeded sweep with Optuna's median pruner and with no pruner.
 
-The sweep is search_spaces/smoke.yaml (full / adapter / lora, 14 trials, median pruner after 3 trials) with trials
-of 6 epochs and an evaluation every half epoch (`eval_every_steps`), so the pruner's rungs fall inside the first
-epoch, run one trial at a time with a seeded random searcher: both runs try the very same configurations in the same
-order; only the pruner differs. Compute is read back from the MLflow runs (a local SQLite store): trial-epochs are
-where each run's `epoch` metric ended (fractions of an epoch for a trial pruned mid-epoch), seconds its
-`compute_seconds` (training plus evaluation time, up to where a pruned trial stopped). It also checks that no trial
-was recorded as pruned at its last evaluation (which saves nothing and loses a complete result).
+The sweep is search_spaces/smoke.yaml (full / adapter / lora, 14 trials here, median pruner after 3 trials, no
+repeats) with trials of 6 epochs and an evaluation every half epoch (`eval_every_steps`), so the pruner's rungs fall
+inside the first epoch, run one trial at a time with a seeded random searcher: both runs try the very same
+configurations in the same order; only the pruner differs. Compute is read back from the MLflow runs (a local SQLite
+store): trial-epochs are where each run's `epoch` metric ended (fractions of an epoch for a trial pruned mid-epoch),
+seconds its `compute_seconds` (training plus evaluation time, up to where a pruned trial stopped). It also checks that
+no trial was recorded as pruned at its last evaluation (which saves nothing and loses a complete result).
 
     python bench/pruning.py             # the smoke sweep on 120 commits, 6 epochs: about 10 minutes on 2 cores
     python bench/pruning.py --sample 600 --searcher tpe    # the smoke spec's data as is, TPE (about 30 minutes)
@@ -59,7 +59,7 @@ def smoke_spec(pruner: dict[str, Any], options: Any, storage: Path) -> dict[str,
     spec["defaults"]["epochs"] = options.epochs
     spec["defaults"]["eval_every_steps"] = options.eval_every_steps
     spec["sweep"].update(trials=options.trials, searcher=options.searcher, seed=options.seed, max_concurrent=1,
-                         pruner=pruner)
+                         pruner=pruner, repeats=0)  # pruning saves on the search: no repeats after it
     spec["tracking"] = {"storage": str(storage)}
     return spec
 
@@ -79,7 +79,7 @@ def run(name: str, pruner: dict[str, Any], options: Any, folder: Path, uri: str)
 
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0])
-    args.add_argument("--trials", type=int, help="trials per sweep (default 14, as the smoke spec; 4 with --quick)")
+    args.add_argument("--trials", type=int, help="trials per sweep (default 14; 4 with --quick)")
     args.add_argument("--sample", type=int, help="commits (default 120; the smoke spec has 600; 80 with --quick)")
     args.add_argument("--searcher", choices=["random", "tpe"], default="random",
                       help="random (default) tries the same configurations in both sweeps; tpe adapts to pruning")

@@ -9,20 +9,26 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from sweeper.config import TrialConfig
+from sweeper.data.records import read_bytes
+from sweeper.tracking.schema import Role, Tag
 
 REPO = Path(__file__).resolve().parent.parent
 SEARCH_SPACES = REPO / "search_spaces"
@@ -41,6 +47,16 @@ BASE_SPEC: dict[str, Any] = {
               "resources": {"cpu": 1}, "seed": 0},
 }
 
+# The changes that make BASE_SPEC a commit message generation sweep: the bundled CMG sample, short messages.
+CMG: dict[str, Any] = {
+    "task": "cmg",
+    "data": {"path": "bundled:cmg", "sample": 120, "split": {"kind": "time", "valid": 0.25}, "max_length": 64,
+             "message_tokens": 12},
+    "metric": "eval_loss",
+    "mode": "min",
+    "defaults.generation": {"max_new_tokens": 8},
+}
+
 # A quick trial of each task: a few hundred bundled commits, short inputs, one epoch.
 SMALL_TRIAL = {
     "jitdp": {"data.sample": 240, "data.max_length": 64, "epochs": 1, "lr": 1e-3, "adapter.bottleneck": 16,
@@ -52,8 +68,8 @@ SMALL_TRIAL = {
 
 
 def spec_dict(name: str = "tiny", changes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """BASE_SPEC named `name`, with `changes` set: dotted keys (`"sweep.trials": 3`) replace one value; a key of a
-    top-level section (`"search": {...}`) replaces the whole section."""
+    """BASE_SPEC named `name`, with `changes` set: dotted keys (`"sweep.trials": 3`) replace one value, None removes
+    it; a key of a top-level section (`"search": {...}`) replaces the whole section."""
     spec = copy.deepcopy(BASE_SPEC) | {"name": name}
     for key, value in (changes or {}).items():
         *parents, leaf = key.split(".")
@@ -68,7 +84,8 @@ def spec_dict(name: str = "tiny", changes: dict[str, Any] | None = None) -> dict
 
 
 def write_spec(folder: Path, name: str = "tiny", changes: dict[str, Any] | None = None) -> Path:
-    """`spec_dict(name, changes)` written to `folder/NAME.yaml`; its Ray results stay in `folder`."""
+    """`spec_dict(name, changes)` written to `folder/NAME.yaml`; its Ray results stay in `folder/results` unless
+    `changes` say where."""
     spec = spec_dict(name, changes)
     spec.setdefault("tracking", {}).setdefault("storage", str(folder / "results"))
     path = folder / f"{name}.yaml"
@@ -76,16 +93,45 @@ def write_spec(folder: Path, name: str = "tiny", changes: dict[str, Any] | None 
     return path
 
 
-def sweeper(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 900,
-            stdin: str | None = None) -> subprocess.CompletedProcess:
-    """`python -m sweeper.cli ARGS` in a subprocess, with a Ray of its own (a short RAY_TMPDIR for Ray's sockets)."""
+@contextmanager
+def cli_environment(env: Mapping[str, str] | None, inherit: bool) -> Iterator[dict[str, str]]:
+    """The environment of a `sweeper` subprocess: this process's plus `env` (or `env` alone without `inherit`); one
+    that starts a Ray of its own (no RAY_ADDRESS) gets a private RAY_TMPDIR, short enough for Ray's socket paths, so
+    it never joins another Ray on this machine."""
+    environment = {**(os.environ if inherit else {}), **(env or {})}
+    if environment.get("RAY_ADDRESS") or "RAY_TMPDIR" in (env or {}):  # a cluster, or a Ray folder the caller reads
+        yield environment
+        return
+    environment.pop("RAY_ADDRESS", None)
     ray_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     try:
-        return subprocess.run([sys.executable, "-m", "sweeper.cli", *args], capture_output=True, text=True, cwd=cwd,
-                              timeout=timeout, input=stdin,
-                              env={**os.environ, "RAY_TMPDIR": ray_dir, **(env or {})})
+        yield environment | {"RAY_TMPDIR": ray_dir}
     finally:
         shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+def sweeper(*args: str, cwd: Path, env: Mapping[str, str] | None = None, inherit: bool = True,
+            timeout: float = 900, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """`python -m sweeper.cli ARGS` in a subprocess, its environment from `cli_environment(env, inherit)`."""
+    with cli_environment(env, inherit) as environment:
+        return subprocess.run([sys.executable, "-m", "sweeper.cli", *args], capture_output=True, text=True, cwd=cwd,
+                              timeout=timeout, input=stdin, env=environment)
+
+
+@contextmanager
+def sweeper_process(*args: str, cwd: Path, stdout: IO[Any] | int, env: Mapping[str, str] | None = None
+                    ) -> Iterator[subprocess.Popen]:
+    """`python -m sweeper.cli ARGS` started in the background, in a process group of its own (so a test can kill it
+    with its Ray, `os.killpg`), with stderr into `stdout`; killed with its group if still running at the end."""
+    with cli_environment(env, True) as environment:
+        process = subprocess.Popen([sys.executable, "-m", "sweeper.cli", *args], cwd=cwd, env=environment, text=True,
+                                   stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def last_json(out: subprocess.CompletedProcess) -> Any:
@@ -95,12 +141,21 @@ def last_json(out: subprocess.CompletedProcess) -> Any:
     return json.loads(lines[-1])
 
 
-def trial_runs(uri: str, parent_run_id: str) -> list:
-    """Every child run of a sweep, deleted ones included, oldest first."""
+def trial_runs(uri: str, parent_run_id: str | None = None, role: str | None = Role.TRIAL, *,
+               experiment: str | None = None) -> list:
+    """The trial runs (or the runs of another `role`; every run with None) of a sweep, by its parent run, or of an
+    experiment (none while it does not exist yet); deleted and unfinished ones included, oldest first."""
     client = MlflowClient(uri)
-    parent = client.get_run(parent_run_id)
-    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
-    runs = client.search_runs([parent.info.experiment_id], query, ViewType.ALL, max_results=5000)
+    if parent_run_id is not None:
+        experiment_id = client.get_run(parent_run_id).info.experiment_id
+        query = [f"tags.`{Tag.PARENT_RUN}` = '{parent_run_id}'"]
+    else:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        experiment_id, query = found.experiment_id, []
+    query += [f"tags.`{Tag.ROLE}` = '{role}'"] if role else []
+    runs = client.search_runs([experiment_id], " and ".join(query), ViewType.ALL, max_results=5000)
     return sorted(runs, key=lambda run: run.info.start_time)
 
 
@@ -113,6 +168,30 @@ def fresh_cache(folder: Path) -> Path:
     for built in (embedded_backbone_dir(), embedded_seq2seq_dir()):
         (folder / built.name).symlink_to(built)
     return folder
+
+
+def markdown_table(markdown: str, section: str) -> list[dict[str, str]]:
+    """The first table under `## section` of a Markdown document (a report), as dicts keyed by header."""
+    body = markdown.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in body.splitlines() if line.startswith("|")]
+    headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(headers, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def data_lines(path: str) -> list[str]:
+    """The JSON lines of a data file or a bundled sample (`bundled:cmg`), gzip or plain, as sweeper reads them."""
+    data = read_bytes(path)
+    text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode()
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def predict_in_fresh_process(folder: Path) -> list:
+    """`sweeper.trial.predict_saved(folder)` in a new Python process: a trial folder reloaded with nothing cached."""
+    script = ("import json, sys; from pathlib import Path; from sweeper.trial import predict_saved; "
+              "print(json.dumps(predict_saved(Path(sys.argv[1]))))")
+    out = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
 
 
 def small_trial(method: str = "lora", task: str = "jitdp", **overrides: Any) -> TrialConfig:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+import psutil
 
 SERVER_START_SECONDS = 180  # `mlflow server` takes tens of seconds to start on two busy cores
 
@@ -43,13 +44,59 @@ def wait_for_http(url: str, process: subprocess.Popen, log: Path, seconds: float
     raise RuntimeError(f"server did not answer {url} in {seconds}s:\n{log.read_text()[-3000:]}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    """Stop a server and every process it spawned (its process group)."""
+def stop(process: subprocess.Popen, grace: float = 20) -> None:
+    """Stop a server started with start_new_session=True and every process it spawned (its process group): SIGTERM,
+    then SIGKILL if it lingers. A server already stopped is left alone."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace)
+    except ProcessLookupError:
+        process.wait(timeout=grace)
+
+
+def stop_tree(process: subprocess.Popen) -> None:
+    """Stop a process and every process under it (`ray start --block` and its node, say)."""
+    try:
+        parent = psutil.Process(process.pid)
+        terminate([parent, *parent.children(recursive=True)])
+    except psutil.NoSuchProcess:
+        pass
+    process.wait(timeout=20)
+
+
+def stop_ray_nodes(temp_dirs: list[Path]) -> None:
+    """Stop the Ray nodes started with these `--temp-dir`s: every process whose command line names one (GCS, raylet,
+    dashboard, log monitor, agents) and everything under them (workers, job drivers). Never `ray stop`: it ends every
+    Ray on the machine, other people's too."""
+    names = [str(folder) for folder in temp_dirs]
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if any(name in command for name in names):
+            try:
+                found += [process, *process.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+    terminate(found)
+
+
+def terminate(processes: list[psutil.Process], grace: float = 10) -> None:
+    """SIGTERM each process, then SIGKILL those still alive after `grace` seconds."""
+    for process in processes:
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
 
 
 @dataclass(frozen=True)
@@ -101,10 +148,11 @@ def start_s3(root: Path, bucket: str = "sweeper-test") -> S3Server:
 
 
 def start_mlflow(root: Path, s3: S3Server | None = None, extra_args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None) -> MlflowServer:
-    """A real `mlflow server` on localhost with a SQLite backend in `root`; artifacts proxied to `s3` when given
-    (clients then need no S3 credentials), else kept in `root`. No background job workers: two cores are few."""
-    port = free_port()
+                 env: dict[str, str] | None = None, port: int | None = None) -> MlflowServer:
+    """A real `mlflow server` on localhost (a free port, or `port`: a server started again on the same store) with
+    a SQLite backend in `root`; artifacts proxied to `s3` when given (clients then need no S3 credentials), else
+    kept in `root`. No background job workers: two cores are few."""
+    port = port or free_port()
     log = root / "mlflow-server.log"
     artifacts = f"s3://{s3.bucket}/mlflow" if s3 else str(root / "artifacts")
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -113,8 +161,8 @@ def start_mlflow(root: Path, s3: S3Server | None = None, extra_args: tuple[str, 
     server_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     if s3 is not None:
         server_env |= {**s3.env, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint}
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env,
+    with log.open("a") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env, cwd=root,
                                    start_new_session=True)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", process, log, SERVER_START_SECONDS)

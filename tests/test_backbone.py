@@ -77,6 +77,7 @@ def test_pretrained_beats_random_and_unigram_on_heldout_commits(backbone_dir: Pa
     assert pretrained_loss < unigram_loss - 0.2
 
 
+@pytest.mark.slow  # two 3-step builds: ~17 s on 2 cores
 def test_tiny_build_is_deterministic_and_keeps_the_callers_rng(tmp_path: Path) -> None:
     torch.manual_seed(123)
     expected = torch.rand(3)

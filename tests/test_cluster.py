@@ -19,38 +19,23 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import ViewType
 
-from services import MlflowServer, S3Server, free_port
+from harness import sweeper, trial_runs, write_spec
+from services import MlflowServer, S3Server, free_port, stop_ray_nodes
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-SPEC = """name: {name}
-task: jitdp
-data: {{path: bundled:jitdp, sample: 240, split: {{kind: time, valid: 0.25}}, max_length: 64}}
-backbone: embedded
-metric: auc
-defaults: {{epochs: {epochs}, batch_size: 16, lr: 1.0e-3, lora: {{rank: 4}}, adapter: {{bottleneck: 16}}}}
-search:
-  method: {{choice: [lora, adapter]}}
-sweep:
-  trials: {trials}
-  pruner: {{kind: none}}
-  max_concurrent: 2
-  resources: {{cpu: 1}}
-tracking:
-  storage: s3://{bucket}/ray?endpoint_override={endpoint}&scheme=http
-"""
 
 
 @dataclass(frozen=True)
 class Cluster:
-    """A local multi-node Ray cluster: its dashboard address, the environment that reaches it, worker temp dirs."""
+    """A local multi-node Ray cluster: its dashboard address, the environment that reaches it, its nodes' temp dirs
+    (the head's first)."""
 
     address: str
     env: dict[str, str]
-    worker_dirs: list[Path]
+    node_dirs: list[Path]
 
 
 def ray(*args: str, env: dict[str, str]) -> None:
@@ -59,36 +44,34 @@ def ray(*args: str, env: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """`ray start --head` plus two `ray start --address` worker nodes, token auth on, S3 credentials set."""
+    """`ray start --head` plus two `ray start --address` worker nodes, token auth on, S3 credentials set. Each node
+    has a temp dir of its own, as on separate machines (runtime envs are per node); teardown stops the processes
+    of exactly these nodes."""
     token = secrets.token_hex(32)
     env = {**os.environ, **s3_server.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
            "PATH": f"{BIN}:{os.environ['PATH']}"}
     port, dashboard = free_port(), free_port()
-    ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "0",
-        "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-        "--disable-usage-stats", env=env)
+    node_dirs = [tmp_path_factory.mktemp("ray-head")]
     try:
-        worker_dirs = []
-        for number in (1, 2):  # each node its own temp dir, as on separate machines (runtime envs are per node)
-            temp_dir = tmp_path_factory.mktemp(f"ray-node-{number}")
+        ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "0",
+            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+            "--temp-dir", str(node_dirs[0]), "--disable-usage-stats", env=env)
+        for number in (1, 2):
+            node_dirs.append(tmp_path_factory.mktemp(f"ray-node-{number}"))
             ray("start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                "--temp-dir", str(temp_dir), "--disable-usage-stats", env=env)
-            worker_dirs.append(temp_dir)
-        yield Cluster(f"http://127.0.0.1:{dashboard}", env, worker_dirs)
+                "--temp-dir", str(node_dirs[-1]), "--disable-usage-stats", env=env)
+        yield Cluster(f"http://127.0.0.1:{dashboard}", env, node_dirs)
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_ray_nodes(node_dirs)
 
 
-def sweeper(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeper.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
-
-
-def write_spec(folder: Path, s3: S3Server, name: str, trials: int, epochs: int) -> Path:
-    path = folder / f"{name}.yaml"
+def cluster_spec(folder: Path, s3: S3Server, name: str, trials: int, epochs: int) -> Path:
+    """LoRA and adapter trials of 240 commits, two at a time on the worker nodes, Ray Tune's results on S3."""
     endpoint = s3.endpoint.removeprefix("http://")
-    path.write_text(SPEC.format(name=name, trials=trials, epochs=epochs, bucket=s3.bucket, endpoint=endpoint))
-    return path
+    return write_spec(folder, name, {
+        "data": {"path": "bundled:jitdp", "sample": 240, "split": {"kind": "time", "valid": 0.25}, "max_length": 64},
+        "defaults.epochs": epochs, "defaults.adapter.bottleneck": 16, "sweep.trials": trials,
+        "sweep.max_concurrent": 2, "tracking": {"storage": f"s3://{s3.bucket}/ray?endpoint_override={endpoint}&scheme=http"}})
 
 
 def wait_for(cluster: Cluster, job_id: str, states: set[str], cwd: Path, seconds: float) -> str:
@@ -103,19 +86,12 @@ def wait_for(cluster: Cluster, job_id: str, states: set[str], cwd: Path, seconds
     raise AssertionError(f"job {job_id} not in {states} after {seconds}s; logs:\n{logs[-4000:]}")
 
 
-def trial_runs(uri: str, experiment: str) -> list:
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    assert found is not None, f"no experiment {experiment}"
-    return client.search_runs([found.experiment_id], "", ViewType.ALL)
-
-
 @pytest.fixture(scope="module")
 def finished_sweep(cluster: Cluster, s3_server: S3Server, mlflow_server: MlflowServer,
                    tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """A 4-trial sweep submitted with `sweeper submit` and waited for with `sweeper status`."""
     folder = tmp_path_factory.mktemp("submit")
-    spec = write_spec(folder, s3_server, "cluster-sweep", trials=4, epochs=2)
+    spec = cluster_spec(folder, s3_server, "cluster-sweep", trials=4, epochs=2)
     out = sweeper("submit", str(spec), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
                   env=cluster.env, cwd=folder)
     assert out.returncode == 0, out.stderr
@@ -131,7 +107,7 @@ def finished_sweep(cluster: Cluster, s3_server: S3Server, mlflow_server: MlflowS
 
 def test_trials_spread_over_nodes_with_artifacts_on_s3(finished_sweep: tuple[str, Path], s3_server: S3Server,
                                                        mlflow_server: MlflowServer) -> None:
-    runs = [run for run in trial_runs(mlflow_server.uri, "cluster-sweep") if run.data.tags["sweeper.role"] == "trial"]
+    runs = trial_runs(mlflow_server.uri, experiment="cluster-sweep")
     assert len(runs) == 4
     assert all(run.info.status == "FINISHED" for run in runs)
     assert len({run.data.tags["ray.node_id"] for run in runs}) >= 2
@@ -147,8 +123,9 @@ def test_reproduce_from_an_empty_folder_with_only_uri_and_s3(finished_sweep: tup
                                                             mlflow_server: MlflowServer, tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_", "MLFLOW_"))}
     env |= {**s3_server.env, "MLFLOW_TRACKING_URI": mlflow_server.uri}
-    best = json.loads(sweeper("best", "--experiment", "cluster-sweep", "--json", env=env, cwd=tmp_path).stdout)
-    out = sweeper("reproduce", best[0]["run_id"], "--json", env=env, cwd=tmp_path)
+    best = json.loads(sweeper("best", "--experiment", "cluster-sweep", "--json", env=env, inherit=False,
+                              cwd=tmp_path).stdout)
+    out = sweeper("reproduce", best[0]["run_id"], "--json", env=env, inherit=False, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     outcome = json.loads(out.stdout)
     assert outcome["original"]["auc"] == outcome["reproduced"]["auc"] == best[0]["auc"]
@@ -164,20 +141,16 @@ def test_wrong_token_is_a_clear_error(cluster: Cluster, tmp_path: Path) -> None:
 def test_stop_ends_the_sweep_and_its_runs_as_killed(cluster: Cluster, s3_server: S3Server,
                                                     mlflow_server: MlflowServer, tmp_path: Path,
                                                     finished_sweep: tuple[str, Path]) -> None:
-    spec = write_spec(tmp_path, s3_server, "cluster-stop", trials=6, epochs=30)
+    spec = cluster_spec(tmp_path, s3_server, "cluster-stop", trials=6, epochs=30)
     job_id = sweeper("submit", str(spec), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
                      env=cluster.env, cwd=tmp_path).stdout.split()[0]
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # wait until trials are training (their runs exist)
-        client = MlflowClient(mlflow_server.uri)
-        experiment = client.get_experiment_by_name("cluster-stop")
-        if experiment and client.search_runs([experiment.experiment_id], "tags.`sweeper.role` = 'trial'"):
-            break
-        time.sleep(3)
+    while time.monotonic() < deadline and not trial_runs(mlflow_server.uri, experiment="cluster-stop"):
+        time.sleep(3)  # wait until trials are training (their runs exist)
     out = sweeper("stop", job_id, "--address", cluster.address, env=cluster.env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert wait_for(cluster, job_id, {"STOPPED", "FAILED", "SUCCEEDED"}, tmp_path, 120) == "STOPPED"
-    runs = trial_runs(mlflow_server.uri, "cluster-stop")
+    runs = trial_runs(mlflow_server.uri, experiment="cluster-stop")
     assert runs and all(run.info.status != "RUNNING" for run in runs), [(r.info.run_name, r.info.status) for r in runs]
     assert any(run.info.status == "KILLED" for run in runs)
 
@@ -200,26 +173,25 @@ def test_worker_lost_mid_trial_resumes_from_its_checkpoint(cluster: Cluster, s3_
 
     Last in this module: the cluster has one worker node left afterwards.
     """
-    spec = write_spec(tmp_path, s3_server, "cluster-loss", trials=2, epochs=8)
+    spec = cluster_spec(tmp_path, s3_server, "cluster-loss", trials=2, epochs=8)
     job_id = sweeper("submit", str(spec), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
                      env=cluster.env, cwd=tmp_path).stdout.split()[0]
     client = MlflowClient(mlflow_server.uri)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # both trials have reported an evaluation
-        runs = trial_runs(mlflow_server.uri, "cluster-loss") if client.get_experiment_by_name("cluster-loss") else []
-        runs = [run for run in runs if run.data.tags.get("sweeper.role") == "trial"]
+        runs = trial_runs(mlflow_server.uri, experiment="cluster-loss")
         if len(runs) == 2 and all(len(client.get_metric_history(r.info.run_id, "auc")) >= 2 for r in runs):
             break
         time.sleep(0.5)
     else:
         pytest.fail("the two trials never got going")
-    victim = cluster.worker_dirs[1]
+    victim = cluster.node_dirs[2]
     killed = subprocess.run(["pkill", "-9", "-f", f"raylet.*{victim}"], capture_output=True)
     assert killed.returncode == 0, "no raylet of the second worker node found"
     state = wait_for(cluster, job_id, {"SUCCEEDED", "FAILED", "STOPPED"}, tmp_path, 600)
     logs = sweeper("logs", job_id, "--address", cluster.address, env=cluster.env, cwd=tmp_path).stdout
     assert state == "SUCCEEDED", logs[-4000:]
-    runs = [run for run in trial_runs(mlflow_server.uri, "cluster-loss") if run.data.tags["sweeper.role"] == "trial"]
+    runs = trial_runs(mlflow_server.uri, experiment="cluster-loss")
     assert len(runs) == 2  # exactly one run per trial, also for the one that was retried
     retried = [run for run in runs if run.data.tags.get("sweeper.retries") == "1"]
     assert len(retried) == 1 and all(run.info.status == "FINISHED" for run in runs)

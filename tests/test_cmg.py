@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from harness import (CMG, SEARCH_SPACES, data_lines, last_json, predict_in_fresh_process, small_trial, sweeper, trial_runs,
+                     write_spec)
 from sweeper.backbone import load_tokenizer
-from sweeper.config import TrialConfig
 from sweeper.data.batching import IGNORED_LABEL
 from sweeper.data.encoding import encode_for_generation
 from sweeper.data.records import read_records
@@ -23,17 +22,6 @@ from sweeper.spec import load_spec
 from sweeper.tasks.messages import MessageGeneration
 from sweeper.artifacts import read_predictions
 from sweeper.trial import run_trial
-
-CMG_SMOKE = Path(__file__).parent.parent / "search_spaces" / "cmg-smoke.yaml"
-
-
-def small(method: str, backbone: str = "embedded", **overrides: object) -> TrialConfig:
-    """A quick generation trial: 160 bundled CMG commits, short inputs and messages, one epoch."""
-    base = {"task": "cmg", "backbone": backbone, "method": method, "data.path": "bundled:cmg", "data.sample": 160,
-            "data.max_length": 64, "data.message_tokens": 12, "epochs": 1, "lr": 1e-3, "metric": "eval_loss",
-            "mode": "min", "adapter.bottleneck": 16, "lora.rank": 4, "generation.max_new_tokens": 8}
-    return TrialConfig().with_overrides({**base, **overrides})
-
 
 @pytest.fixture(scope="module")
 def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -60,7 +48,7 @@ def test_generation_input_is_the_diff_and_the_target_the_cleaned_first_line() ->
 
 
 def test_decoder_only_loss_covers_the_message_tokens_only(tiny_gpt2: str) -> None:
-    config = small("full", tiny_gpt2)
+    config = small_trial("full", "cmg", backbone=tiny_gpt2)
     tokenizer = load_tokenizer(tiny_gpt2)
     task = MessageGeneration(config)
     items = task.encode(read_records("bundled:cmg", "cmg").records[:3], tokenizer)
@@ -85,7 +73,7 @@ def generated(folder: Path) -> list[dict[str, str]]:
 @pytest.mark.parametrize("method", ["full", "adapter", "lora"])
 def test_each_method_trains_generates_and_reloads_exactly(kind: str, method: str, tiny_gpt2: str,
                                                            tmp_path: Path) -> None:
-    config = small(method, "embedded" if kind == "encoder-decoder" else tiny_gpt2, epochs=2)
+    config = small_trial(method, "cmg", epochs=2, backbone="embedded" if kind == "encoder-decoder" else tiny_gpt2)
     reports = []
     result = run_trial(config, tmp_path, reports.append)
     assert [evaluation.metrics["epoch"] for evaluation in reports] == [1.0, 2.0]
@@ -98,15 +86,12 @@ def test_each_method_trains_generates_and_reloads_exactly(kind: str, method: str
     assert all(row["reference"] for row in rows)
     if method != "full":
         assert result.costs["trainable_percent"] < 15
-    script = ("import json, sys; from pathlib import Path; from sweeper.trial import predict_saved; "
-              "print(json.dumps(predict_saved(Path(sys.argv[1]))))")
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == read_predictions(tmp_path) == [row["prediction"] for row in rows]
+    assert predict_in_fresh_process(tmp_path) == read_predictions(tmp_path) == [row["prediction"] for row in rows]
 
 
 @pytest.mark.slow
 def test_scoring_every_evaluation_and_beam_search() -> None:
-    result = run_trial(small("lora", epochs=2, **{"generation.every": 1, "generation.num_beams": 3,
+    result = run_trial(small_trial("lora", "cmg", epochs=2, **{"generation.every": 1, "generation.num_beams": 3,
                                                   "metric": "bleu", "mode": "max"}))
     assert all("bleu" in history and "rouge_l" in history for history in result.history)
     assert result.metrics["bleu"] == max(history["bleu"] for history in result.history)
@@ -114,87 +99,49 @@ def test_scoring_every_evaluation_and_beam_search() -> None:
 
 @pytest.mark.slow
 def test_same_config_and_seed_give_identical_messages(tmp_path: Path) -> None:
-    run_trial(small("lora"), tmp_path / "a")
-    run_trial(small("lora"), tmp_path / "b")
+    run_trial(small_trial("lora", "cmg"), tmp_path / "a")
+    run_trial(small_trial("lora", "cmg"), tmp_path / "b")
     assert generated(tmp_path / "a") == generated(tmp_path / "b")
 
 
-def write_spec(tmp_path: Path, generation: dict[str, object] | None = None, **changes: object) -> Path:
-    """cmg-smoke.yaml with top-level keys changed and `defaults.generation` updated."""
-    import yaml
-
-    spec = yaml.safe_load(CMG_SMOKE.read_text())
-    spec.update(changes)
-    spec["defaults"]["generation"].update(generation or {})
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+def cmg_spec(tmp_path: Path, generation: dict[str, object] | None = None, **changes: object) -> Path:
+    """The harness's CMG spec with top-level keys changed and `defaults.generation` updated."""
+    generation = {**CMG["defaults.generation"], **(generation or {})}
+    return write_spec(tmp_path, "spec", {**CMG, **changes, "defaults.generation": generation})
 
 
 @pytest.mark.parametrize("name", ["cmg-smoke.yaml", "cmg-study.yaml"])
 def test_cmg_specs_load(name: str) -> None:
-    spec = load_spec(CMG_SMOKE.parent / name)
+    spec = load_spec(SEARCH_SPACES / name)
     assert spec.task == "cmg" and spec.base_trial().task == "cmg"
     assert spec.metric == ("eval_loss" if name == "cmg-smoke.yaml" else "bleu")
 
 
 def test_a_metric_scored_only_at_the_end_cannot_drive_the_sweep(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"metric.*'bleu' is scored only at the end.*generation.every: 1"):
-        load_spec(write_spec(tmp_path, metric="bleu", mode="max"))
-    assert load_spec(write_spec(tmp_path, {"every": 1}, metric="bleu", mode="max")).metric == "bleu"
+        load_spec(cmg_spec(tmp_path, metric="bleu", mode="max"))
+    assert load_spec(cmg_spec(tmp_path, {"every": 1}, metric="bleu", mode="max")).metric == "bleu"
 
 
 def test_a_classification_metric_or_a_wrong_mode_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"'auc' is not a cmg metric"):
-        load_spec(write_spec(tmp_path, metric="auc", mode="max"))
+        load_spec(cmg_spec(tmp_path, metric="auc", mode="max"))
     with pytest.raises(SpecError, match=r"field 'mode'.*lower-is-better"):
-        load_spec(write_spec(tmp_path, mode="max"))
-
-
-SWEEP_SPEC = """\
-name: tiny-cmg
-task: cmg
-data: {path: bundled:cmg, sample: 120, split: {kind: time, valid: 0.25}, max_length: 64, message_tokens: 12}
-backbone: embedded
-metric: eval_loss
-mode: min
-defaults: {epochs: 2, batch_size: 16, lr: 2.0e-3, adapter: {bottleneck: 16}, lora: {rank: 4},
-           generation: {max_new_tokens: 8}}
-search:
-  method: {choice: [full, adapter, lora]}
-sweep:
-  trials: 3
-  searcher: grid
-  pruner: {kind: none}
-  max_concurrent: 2
-  resources: {cpu: 1}
-tracking: {storage: STORAGE}
-"""
+        load_spec(cmg_spec(tmp_path, mode="max"))
 
 
 @pytest.mark.slow
 def test_a_cmg_sweep_records_runs_and_reproduces_predictions(mlflow_server, tmp_path: Path) -> None:
-    import shutil
-    import tempfile
-
     from mlflow import MlflowClient
 
-    from tiny_sweep import sweeper
-
-    spec = tmp_path / "tiny-cmg.yaml"
-    spec.write_text(SWEEP_SPEC.replace("STORAGE", str(tmp_path / "results")))
-    ray_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    try:
-        out = sweeper("run", str(spec), "--tracking-uri", mlflow_server.uri, "--json", cwd=tmp_path,
-                      env={"RAY_TMPDIR": ray_dir})
-    finally:
-        shutil.rmtree(ray_dir, ignore_errors=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    spec = write_spec(tmp_path, "tiny-cmg", {**CMG, "defaults": {
+        "epochs": 2, "batch_size": 16, "lr": 2.0e-3, "adapter": {"bottleneck": 16}, "lora": {"rank": 4},
+        "generation": {"max_new_tokens": 8}}, "search": {"method": {"choice": ["full", "adapter", "lora"]}},
+        "sweep.trials": 3, "sweep.searcher": "grid", "sweep.max_concurrent": 2})
+    summary = last_json(sweeper("run", str(spec), "--tracking-uri", mlflow_server.uri, "--json", cwd=tmp_path))
     assert summary["trials"]["complete"] == 3
     client = MlflowClient(mlflow_server.uri)
-    experiment = client.get_experiment_by_name("tiny-cmg")
-    runs = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'")
+    runs = trial_runs(mlflow_server.uri, summary["parent_run_id"])
     assert sorted(run.data.tags["sweeper.method"] for run in runs) == ["adapter", "full", "lora"]
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.params["task"] == "cmg"
@@ -206,25 +153,16 @@ def test_a_cmg_sweep_records_runs_and_reproduces_predictions(mlflow_server, tmp_
         rows = generated(folder)
         assert rows and list(rows[0]) == ["id", "reference", "prediction"]
     lora = next(run for run in runs if run.data.tags["sweeper.method"] == "lora")
-    again = sweeper("reproduce", lora.info.run_id, "--json", "--tracking-uri", mlflow_server.uri, cwd=tmp_path)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    outcome = json.loads(again.stdout.strip().splitlines()[-1])
+    outcome = last_json(sweeper("reproduce", lora.info.run_id, "--json", "--tracking-uri", mlflow_server.uri,
+                                cwd=tmp_path))
     assert outcome["predictions"] > 0 and outcome["predictions_differing"] == 0
     assert outcome["reproduced"] == outcome["original"]
 
     logged = {row["id"]: row["prediction"] for row in generated(tmp_path / lora.info.run_id)}
     wanted = list(logged)[:2]
-    lines = [line for line in bundled_lines("cmg") if json.loads(line)["id"] in wanted]
+    lines = [line for line in data_lines("bundled:cmg") if json.loads(line)["id"] in wanted]
     (tmp_path / "two.jsonl").write_text("\n".join(lines) + "\n")
     guessed = sweeper("predict", lora.info.run_id, str(tmp_path / "two.jsonl"), "--json",
                       "--tracking-uri", mlflow_server.uri, cwd=tmp_path)
     assert guessed.returncode == 0, guessed.stderr[-2000:]
     assert {row["id"]: row["message"] for row in json.loads(guessed.stdout)} == {id_: logged[id_] for id_ in wanted}
-
-
-def bundled_lines(name: str) -> list[str]:
-    import gzip
-
-    from sweeper.data.records import read_bytes
-
-    return [line for line in gzip.decompress(read_bytes(f"bundled:{name}")).decode().splitlines() if line.strip()]

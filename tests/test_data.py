@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sweeper.config import DataConfig, SplitConfig
-from sweeper.data.batching import collate, iterate_batches, length_bucketed_batches
+from sweeper.data.batching import batch_indices, collate, length_bucketed_batches
 from sweeper.data.diff import parse_diff
 from sweeper.data.encoding import EncodedCommit, share_budget
 from sweeper.data.records import read_records, sample_records
@@ -139,7 +139,7 @@ def test_batches_pad_to_their_own_longest_input() -> None:
 
 def test_pad_to_pads_every_batch_to_exactly_that_width() -> None:
     items = [EncodedCommit(str(i), list(range(1, 2 + (i * 7) % 50)), i % 2) for i in range(50)]
-    batches = list(iterate_batches(items, 8, pad_id=0, seed=0, pad_to=64))
+    batches = [collate([items[i] for i in batch], pad_id=0, pad_to=64) for batch in batch_indices(items, 8, 0, 64)]
     assert [batch["input_ids"].shape for batch in batches] == [(8, 64)] * 6 + [(2, 64)]
     assert sum(batch["attention_mask"].sum().item() for batch in batches) == sum(len(i.input_ids) for i in items)
     assert sum(batch["labels"].sum().item() for batch in batches) == sum(item.label for item in items)

@@ -395,10 +395,19 @@ def test_ray_version_agrees(kuberay_docs):
 
 
 def cli_dashboard_port() -> int:
-    """The dashboard port in `sweeper submit`'s default --address."""
-    text = (ROOT / "src" / "sweeper" / "cli.py").read_text(encoding="utf-8")
-    match = re.search(r'"RAY_API_SERVER_ADDRESS",\s*"http://127\.0\.0\.1:(\d+)"', text)
-    assert match, "cannot find the CLI's default --address"
+    """The dashboard port in `sweeper submit`'s default --address (without RAY_API_SERVER_ADDRESS set)."""
+    import os
+
+    from sweeper.cli import parser
+
+    saved = os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+    try:
+        address = parser().parse_args(["status", "some-job"]).address
+    finally:
+        if saved is not None:
+            os.environ["RAY_API_SERVER_ADDRESS"] = saved
+    match = re.fullmatch(r"http://127\.0\.0\.1:(\d+)", address)
+    assert match, f"the CLI's default --address is {address}"
     return int(match[1])
 
 
@@ -890,6 +899,7 @@ def test_env_from_files_sets_the_password(tmp_path):
     assert out.returncode == 2 and "cannot read" in out.stderr
 
 
+@pytest.mark.slow  # imports MLflow's server in a subprocess: ~4 s
 def test_mlflow_auth_run_writes_a_private_config_mlflow_reads(tmp_path):
     """docker/mlflow-auth.py run: basic_auth.ini (mode 600) from secret files, read back by MLflow's own reader;
     the Flask key exported; the admin password only in the file, never in the server's environment."""

@@ -1,37 +1,36 @@
-"""Failing trials: each ends FAILED with its reason, the sweep goes on, the exit code tells the story."""
+"""Failing trials: a failure the trial raises itself ends it FAILED at once, without a retry; a lost worker is
+retried from the checkpoint and the trial ends exactly as if it had never stopped; the exit code tells the story."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from mlflow import MlflowClient
 
+from harness import small_trial, sweeper, sweeper_process, trial_runs, write_spec
 from services import MlflowServer
+from sweeper.artifacts import CONFIG_FILE, PREDICTIONS_FILE
 from sweeper.config import TrialConfig
 from sweeper.trial import TrialFailed, run_trial
 
-SPEC = """name: {name}
-data: {{path: bundled:jitdp, sample: 200, split: {{kind: time, valid: 0.25}}, max_length: 64}}
-defaults: {{method: lora, epochs: 1, lr: 1.0e-3}}
-search:
-  data.path: {{choice: {paths}}}
-sweep: {{trials: {trials}, searcher: grid, pruner: {{kind: none}}, max_concurrent: 2}}
-"""
-
-
-def tiny() -> TrialConfig:
-    return TrialConfig().with_overrides({"data.sample": 120, "data.max_length": 32, "epochs": 1})
+GOOD = "bundled:jitdp"
+TINY = {"data.sample": 120, "data.max_length": 32, "lr": 1e-4}
 
 
 def test_nan_loss_fails_the_trial_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", lambda self, logits, labels: logits.sum() * float("nan"))
     with pytest.raises(TrialFailed, match=r"loss is nan at step 1 \(lr 0.0001 may be too high\)"):
-        run_trial(tiny())
+        run_trial(small_trial("lora", **TINY))
 
 
 def test_out_of_memory_fails_the_trial_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,45 +38,140 @@ def test_out_of_memory_fails_the_trial_with_advice(monkeypatch: pytest.MonkeyPat
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
     monkeypatch.setattr(torch.nn.Embedding, "forward", no_memory)
     with pytest.raises(TrialFailed, match="out of memory at batch_size 16, max_length 32: lower one of them"):
-        run_trial(tiny())
+        run_trial(small_trial("lora", **TINY))
 
 
-def sweep(tmp_path: Path, name: str, paths: list[str], uri: str) -> subprocess.CompletedProcess:
-    spec = tmp_path / f"{name}.yaml"
-    spec.write_text(SPEC.format(name=name, paths=json.dumps(paths), trials=len(paths)))
-    return subprocess.run([sys.executable, "-m", "sweeper.cli", "run", str(spec), "--tracking-uri", uri, "--json"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+@dataclass(frozen=True)
+class FaultySweep:
+    """A finished sweep of three trials (good data, a bad line, a missing file) whose good trial lost its worker."""
+
+    uri: str
+    folder: Path
+    summary: dict
+    killed_pid: int
+    ray_results: list[dict]  # every line of every trial's result.json, as Ray's driver wrote them
+
+    def runs(self) -> dict[str, object]:
+        return {run.data.params["data.path"]: run for run in trial_runs(self.uri, self.summary["parent_run_id"])}
+
+
+def bad_data(folder: Path) -> Path:
+    path = folder / "bad.jsonl"
+    good = {"id": "a", "date": "2020-01-01T00:00:00+00:00", "message": "m", "diff": "@@\n+x", "label": 0}
+    path.write_text("\n".join(json.dumps({**good, "id": str(i)}) for i in range(5)) + "\n" +
+                    json.dumps({**good, "label": 2}) + "\n")
+    return path
+
+
+def ray_results(ray_dir: Path) -> list[dict]:
+    """The results Ray's driver logged for each trial (`result.json` in its session's driver artifacts)."""
+    rows = []
+    for path in ray_dir.rglob("driver_artifacts/*/result.json"):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process `pid` is `ancestor` or one of its descendants (Linux /proc)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return False
+    return False
+
+
+@pytest.fixture(scope="module")
+def faulty_sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultySweep]:
+    """`sweeper run` of the three trials one at a time; once the good trial has reported two evaluations, its
+    worker process (a Ray actor of this sweep's own Ray) is killed with SIGKILL."""
+    folder = tmp_path_factory.mktemp("faults")
+    paths = [GOOD, str(bad_data(folder)), str(folder / "missing.jsonl")]
+    spec = write_spec(folder, "faults", {"data.sample": 200, "data.max_length": 48, "defaults.epochs": 4,
+                                         "search": {"data.path": {"choice": paths}}, "sweep.trials": 3,
+                                         "sweep.searcher": "grid"})
+    ray_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    log = folder / "sweep.log"
+    try:
+        with log.open("w") as out, sweeper_process("run", str(spec), "--tracking-uri", mlflow_server.uri, "--json",
+                                                   cwd=folder, stdout=out, env={"RAY_TMPDIR": str(ray_dir)}) as driver:
+            killed = 0
+            deadline = time.monotonic() + 400
+            while not killed and time.monotonic() < deadline:
+                assert driver.poll() is None, log.read_text()[-3000:]
+                good = [row for row in ray_results(ray_dir) if row["config"]["values"]["data.path"] == GOOD]
+                if len([row for row in good if "evaluation" in row]) >= 2 and descends_from(good[-1]["pid"], driver.pid):
+                    killed = good[-1]["pid"]
+                    os.kill(killed, signal.SIGKILL)
+                time.sleep(0.2)
+            assert killed, "the good trial never reported two evaluations"
+            driver.wait(timeout=600)
+        text = log.read_text()
+        assert driver.returncode == 0, text[-3000:]
+        yield FaultySweep(mlflow_server.uri, folder, json.loads(text.strip().splitlines()[-1]), killed,
+                          ray_results(ray_dir))
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
-def test_failed_trials_are_recorded_and_the_sweep_goes_on(tmp_path: Path, mlflow_server: MlflowServer) -> None:
-    bad = tmp_path / "bad.jsonl"
-    good = {"id": "a", "date": "2020-01-01T00:00:00+00:00", "message": "m", "diff": "@@\n+x", "label": 0}
-    bad.write_text("\n".join(json.dumps({**good, "id": str(i)}) for i in range(5)) + "\n" +
-                   json.dumps({**good, "label": 2}) + "\n")
-    out = sweep(tmp_path, "faults", ["bundled:jitdp", str(bad), str(tmp_path / "missing.jsonl")], mlflow_server.uri)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["trials"] == {"complete": 1, "pruned": 0, "failed": 2, "killed": 0}
-    client = MlflowClient(mlflow_server.uri)
-    experiment = client.get_experiment_by_name("faults")
-    runs = {run.data.params["data.path"]: run for run in client.search_runs([experiment.experiment_id],
-                                                                          "tags.`sweeper.role` = 'trial'")}
-    assert runs["bundled:jitdp"].info.status == "FINISHED"
-    for path, reason in ((str(bad), f"{bad}:6: field 'label': must be 0 or 1, got 2"),
-                         (str(tmp_path / "missing.jsonl"), "file not found")):
+def test_deterministic_failures_fail_at_once_and_the_sweep_goes_on(faulty_sweep: FaultySweep) -> None:
+    assert faulty_sweep.summary["trials"] == {"complete": 1, "pruned": 0, "failed": 2, "killed": 0}
+    client = MlflowClient(faulty_sweep.uri)
+    runs = faulty_sweep.runs()
+    for path, reason in ((str(faulty_sweep.folder / "bad.jsonl"),
+                          f"DataError: {faulty_sweep.folder / 'bad.jsonl'}:6: field 'label': must be 0 or 1, got 2"),
+                         (str(faulty_sweep.folder / "missing.jsonl"), "file not found")):
         run = runs[path]
-        assert run.info.status == "FAILED" and run.data.tags["sweeper.state"] == "failed"
-        assert reason in run.data.tags["sweeper.failure"]
+        tags = run.data.tags
+        assert run.info.status == "FAILED" and tags["sweeper.state"] == "failed"
+        assert reason in tags["sweeper.failure"]
+        assert tags["sweeper.failure_kind"] == "deterministic" and tags["sweeper.retries"] == "0"
+        attempts = [row for row in faulty_sweep.ray_results if row["config"]["values"]["data.path"] == path]
+        assert len(attempts) == 1 and attempts[0]["failure"] == tags["sweeper.failure"]  # one try, in Ray's records
+        assert not run.data.metrics  # nothing to rank it by
         traceback_files = client.list_artifacts(run.info.run_id, "error")
         assert traceback_files, "the traceback is an artifact"
-        text = Path(client.download_artifacts(run.info.run_id, traceback_files[0].path, str(tmp_path))).read_text()
+        text = Path(client.download_artifacts(run.info.run_id, traceback_files[0].path,
+                                              str(faulty_sweep.folder))).read_text()
         assert "sweeper/data/records.py" in text and "DataError" in text  # the frames, not just the message
+    print(f"\nfailed at once: {[runs[path].data.tags['sweeper.failure'][:70] for path in runs if path != GOOD]}")
+
+
+@pytest.mark.slow
+def test_lost_worker_is_retried_and_ends_as_the_trial_run_alone(faulty_sweep: FaultySweep, tmp_path: Path) -> None:
+    run = faulty_sweep.runs()[GOOD]
+    tags = run.data.tags
+    assert run.info.status == "FINISHED" and tags["sweeper.state"] == "complete"
+    assert tags["sweeper.retries"] == "1" and "sweeper.failure_kind" not in tags
+    assert "ActorDiedError" in tags["sweeper.retry_reason"] or "died" in tags["sweeper.retry_reason"]
+    pids = [row["pid"] for row in faulty_sweep.ray_results if row["config"]["values"]["data.path"] == GOOD]
+    assert faulty_sweep.killed_pid in pids and pids[-1] != faulty_sweep.killed_pid  # resumed by another worker
+
+    client = MlflowClient(faulty_sweep.uri)
+    logged = tmp_path / "logged"
+    logged.mkdir()
+    for name in (CONFIG_FILE, PREDICTIONS_FILE):
+        client.download_artifacts(run.info.run_id, name, str(logged))
+    config = TrialConfig.model_validate_json((logged / CONFIG_FILE).read_text())
+    alone = run_trial(config, tmp_path / "alone")
+
+    assert {key: run.data.metrics[f"best_{key}"] for key in alone.metrics} == alone.metrics
+    for key in alone.history[0]:
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [metric.step for metric in history] == [1, 2, 3, 4]  # each evaluation logged once, none lost
+        assert [metric.value for metric in sorted(history, key=lambda m: m.step)] == [row[key] for row in alone.history]
+    assert (logged / PREDICTIONS_FILE).read_bytes() == (tmp_path / "alone" / PREDICTIONS_FILE).read_bytes()
+    print(f"\nretried after: {tags['sweeper.retry_reason'][:90]}\nbest metrics equal to the trial run alone: "
+          f"{ {key: round(value, 6) for key, value in alone.metrics.items()} }")
 
 
 @pytest.mark.slow
 def test_sweep_where_every_trial_fails_exits_non_zero_and_says_so(tmp_path: Path, mlflow_server: MlflowServer) -> None:
-    out = sweep(tmp_path, "all-fail", [str(tmp_path / "missing-1.jsonl"), str(tmp_path / "missing-2.jsonl")],
-                mlflow_server.uri)
+    paths = [str(tmp_path / "missing-1.jsonl"), str(tmp_path / "missing-2.jsonl")]
+    spec = write_spec(tmp_path, "all-fail", {"search": {"data.path": {"choice": paths}}, "sweep.searcher": "grid"})
+    out = sweeper("run", str(spec), "--tracking-uri", mlflow_server.uri, cwd=tmp_path, timeout=600)
     assert out.returncode == 1
     assert "every trial failed" in out.stderr

@@ -32,29 +32,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services import SERVER_START_SECONDS, free_port, stop, wait_for_http
+from harness import sweeper, write_spec
+from services import SERVER_START_SECONDS, free_port, stop, stop_tree, wait_for_http
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 MLFLOW_AUTH = ROOT / "docker" / "mlflow-auth.py"
 BIN = Path(sys.executable).parent
-SPEC = """name: {name}
-task: jitdp
-data: {{path: bundled:jitdp, sample: 120, split: {{kind: time, valid: 0.3}}, max_length: 32}}
-backbone: embedded
-metric: auc
-defaults: {{epochs: 1, batch_size: 16, lr: 1.0e-3, lora: {{rank: 4}}, adapter: {{bottleneck: 16}}}}
-search:
-  method: {{choice: [lora, adapter]}}
-sweep:
-  trials: 2
-  searcher: grid
-  pruner: {{kind: none}}
-  max_concurrent: 2
-  resources: {{cpu: 1}}
-tracking: {{storage: {storage}}}
-"""
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 
@@ -134,26 +119,6 @@ class Cluster:
         return {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "PATH": f"{BIN}:{os.environ['PATH']}"}
 
 
-def stop_tree(process: subprocess.Popen) -> None:
-    """Stop `ray start --block` and every process under it (never `ray stop`: other Ray clusters share the host)."""
-    try:
-        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    for member in family:
-        try:
-            member.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(family, timeout=5)
-    for member in alive:
-        try:
-            member.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
-
-
 @pytest.fixture(scope="module")
 def cluster(server: AuthServer) -> Iterator[Cluster]:
     """`ray start --head --block` with 2 CPUs and token auth; the node's own environment holds the MLflow user
@@ -192,15 +157,10 @@ def cluster(server: AuthServer) -> Iterator[Cluster]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def sweeper(*args: str, env: dict[str, str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeper.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=timeout)
-
-
-def write_spec(folder: Path, name: str) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(SPEC.format(name=name, storage=folder / "results"))
-    return path
+def auth_spec(folder: Path, name: str) -> Path:
+    """Two trials (LoRA, adapter) at once: a grid, so both methods run."""
+    return write_spec(folder, name, {"defaults.adapter.bottleneck": 16, "sweep.searcher": "grid",
+                                     "sweep.max_concurrent": 2})
 
 
 def leaks(text: str | bytes, server: AuthServer, cluster: Cluster | None = None) -> list[str]:
@@ -224,7 +184,7 @@ def local_sweep(server: AuthServer, cluster: Cluster, submitted, tmp_path_factor
     (beside the submitted job's)."""
     folder = tmp_path_factory.mktemp("local-sweep")
     env = {**cluster.env(server.env("sweeper")), "RAY_ADDRESS": cluster.gcs}
-    out = sweeper("run", str(write_spec(folder, "auth-local")), "--json", env=env, cwd=folder)
+    out = sweeper("run", str(auth_spec(folder, "auth-local")), "--json", env=env, inherit=False, cwd=folder)
     return out, folder
 
 
@@ -237,11 +197,12 @@ def test_sweep_runs_with_credentials_from_the_environment(local_sweep, server: A
 
 
 def test_sweep_without_or_with_wrong_credentials_is_one_line(server: AuthServer, tmp_path: Path) -> None:
-    spec = str(write_spec(tmp_path, "auth-refused"))
-    missing = sweeper("run", spec, env=server.env(None), cwd=tmp_path)
+    spec = str(auth_spec(tmp_path, "auth-refused"))
+    missing = sweeper("run", spec, env=server.env(None), inherit=False, cwd=tmp_path)
     assert_one_error_line(missing, server, f"the MLflow server at {server.uri} refused the credentials (HTTP 401)")
     assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in missing.stderr and "none of them is set" in missing.stderr
-    wrong = sweeper("run", spec, env=server.env("sweeper", "not-the-password"), cwd=tmp_path)
+    wrong = sweeper("run", spec, env=server.env("sweeper", "not-the-password"), inherit=False,
+                    cwd=tmp_path)
     assert_one_error_line(wrong, server, "refused the credentials (HTTP 401)")
     assert "are set but not accepted" in wrong.stderr and "not-the-password" not in wrong.stderr
     assert not (tmp_path / "results").exists(), "nothing may start before the credentials are accepted"
@@ -250,19 +211,20 @@ def test_sweep_without_or_with_wrong_credentials_is_one_line(server: AuthServer,
 def test_reproduce_with_credentials_and_without(local_sweep, server: AuthServer, tmp_path: Path) -> None:
     out, _ = local_sweep
     run_id = json.loads(out.stdout.strip().splitlines()[-1])["best_run_id"]
-    again = sweeper("reproduce", run_id, "--json", env=server.env("sweeper"), cwd=tmp_path)
+    again = sweeper("reproduce", run_id, "--json", env=server.env("sweeper"), inherit=False, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     outcome = json.loads(again.stdout.strip().splitlines()[-1])
     assert outcome["original"]["auc"] == outcome["reproduced"]["auc"]
     assert not leaks(again.stdout + again.stderr, server)
-    refused = sweeper("reproduce", run_id, env=server.env("sweeper", "wrong-password-123"), cwd=tmp_path)
+    refused = sweeper("reproduce", run_id, env=server.env("sweeper", "wrong-password-123"), inherit=False,
+                      cwd=tmp_path)
     assert_one_error_line(refused, server, "refused the credentials (HTTP 401)")
 
 
 def test_ui_checks_the_credentials(server: AuthServer, tmp_path: Path) -> None:
-    ok = sweeper("ui", env=server.env("sweeper"), cwd=tmp_path, timeout=120)
+    ok = sweeper("ui", env=server.env("sweeper"), inherit=False, cwd=tmp_path, timeout=120)
     assert ok.returncode == 0 and f"{server.uri} serves its own UI" in ok.stdout and "log in as sweeper" in ok.stdout
-    refused = sweeper("ui", env=server.env(None), cwd=tmp_path, timeout=120)
+    refused = sweeper("ui", env=server.env(None), inherit=False, cwd=tmp_path, timeout=120)
     assert_one_error_line(refused, server, "refused the credentials (HTTP 401)")
 
 
@@ -280,8 +242,8 @@ def submitted(server: AuthServer, cluster: Cluster, tmp_path_factory: pytest.Tem
     Submitted before the local sweep starts, so that the two share the cluster and the wait."""
     folder = tmp_path_factory.mktemp("job")
     shell = cluster.env(server.env("admin"))
-    out = sweeper("submit", str(write_spec(folder, "auth-job")), "--address", cluster.dashboard,
-                  "--tracking-uri", server.uri, env=shell, cwd=folder, timeout=180)
+    out = sweeper("submit", str(auth_spec(folder, "auth-job")), "--address", cluster.dashboard,
+                  "--tracking-uri", server.uri, env=shell, inherit=False, cwd=folder, timeout=180)
     assert out.returncode == 0, out.stderr
     return SubmittedJob(out.stdout.split()[0], out, shell, folder)
 
@@ -312,7 +274,8 @@ def test_submitted_sweep_logs_with_the_nodes_credentials_and_shows_none(server: 
     assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD stay on this machine" in submitted.stderr
 
     jobs = JobSubmissionClient(cluster.dashboard, headers={"Authorization": f"Bearer {cluster.token}"})
-    logs = sweeper("logs", job_id, "--address", cluster.dashboard, env=shell, cwd=tmp_path, timeout=120)
+    logs = sweeper("logs", job_id, "--address", cluster.dashboard, env=shell, inherit=False, cwd=tmp_path,
+                   timeout=120)
     assert jobs.get_job_status(job_id) == JobStatus.SUCCEEDED, logs.stdout[-4000:]
     assert logs.returncode == 0 and "2 complete" in logs.stdout
 

@@ -4,11 +4,6 @@ summary and the report's Pareto set, and one small real sweep through Ray, Optun
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import optuna
@@ -18,6 +13,7 @@ from mlflow import MlflowClient
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from harness import last_json, sweeper, trial_runs, write_spec
 from sweeper.errors import SpecError
 from sweeper.sweep.search import OptunaSearcher, name_objectives, study_objectives
 from sweeper.tracking.sweeps import SweepDetails, SweepRecord, TrialRun
@@ -105,6 +101,7 @@ def test_single_objective_searcher_still_tells_one_value() -> None:
     assert study.best_trial.value == 0.6 and study.best_trial.intermediate_values == {1: 0.55}
 
 
+@pytest.mark.slow  # creates a SQLite MLflow store: ~3 s
 def test_summarise_tags_objectives_and_logs_the_pareto_set(tmp_path: Path) -> None:
     from sweeper.sweep.driver import SweepSummary, summarise
     from sweeper.tracking.client import Tracker
@@ -120,7 +117,7 @@ def test_summarise_tags_objectives_and_logs_the_pareto_set(tmp_path: Path) -> No
         runs.append(tracker.start_trial("mo", parent, "mo-1", f"trial-{number}", {"method": "lora"},
                                         {"optuna.trial": str(number), "sweeper.method": "lora"}))
         tracker.end_run(runs[-1], "complete")
-    summary = summarise(tracker, SweepSummary("mo-1", parent, "mo", tracker.uri, "memory"), study)
+    summary = summarise(tracker, SweepSummary("mo-1", parent, "mo", tracker.uri, "memory"), study, "auc")
     assert summary.best_value == 0.7 and summary.best_run_id == runs[0]
     run = tracker.client.get_run(parent)
     assert run.data.tags["sweeper.objectives"] == "auc:max,trainable_params:min"
@@ -157,50 +154,22 @@ def test_report_lists_and_rings_the_optuna_pareto_set(tmp_path: Path) -> None:
 
 # --- one small real sweep through Ray, Optuna and a SQLite MLflow store ---
 
-SPEC = """\
-name: tiny-pareto
-task: jitdp
-data: {path: bundled:jitdp, sample: 200, split: {kind: time, valid: 0.3}, max_length: 64}
-backbone: embedded
-metric: auc
-defaults: {epochs: 1, batch_size: 16, class_weighting: true, adapter: {bottleneck: 16}}
-search:
-  method: {choice: [lora, adapter]}
-  lr: {loguniform: [3.0e-4, 3.0e-3]}
-sweep:
-  trials: 3
-  searcher: tpe
-  pruner: {kind: none}
-  max_concurrent: 1
-  resources: {cpu: 1}
-  seed: 0  # TPE's random start-up picks adapter, lora, adapter
-  objectives:
-    - {metric: auc, mode: max}
-    - {metric: trainable_params, mode: min}
-"""
-
-
-def sweeper(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeper.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=900, env={**os.environ, **(env or {})})
+# Three trials, TPE on two objectives; TPE's random start-up picks adapter, lora, adapter.
+PARETO = {"data.sample": 200, "data.max_length": 64, "defaults.adapter.bottleneck": 16,
+          "search": {"method": {"choice": ["lora", "adapter"]}, "lr": {"loguniform": [3.0e-4, 3.0e-3]}},
+          "sweep.trials": 3, "sweep.searcher": "tpe",
+          "sweep.objectives": [{"metric": "auc", "mode": "max"}, {"metric": "trainable_params", "mode": "min"}]}
 
 
 @pytest.mark.slow
 def test_multi_objective_sweep_records_two_values_and_reports_the_pareto_set(tmp_path: Path) -> None:
-    spec = tmp_path / "pareto.yaml"
-    spec.write_text(SPEC)
+    spec = write_spec(tmp_path, "tiny-pareto", PARETO)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    ray_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # a Ray of its own, short enough for Ray's socket paths
-    try:
-        out = sweeper("run", str(spec), "--tracking-uri", uri, "--json", cwd=tmp_path, env={"RAY_TMPDIR": ray_dir})
-    finally:
-        shutil.rmtree(ray_dir, ignore_errors=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    summary = last_json(sweeper("run", str(spec), "--tracking-uri", uri, "--json", cwd=tmp_path))
     assert summary["trials"]["complete"] == 3, summary
 
     study = optuna.load_study(study_name=summary["sweep_id"],
-                              storage=f"sqlite:///{tmp_path}/sweeper-results/{summary['sweep_id']}/optuna.db")
+                              storage=f"sqlite:///{tmp_path}/results/{summary['sweep_id']}/optuna.db")
     assert study.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
     assert study.metric_names == ["auc", "trainable_params"]
     complete = study.get_trials(states=(TrialState.COMPLETE,))
@@ -209,7 +178,7 @@ def test_multi_objective_sweep_records_two_values_and_reports_the_pareto_set(tmp
     client = MlflowClient(uri)
     parent = client.get_run(summary["parent_run_id"])
     assert parent.data.tags["sweeper.objectives"] == "auc:max,trainable_params:min"
-    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = trial_runs(uri, parent.info.run_id)
     by_number = {int(run.data.tags["optuna.trial"]): run for run in children}
     assert {run.data.tags["sweeper.method"] for run in children} == {"lora", "adapter"}
     for trial in complete:  # the study holds what MLflow logged: the best auc and the trainable parameters

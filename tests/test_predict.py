@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -12,13 +11,14 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from harness import data_lines, sweeper
 from services import MlflowServer
 from sweeper.config import TrialConfig
 from sweeper.data.commits import parse_commits
 from sweeper.data.encoding import encode_commits
 from sweeper.data.records import read_records
 from sweeper.tasks.defects import predict, read_scored
-from tiny_sweep import TinySweep, sweeper, tiny_sweep
+from tiny_sweep import TinySweep, tiny_sweep
 
 JAVA_BEFORE = """public class Account {
     private int balance;
@@ -58,9 +58,9 @@ def logged(sweep: TinySweep, run_id: str, tmp_path: Path) -> tuple[TrialConfig, 
     return TrialConfig.model_validate_json((folder / "config.json").read_text()), read_scored(folder / "predictions.csv")
 
 
-def git(*args: str, cwd: Path) -> None:
-    subprocess.run(["git", "-c", "user.name=Dev", "-c", "user.email=dev@example.com", *args], cwd=cwd, check=True,
-                   capture_output=True)
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", "-c", "user.name=Dev", "-c", "user.email=dev@example.com", *args], cwd=cwd,
+                          check=True, capture_output=True, text=True).stdout
 
 
 @pytest.mark.slow
@@ -73,8 +73,8 @@ def test_git_show_piped_into_predict_prints_a_probability(sweep: TinySweep, tmp_
     git("commit", "-q", "-m", "Add account", cwd=repo)
     (repo / "src" / "Account.java").write_text(JAVA_AFTER)
     git("commit", "-q", "-a", "-m", "Refuse withdrawals beyond the balance\n\nThrow instead of going negative.", cwd=repo)
-    command = f"git show HEAD | {sys.executable} -m sweeper.cli predict {sweep.best_run().info.run_id} --tracking-uri {sweep.uri}"
-    done = subprocess.run(command, shell=True, cwd=repo, capture_output=True, text=True, timeout=300)
+    done = sweeper("predict", sweep.best_run().info.run_id, "--tracking-uri", sweep.uri, cwd=repo,
+                   stdin=git("show", "HEAD", cwd=repo), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert 0.0 <= float(done.stdout.strip()) <= 1.0
     print(f"P(defect) of the commit: {done.stdout.strip()}")
@@ -85,7 +85,7 @@ def test_predict_on_jsonl_gives_the_runs_own_validation_scores(sweep: TinySweep,
     run_id = sweep.best_run().info.run_id
     config, predictions = logged(sweep, run_id, tmp_path)
     wanted = {id_: score for id_, _, score in predictions[:4]}
-    lines = [line for line in read_bytes_lines(config.data.path) if json.loads(line)["id"] in wanted]
+    lines = [line for line in data_lines(config.data.path) if json.loads(line)["id"] in wanted]
     data = tmp_path / "commits.jsonl"
     data.write_text("\n".join(lines) + "\n")
     done = sweeper("predict", run_id, str(data), "--json", "--tracking-uri", sweep.uri, cwd=tmp_path, timeout=300)
@@ -94,14 +94,6 @@ def test_predict_on_jsonl_gives_the_runs_own_validation_scores(sweep: TinySweep,
     assert len(rows) == len(wanted) == 4 and all(row["run_id"] == run_id for row in rows)
     for row in rows:
         assert row["probability"] == pytest.approx(wanted[row["id"]], abs=1e-5)
-
-
-def read_bytes_lines(path: str) -> list[str]:
-    import gzip
-
-    from sweeper.data.records import read_bytes
-
-    return [line for line in gzip.decompress(read_bytes(path)).decode().splitlines() if line.strip()]
 
 
 @pytest.mark.slow

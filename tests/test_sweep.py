@@ -1,92 +1,60 @@
-"""The smoke sweep through a real local Ray and a real MLflow server: pruning, nesting, artifacts, reproduce."""
+"""A finished sweep through a real local Ray and a real MLflow server (artifacts on S3): pruning, nesting,
+artifacts, `best` and `reproduce`. It reads the session's tiny sweep (`tiny_sweep.py`), which the report and
+predict tests read too: one sweep serves them all."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import ViewType
 
+from harness import last_json, spec_dict, sweeper
 from services import MlflowServer
+from tiny_sweep import CHANGES, TinySweep, tiny_sweep
 
 pytestmark = pytest.mark.slow
 
-SMOKE = Path(__file__).parent.parent / "search_spaces" / "smoke.yaml"
-
-
-@dataclass
-class SweepRun:
-    """What `sweeper run` printed and where it recorded the sweep."""
-
-    uri: str
-    workdir: Path
-    summary: dict
-    seconds: float
-    output: str
-
-
-def sweeper(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeper.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+SPEC = spec_dict("tiny-report", CHANGES)
+METHODS = set(SPEC["search"]["method"]["choice"])
+EPOCHS = SPEC["defaults"]["epochs"]
 
 
 @pytest.fixture(scope="module")
-def smoke_sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
-    """`sweeper run search_spaces/smoke.yaml` against the MLflow server, once for this module."""
-    workdir = tmp_path_factory.mktemp("smoke")
-    started = time.monotonic()
-    out = sweeper("run", str(SMOKE), "--tracking-uri", mlflow_server.uri, "--json", cwd=workdir)
-    seconds = time.monotonic() - started
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"smoke sweep: {seconds:.0f} s, {summary['trials']}")
-    return SweepRun(mlflow_server.uri, workdir, summary, seconds, out.stdout)
+def sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> TinySweep:
+    return tiny_sweep(mlflow_server.uri, tmp_path_factory.mktemp("tiny-sweep"))
 
 
-def trial_runs(sweep: SweepRun) -> list:
-    client = MlflowClient(sweep.uri)
-    experiment = client.get_experiment_by_name("smoke")
-    return client.search_runs([experiment.experiment_id], "tags.`sweeper.role` = 'trial'", ViewType.ALL)
-
-
-def test_sweep_runs_every_method_and_prunes(smoke_sweep: SweepRun) -> None:
-    trials = smoke_sweep.summary["trials"]
-    assert sum(trials.values()) == 14
-    assert trials["pruned"] >= 3 and trials["failed"] == 0 and trials["killed"] == 0
-    runs = trial_runs(smoke_sweep)
-    assert {run.data.tags["sweeper.method"] for run in runs} == {"full", "adapter", "lora"}
+def test_sweep_runs_every_method_and_prunes(sweep: TinySweep) -> None:
+    trials = sweep.summary["trials"]
+    assert sum(trials.values()) == SPEC["sweep"]["trials"]
+    assert trials["pruned"] >= 1 and trials["failed"] == 0 and trials["killed"] == 0
+    runs = sweep.trial_runs()
+    assert {run.data.tags["sweeper.method"] for run in runs} == METHODS
     pruned_runs = [run for run in runs if run.data.tags["sweeper.state"] == "pruned"]
     assert len(pruned_runs) == trials["pruned"]
 
 
-def test_pruned_trials_are_pruned_in_the_optuna_storage(smoke_sweep: SweepRun) -> None:
-    sweep_id = smoke_sweep.summary["sweep_id"]
-    storage = f"sqlite:///{smoke_sweep.workdir / 'sweeper-results' / sweep_id / 'optuna.db'}"
-    study = optuna.load_study(study_name=sweep_id, storage=storage)
+def test_pruned_trials_are_pruned_in_the_optuna_storage(sweep: TinySweep) -> None:
+    storage = f"sqlite:///{sweep.workdir / 'results' / sweep.sweep_id / 'optuna.db'}"
+    study = optuna.load_study(study_name=sweep.sweep_id, storage=storage)
     states = [trial.state for trial in study.trials]
-    assert states.count(optuna.trial.TrialState.PRUNED) == smoke_sweep.summary["trials"]["pruned"]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == smoke_sweep.summary["trials"]["complete"]
+    assert states.count(optuna.trial.TrialState.PRUNED) == sweep.summary["trials"]["pruned"]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == sweep.summary["trials"]["complete"]
 
 
-def test_every_trial_is_a_finished_child_with_params_metrics_costs_artifacts(smoke_sweep: SweepRun) -> None:
-    client = MlflowClient(smoke_sweep.uri)
-    parent_id = smoke_sweep.summary["parent_run_id"]
-    parent = client.get_run(parent_id)
+def test_every_trial_is_a_finished_child_with_params_metrics_costs_artifacts(sweep: TinySweep) -> None:
+    client = MlflowClient(sweep.uri)
+    parent = client.get_run(sweep.parent_run_id)
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["trials_pruned"] == smoke_sweep.summary["trials"]["pruned"]
-    assert "spec.yaml" in [a.path for a in client.list_artifacts(parent_id)]
-    runs = trial_runs(smoke_sweep)
-    assert len(runs) == 14
+    assert parent.data.metrics["trials_pruned"] == sweep.summary["trials"]["pruned"]
+    assert "spec.yaml" in [a.path for a in client.list_artifacts(sweep.parent_run_id)]
+    runs = sweep.trial_runs()
+    assert len(runs) == SPEC["sweep"]["trials"]
     for run in runs:
         tags, data = run.data.tags, run.data
-        assert tags["mlflow.parentRunId"] == parent_id
+        assert tags["mlflow.parentRunId"] == sweep.parent_run_id and tags["sweeper.role"] == "trial"
         assert run.info.status == "FINISHED", run.info.run_name
         assert data.params["method"] == tags["sweeper.method"]
         assert {"lr", "data.path", "backbone", "seed"} <= set(data.params)
@@ -96,37 +64,36 @@ def test_every_trial_is_a_finished_child_with_params_metrics_costs_artifacts(smo
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert "model" in artifacts
         if tags["sweeper.state"] == "complete":
-            assert len(history) == 3
-            assert {"best_auc", "trainable_params", "total_params", "train_seconds", "peak_memory_mb"} <= set(data.metrics)
+            assert len(history) == EPOCHS
+            costs = {"trainable_params", "total_params", "train_seconds", "peak_memory_mb"}
+            assert {"best_auc", *costs} <= set(data.metrics)
             assert {"predictions.csv", "config.json", "metrics.json"} <= artifacts
         else:
-            assert len(history) < 3
+            assert len(history) < EPOCHS
 
 
-def test_peft_artifacts_hold_only_what_trained(smoke_sweep: SweepRun) -> None:
-    client = MlflowClient(smoke_sweep.uri)
+def test_peft_artifacts_hold_only_what_trained(sweep: TinySweep) -> None:
+    client = MlflowClient(sweep.uri)
     sizes: dict[str, int] = {}
-    for run in trial_runs(smoke_sweep):
+    for run in sweep.trial_runs():
         if run.data.tags["sweeper.state"] != "complete":
             continue
         files = client.list_artifacts(run.info.run_id, "model")
         sizes.setdefault(run.data.tags["sweeper.method"], sum(f.file_size or 0 for f in files if not f.is_dir))
         if run.data.tags["sweeper.method"] == "lora":
             assert "adapter_model.safetensors" in {Path(f.path).name for f in files}
-    if "full" in sizes:
-        for method in ("lora", "adapter"):
-            if method in sizes:
-                assert sizes[method] < 0.2 * sizes["full"], sizes
+    assert "full" in sizes
+    for method in ("lora", "adapter"):
+        if method in sizes:
+            assert sizes[method] < 0.2 * sizes["full"], sizes
 
 
-def test_best_and_reproduce_give_the_same_metric(smoke_sweep: SweepRun, tmp_path: Path) -> None:
-    out = sweeper("best", "--tracking-uri", smoke_sweep.uri, "--json", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    ranked = json.loads(out.stdout)
-    assert ranked and ranked[0]["run_id"] == smoke_sweep.summary["best_run_id"]
+def test_best_and_reproduce_give_the_same_metric(sweep: TinySweep, tmp_path: Path) -> None:
+    rows = last_json(sweeper("best", sweep.sweep_id, "--tracking-uri", sweep.uri, "--json", cwd=tmp_path))
+    ranked = [row for row in rows if row["role"] == "trial"]  # then come the baselines
+    assert ranked and ranked[0]["run_id"] == sweep.summary["best_run_id"]
     assert [t["auc"] for t in ranked] == sorted((t["auc"] for t in ranked), reverse=True)
-    again = sweeper("reproduce", ranked[0]["run_id"], "--tracking-uri", smoke_sweep.uri, "--json", cwd=tmp_path)
-    assert again.returncode == 0, again.stdout + again.stderr
-    outcome = json.loads(again.stdout)
+    outcome = last_json(sweeper("reproduce", ranked[0]["run_id"], "--tracking-uri", sweep.uri, "--json",
+                                cwd=tmp_path))
     assert outcome["original"]["auc"] == outcome["reproduced"]["auc"] == ranked[0]["auc"]
     assert outcome["original"] == outcome["reproduced"]

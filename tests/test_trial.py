@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from sweeper.config import TrialConfig
+from harness import SEARCH_SPACES, predict_in_fresh_process, small_trial, sweeper
 from sweeper.artifacts import read_predictions
 from sweeper.trial import run_trial
 
 pytestmark = pytest.mark.slow
 
-SMOKE = Path(__file__).parent.parent / "search_spaces" / "smoke.yaml"
-
-
-def small(method: str, **overrides: object) -> TrialConfig:
-    """A quick trial: 240 bundled commits, short inputs, one epoch."""
-    base = {"method": method, "data.sample": 240, "data.max_length": 64, "epochs": 1, "lr": 1e-3,
-            "adapter.bottleneck": 16, "lora.rank": 4}
-    return TrialConfig().with_overrides({**base, **overrides})
+SMOKE = SEARCH_SPACES / "smoke.yaml"
 
 
 @pytest.mark.parametrize("method", ["full", "adapter", "lora", "ia3"])
 def test_each_method_trains_and_reports(method: str, tmp_path: Path) -> None:
     reports = []
-    result = run_trial(small(method, epochs=2), tmp_path, reports.append)
+    result = run_trial(small_trial(method, epochs=2), tmp_path, reports.append)
     assert [evaluation.epoch for evaluation in reports] == [1.0, 2.0]
     for key in ("auc", "f1", "mcc", "precision", "recall", "max_f1"):
         assert 0 <= abs(result.metrics[key]) <= 1
@@ -40,33 +31,26 @@ def test_each_method_trains_and_reports(method: str, tmp_path: Path) -> None:
 
 
 def test_same_config_and_seed_give_identical_metrics() -> None:
-    config = small("lora")
+    config = small_trial("lora")
     assert run_trial(config).metrics == run_trial(config).metrics
 
 
 def test_saved_artifacts_reproduce_predictions_in_a_fresh_process(tmp_path: Path) -> None:
     for method in ("lora", "adapter", "full"):
         folder = tmp_path / method
-        run_trial(small(method), folder)
-        script = ("import json, sys; from pathlib import Path; from sweeper.trial import predict_saved; "
-                  "print(json.dumps(predict_saved(Path(sys.argv[1]))))")
-        out = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, check=True)
-        assert json.loads(out.stdout) == read_predictions(folder), method
+        run_trial(small_trial(method), folder)
+        assert predict_in_fresh_process(folder) == read_predictions(folder), method
 
 
 def test_early_stopping_keeps_the_best_evaluation() -> None:
-    result = run_trial(small("lora", epochs=4, patience=1, lr=3e-3, eval_every_steps=3))
+    result = run_trial(small_trial("lora", epochs=4, patience=1, lr=3e-3, eval_every_steps=3))
     best = max(history["auc"] for history in result.history)
     assert result.metrics["auc"] == best
     assert len(result.history) >= 2
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeper.cli", *args], capture_output=True, text=True, cwd=cwd)
-
-
 def test_cli_train_prints_json_metrics_and_costs(tmp_path: Path) -> None:
-    out = run_cli("train", str(SMOKE), "--set", "method=lora", "--set", "lora.rank=8", "--set", "lr=1e-4",
+    out = sweeper("train", str(SMOKE), "--set", "method=lora", "--set", "lora.rank=8", "--set", "lr=1e-4",
                   "--set", "data.sample=200", "--set", "epochs=1", "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout)
@@ -78,7 +62,7 @@ def test_cli_bad_data_line_is_one_error_line(tmp_path: Path) -> None:
     data = tmp_path / "bad.jsonl"
     good = {"id": "a", "date": "2020-01-01T00:00:00+00:00", "message": "m", "diff": "@@\n+x", "label": 0}
     data.write_text(json.dumps(good) + "\n" + json.dumps({**good, "label": "yes"}) + "\n")
-    out = run_cli("train", str(SMOKE), "--set", f"data.path={data}", cwd=tmp_path)
+    out = sweeper("train", str(SMOKE), "--set", f"data.path={data}", cwd=tmp_path)
     assert out.returncode == 2
     assert [line for line in out.stderr.splitlines() if line.startswith("error:") or "Traceback" in line] == \
         [f"error: {data}:2: field 'label': must be 0 or 1, got 'yes'"]
@@ -87,13 +71,13 @@ def test_cli_bad_data_line_is_one_error_line(tmp_path: Path) -> None:
 def test_cli_bad_spec_is_one_error_line(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: x\ndefaults:\n  lora: {rnak: 8}\n")
-    out = run_cli("train", str(spec), cwd=tmp_path)
+    out = sweeper("train", str(spec), cwd=tmp_path)
     assert out.returncode == 2
     assert out.stderr.strip() == (f"error: {spec}:3: field 'defaults.lora.rnak': unknown key (did you mean 'rank'?)")
 
 
 def test_a_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
-    config = small("lora", epochs=3)
+    config = small_trial("lora", epochs=3)
     checkpoint = tmp_path / "checkpoint"
 
     class WorkerLost(Exception):

@@ -6,6 +6,8 @@ A trial folder (written by `run_trial`, logged as the MLflow run's artifacts)::
     config.json       the resolved TrialConfig
     metrics.json      best metrics, costs, every evaluation's metrics, the data digest
     predictions.csv   validation predictions: id,label,score (jitdp) or id,reference,prediction (cmg)
+    feature_scaler.json   with `features: expert` only: the expert features' scaler, fitted on the training split;
+                      predict and export scale new commits' features with it (`FeatureScaler.to_json`)
 
 A checkpoint folder (Ray Tune's, to resume a trial whose worker died) holds `model/` and `training_state.pt`:
 the optimiser, schedule, training progress and random number generators' states.
@@ -25,11 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import PreTrainedModel
 
 from sweeper.config import TrialConfig
+from sweeper.data.features import FeatureScaler
 from sweeper.errors import SweeperError
 from sweeper.methods import TrainableModel, load_trained, save_trained
 from sweeper.tasks import Prediction, Task, task_for
+from sweeper.tasks.expert_head import load_with_expert_head
 from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.schema import Tag
@@ -38,22 +43,43 @@ MODEL_DIR = "model"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
+SCALER_FILE = "feature_scaler.json"
 STATE_FILE = "training_state.pt"  # checkpoints only: never logged as a result
 
 
 def write_trial(folder: Path, model: TrainableModel, config: TrialConfig, summary: dict[str, Any], task: Task,
                 items: list[Any], predictions: list[Prediction]) -> None:
-    """What was trained, the resolved config, the metrics summary and the validation predictions."""
+    """What was trained, the resolved config, the metrics summary, the validation predictions, and the task's
+    expert-feature scaler when it has one."""
     folder.mkdir(parents=True, exist_ok=True)
     save_trained(model, config, folder / MODEL_DIR)
     (folder / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     (folder / METRICS_FILE).write_text(json.dumps(summary, indent=2))
     task.write_predictions(folder / PREDICTIONS_FILE, items, predictions)
+    if task.scaler is not None:
+        (folder / SCALER_FILE).write_text(task.scaler.to_json())
 
 
 def read_config(folder: Path) -> TrialConfig:
     """The resolved config a trial folder holds."""
     return TrialConfig.model_validate_json((folder / CONFIG_FILE).read_text())
+
+
+def read_scaler(folder: Path) -> FeatureScaler | None:
+    """The expert-feature scaler a trial folder holds; None when it has none (`features: none`)."""
+    path = folder / SCALER_FILE
+    return FeatureScaler.from_json(path.read_text()) if path.is_file() else None
+
+
+def load_trained_model(config: TrialConfig, directory: Path, base: PreTrainedModel | None = None) -> TrainableModel:
+    """The trained model a trial saved in `directory` (its `model/`), on `base` (by default a fresh backbone from
+    the trial's task); in eval mode.
+
+    With `features: expert` the backbone gets the expert-feature head first (`load_with_expert_head`)."""
+    base = base if base is not None else task_for(config).load_model(config.backbone)
+    if config.features == "expert":
+        return load_with_expert_head(base, config, directory)
+    return load_trained(base, config, directory)
 
 
 def read_predictions(folder: Path) -> list[Prediction]:
@@ -110,13 +136,15 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class TrialArtifacts:
-    """A trial's resolved config, its logged metrics and the folder holding its downloaded `model/`."""
+    """A trial's resolved config, its logged metrics, the folder holding its downloaded `model/`, and its
+    expert-feature scaler (None unless `features: expert`)."""
 
     run_id: str
     state: str
     config: TrialConfig
     metrics: dict[str, float]
     folder: Path
+    scaler: FeatureScaler | None = None
 
     @property
     def model_dir(self) -> Path:
@@ -124,14 +152,16 @@ class TrialArtifacts:
 
 
 @contextmanager
-def downloaded_trial(tracker: Tracker, run_id: str) -> Iterator[TrialArtifacts]:
+def downloaded_trial(tracker: Tracker, reference: str) -> Iterator[TrialArtifacts]:
     """Download a trial's `model/` (and `config.json` when logged) into a temporary folder, removed afterwards.
+    `reference` is a run id or a registered version (`models:/NAME/VERSION`, `models:/NAME@ALIAS`) of a trial.
 
     Usage::
 
         with downloaded_trial(tracker, run_id) as trial:
             model = trained_model(trial)
     """
+    run_id = tracker.resolve_run(reference)
     run = tracker.trial_run(run_id)
     names = {item.path for item in tracker.client.list_artifacts(run_id)}
     state = run.data.tags.get(Tag.STATE, "?")
@@ -145,9 +175,14 @@ def downloaded_trial(tracker: Tracker, run_id: str) -> Iterator[TrialArtifacts]:
             config = read_config(root)
         else:  # a pruned trial's last checkpoint: the params are the resolved config
             config = TrialConfig.from_flat(dict(run.data.params), f"params of run {run_id}")
-        yield TrialArtifacts(run_id, state, config, dict(run.data.metrics), root)
+        if config.features == "expert":
+            if SCALER_FILE not in names:
+                raise SweeperError(f"run {run_id} ({state}) was trained with expert features but logged no "
+                                   f"{SCALER_FILE} to scale them; pick a completed trial with `sweeper best`")
+            tracker.client.download_artifacts(run_id, SCALER_FILE, folder)
+        yield TrialArtifacts(run_id, state, config, dict(run.data.metrics), root, read_scaler(root))
 
 
 def trained_model(trial: TrialArtifacts) -> TrainableModel:
     """The backbone with the run's trained weights, in eval mode."""
-    return load_trained(task_for(trial.config).load_model(trial.config.backbone), trial.config, trial.model_dir)
+    return load_trained_model(trial.config, trial.model_dir)

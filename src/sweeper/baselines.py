@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from sweeper.config import TrialConfig
 from sweeper.data.features import FEATURE_NAMES, FeatureScaler, count_added_lines, feature_matrix, has_features
-from sweeper.data.records import CommitRecord
+from sweeper.data.records import CommitRecord, Dataset
+from sweeper.data.split import trial_splits
 from sweeper.errors import DataError
 from sweeper.metrics.bootstrap import classification_intervals, flat_intervals
 from sweeper.metrics.classification import classification_metrics
@@ -64,6 +66,25 @@ class Inputs:
 
     matrices: dict[str, np.ndarray]
     description: str
+
+
+def baselines_for(config: TrialConfig, names: Sequence[str] = BASELINES, dataset: Dataset | None = None, *,
+                  resamples: int = 1000) -> list[BaselineResult]:
+    """The named baselines fitted on the training split of `config`'s trial, scored on its validation (and test) split.
+
+    The split comes from `trial_splits`, where `run_trial` takes its split from: the same data, sample, split and
+    seed, so the baselines' validation commits are the trial's, in the same order (its `predictions.csv` order:
+    paired comparisons can go by position). `dataset` saves reading the file again when the caller has read it.
+    Intervals use the trials' bootstrap (`resamples`, seed 0). Usage::
+
+        lapredict, expert_lr = baselines_for(spec.trial({}), spec.baseline_names())
+        lapredict.metrics["valid"]["auc"], lapredict.metrics["valid"]["auc_ci_low"]
+    """
+    if not names:
+        return []
+    _, splits = trial_splits(config, dataset)
+    scored = {VALID: splits.valid, **({"test": splits.test} if splits.test else {})}
+    return fit_baselines(splits.train, scored, names, resamples=resamples)
 
 
 def fit_baselines(train: Sequence[CommitRecord], splits: dict[str, Sequence[CommitRecord]],

@@ -14,8 +14,8 @@ import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, create_model,
+                      field_validator, model_validator)
 
 from sweeper.errors import SpecError, did_you_mean
 from sweeper.methods import METHODS
@@ -33,12 +33,62 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class SplitConfig(Section):
-    """How records are split: `random` (stratified on label, seeded) or `time` (older commits train)."""
+Share = Annotated[float | list[str], BeforeValidator(lambda value: [value] if isinstance(value, str) else value)]
 
-    kind: Literal["random", "time"] = "time"
-    valid: float = Field(0.2, gt=0, lt=1, description="share of records for validation")
-    test: float = Field(0.0, ge=0, lt=1, description="share of records held out for a final test")
+
+class SplitConfig(Section):
+    """How records are split: `random` (stratified on label, seeded), `time` (older commits train) or `project`
+    (whole projects train, validate and test: cross-project transfer).
+
+    `valid` and `test` are shares of the records, or for `project` a list of projects or a share of the projects
+    (drawn, seeded); `train` names the training projects (default: every project not validating or testing).
+    """
+
+    kind: Literal["random", "time", "project"] = "time"
+    valid: Share = Field(0.2, description="share of records (project: list of projects, or share of projects) "
+                                           "for validation")
+    test: Share = Field(0.0, description="share of records (project: list of projects, or share of projects) "
+                                          "held out for a final test")
+    train: list[str] | None = Field(None, description="project: the training projects; default every project "
+                                                       "that neither validates nor tests")
+
+    @field_validator("valid", "test")
+    @classmethod
+    def share_or_projects(cls, value: float | list[str], info: ValidationInfo) -> float | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty list of projects: name at least one, or give a share such as 0.2")
+            return value
+        low_ok = value > 0 if info.field_name == "valid" else value >= 0
+        if not (low_ok and value < 1):
+            raise ValueError(f"a share must be {'above' if info.field_name == 'valid' else 'at least'} 0 and "
+                             "below 1, or a list of projects with kind: project")
+        return value
+
+    @field_validator("train")
+    @classmethod
+    def some_projects(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list of projects: name at least one, or leave train out (every project left)")
+        return value
+
+    @model_validator(mode="after")
+    def projects_fit_the_kind(self) -> "SplitConfig":
+        named = {side: getattr(self, side) for side in ("train", "valid", "test")
+                 if isinstance(getattr(self, side), list)}
+        if self.kind != "project":
+            if named:
+                raise ValueError(f"lists of projects ({', '.join(named)}) need kind: project (kind '{self.kind}' "
+                                 "takes shares of the records)")
+            return self
+        seen: dict[str, str] = {}
+        for side, projects in named.items():
+            for project in projects:
+                if project in seen and seen[project] != side:
+                    raise ValueError(f"project '{project}' is on two sides ({seen[project]} and {side}): "
+                                     "name each project once")
+                seen[project] = side
+        return self
 
 
 class DataConfig(Section):
@@ -46,6 +96,12 @@ class DataConfig(Section):
 
     path: str = Field("bundled:jitdp", description="file path, s3:// URI or bundled:jitdp / bundled:cmg")
     sample: int | None = Field(None, gt=0, description="keep this many records (seeded, order kept)")
+    seed: int | None = Field(None, description="seed of the sample, the random split and the training fraction; "
+                                               "default: the trial's seed (repeats set it, so a new training seed "
+                                               "keeps the same commits)")
+    train_fraction: float = Field(1.0, gt=0, le=1, description="train on this share of the training split only "
+                                  "(seeded, stratified on the label; nested: a smaller share is a subset of a larger "
+                                  "one); validation and test stay the same")
     skip_bad: bool = Field(False, description="skip malformed lines (counted and reported) instead of failing")
     split: SplitConfig = SplitConfig()
     max_length: int = Field(256, ge=16, le=4096, description="tokens per input, after truncation")
@@ -73,6 +129,8 @@ class GenerationSettings(Section):
     max_new_tokens: int = Field(32, ge=1, description="longest message generated, in tokens")
     every: int | None = Field(None, ge=1, description="also generate and score (bleu, rouge_l, ...) every N "
                                                       "evaluations; they are always scored once at the end")
+    decoder_layers: int = Field(6, ge=1, description="an encoder-only backbone (BERT, RoBERTa: CodeBERT, "
+                                "GraphCodeBERT, UniXcoder) gets a new decoder of this many layers, which always trains")
 
 
 def method_sections() -> type[Section]:
@@ -97,6 +155,8 @@ class HyperParams(method_sections()):  # type: ignore[misc]
     eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps as well as each epoch")
     class_weighting: bool = Field(False, description="weight the loss by inverse class frequency")
     seed: int = 0
+    features: Literal["none", "expert"] = Field("none", description="expert: JIT-Fine's head reads the commit's 14 "
+                                                "expert change metrics beside its text (jitdp only)")
     generation: GenerationSettings = GenerationSettings()
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp32; bf16: autocast to bfloat16 (GPU or CPU); fp16: autocast to float16 with a "
@@ -148,9 +208,18 @@ class TrialConfig(HyperParams):
 def validate_trial(data: dict[str, Any], source: str) -> TrialConfig:
     """Validate a nested dict into a TrialConfig, turning pydantic errors into one SpecError."""
     try:
-        return TrialConfig.model_validate(data)
+        config = TrialConfig.model_validate(data)
     except ValidationError as error:
         raise spec_error(error, source, TrialConfig) from None
+    check_features(config.task, config.features, source)
+    return config
+
+
+def check_features(task: str, features: str, source: str, field: str = "features") -> None:
+    """Expert features are JIT-DP's change metrics: a message generation trial cannot use them."""
+    if features == "expert" and task != "jitdp":
+        raise SpecError(source, field, f"features: expert is for defect prediction (jitdp), not {task}",
+                        "remove it or set features: none")
 
 
 def spec_error(error: ValidationError, source: str, root: type[BaseModel],

@@ -9,7 +9,7 @@ memory. Usage::
 
     check_precision(config.precision, device.type)   # fp16 on a CPU: a SweeperError before anything runs
     scaler = gradient_scaler(config, device)           # fp16: scales the loss so small gradients survive
-    loss = accumulate(model, task, items, config, device, scaler)
+    loss, _ = accumulate(model, task, items, config, device, scaler)
     optimizer_step(optimizer, schedule, parameters, config.max_grad_norm, scaler)
 """
 
@@ -110,9 +110,10 @@ def loss_weight(batch: dict[str, torch.Tensor], task: Task, model: TrainableMode
 
 
 def accumulate(model: TrainableModel, task: Task, items: list[EncodedCommit], config: TrialConfig,
-               device: torch.device, scaler: torch.amp.GradScaler) -> float:
+               device: torch.device, scaler: torch.amp.GradScaler) -> tuple[float, list[dict[str, torch.Tensor]]]:
     """Forward and backward passes over `items` in `config.grad_accum` micro-batches, gradients summed as one
-    batch's would be. Returns the batch's loss; a non-finite loss returns at once, before any backward pass of it."""
+    batch's would be. Returns the batch's loss (a non-finite loss returns at once, before any backward pass of it)
+    and the micro-batches, whose tokens the trial's FLOP count adds up."""
     batches = [task.batch(model, part, device) for part in micro_batches(items, config.grad_accum)]
     weights = [loss_weight(batch, task, model) for batch in batches] if len(batches) > 1 else [1.0]
     total = 0.0
@@ -121,10 +122,10 @@ def accumulate(model: TrainableModel, task: Task, items: list[EncodedCommit], co
         with autocast(config, device):
             loss = task.loss(model, batch)
         if not torch.isfinite(loss):
-            return loss.item()
+            return loss.item(), batches
         scaler.scale(loss if len(batches) == 1 else loss * share).backward()
         total += loss.item() * share
-    return total
+    return total, batches
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,

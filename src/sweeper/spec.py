@@ -16,8 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, Section, TaskName, TrialConfig, known_keys,
-                            parse_scalar, spec_error, validate_trial)
+from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, Section, TaskName, TrialConfig, check_features,
+                            known_keys, parse_scalar, spec_error, validate_trial)
 from sweeper.errors import SpecError, did_you_mean
 from sweeper.tracking.schema import COST_OBJECTIVES
 
@@ -91,9 +91,13 @@ class SweepConfig(Section):
     max_concurrent: int = Field(2, ge=1)
     resources: Resources = Resources()
     seed: int = 0
+    repeats: int = Field(0, ge=0, description="after the search, re-train the best configuration of each method with "
+                                              "this many more seeds (the trial's seed + 1, + 2, ...); not trials")
     objectives: list[Objective] = Field(default_factory=list,
                                         description="two objectives, the spec's metric then a cost: a multi-objective "
                                                     "Optuna study (no pruning); empty: optimise the metric alone")
+    register_best: bool | str = Field(False, description="at the end, register the best trial in the MLflow Model "
+                                                         "Registry: true (named after the spec) or a model name")
 
 
 class TrackingConfig(Section):
@@ -115,6 +119,9 @@ class Spec(Section):
     mode: Literal["max", "min"] = "max"
     defaults: HyperParams = HyperParams()
     search: dict[str, Distribution] = Field(default_factory=dict)
+    baselines: list[str] | None = Field(None, description="baselines fitted on the trials' training split and scored "
+                                                          "beside them; default: lapredict and expert_lr for jitdp; "
+                                                          "[] for none")
     sweep: SweepConfig = SweepConfig()
     tracking: TrackingConfig = TrackingConfig()
 
@@ -127,6 +134,14 @@ class Spec(Section):
     def trial(self, values: dict[str, Any], source: str = "search") -> TrialConfig:
         """A trial config with searched (or overridden) dotted values set."""
         return self.base_trial().with_overrides(values, source)
+
+    def baseline_names(self) -> list[str]:
+        """The baselines to fit beside the trials: the spec's list, else every JIT-DP baseline (none for cmg)."""
+        if self.baselines is not None:
+            return list(self.baselines)
+        from sweeper.baselines import BASELINES
+
+        return list(BASELINES) if self.task == "jitdp" else []
 
     def objectives(self) -> list[tuple[str, str]]:
         """(metric, mode) of each objective with its default mode filled in; empty for a single-objective sweep."""
@@ -169,7 +184,10 @@ def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
         spec = Spec.model_validate(data)
     except ValidationError as error:
         raise spec_error(error, source, Spec, lambda path: at_line(source, text, path)) from None
+    check_features(spec.task, spec.defaults.features, at_line(source, text, ["defaults", "features"]),
+                   "defaults.features")
     check_search(spec, source, text)
+    check_baselines(spec, source, text)
     check_metric(spec, source, text)
     check_objectives(spec, source, text)
     base = spec.base_trial()
@@ -187,6 +205,22 @@ def check_search(spec: Spec, source: str, text: str) -> None:
                 raise SpecError(at_line(source, text, ["search", key]), f"search.{key}", f"unknown trial key '{name}'", fix)
         for value in distribution.choice or []:
             spec.base_trial().with_overrides({key: value}, at_line(source, text, ["search", key]))
+
+
+def check_baselines(spec: Spec, source: str, text: str) -> None:
+    """Each baseline must exist; baselines are defect predictors (JIT-DP only)."""
+    if not spec.baselines:
+        return
+    from sweeper.baselines import BASELINES
+
+    for index, name in enumerate(spec.baselines or []):
+        where = at_line(source, text, ["baselines", str(index)])
+        if spec.task != "jitdp":
+            raise SpecError(where, "baselines", f"baselines are defect predictors: a {spec.task} spec has none",
+                            "remove baselines, or set baselines: []")
+        if name not in BASELINES:
+            raise SpecError(where, f"baselines.{index}", f"unknown baseline '{name}'",
+                            did_you_mean(name, BASELINES) or f"use one of {', '.join(BASELINES)}")
 
 
 def check_metric(spec: Spec, source: str, text: str) -> None:

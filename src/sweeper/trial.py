@@ -13,7 +13,6 @@ import functools
 import math
 import os
 import random
-import resource
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,17 +23,18 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from sweeper.artifacts import MODEL_DIR, load_checkpoint, read_config, save_checkpoint, write_trial
+from sweeper.artifacts import MODEL_DIR, load_checkpoint, load_trained_model, read_config, save_checkpoint, write_trial
 from sweeper.backbone import load_tokenizer
 from sweeper.cache.encoded import encoded_splits
 from sweeper.cache.frozen import frozen_prefix, use_frozen_cache
 from sweeper.config import TrialConfig
+from sweeper.costs import peak_memory_mb, reset_peak_memory, train_flops, training_tokens
 from sweeper.data.batching import batch_indices
 from sweeper.data.encoding import EncodedCommit
-from sweeper.data.records import Dataset, read_records, sample_records
-from sweeper.data.split import split_records
+from sweeper.data.records import Dataset
+from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
-from sweeper.methods import TrainableModel, apply_method, count_parameters, load_trained
+from sweeper.methods import TrainableModel, apply_method, count_parameters
 from sweeper.precision import (accumulate, allow_tf32, autocast, check_precision, enable_gradient_checkpointing,
                                gradient_scaler, optimizer_step)
 from sweeper.tasks import Prediction, Task, task_for
@@ -127,6 +127,7 @@ class Progress:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     samples_seen: int = 0
+    tokens_seen: int = 0  # token positions trained on, padding included (`costs.training_tokens`)
     step: int = 0
     running_loss: float = 0.0
     running_batches: int = 0
@@ -158,8 +159,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     check_precision(config.precision, device.type)
     allow_tf32(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)  # a reused worker's earlier trials do not count
+    reset_peak_memory(device)  # a reused worker's earlier trials do not count
     with timed("trial.prepare"):
         data = prepare_data(config, dataset, device)
     with timed("trial.model"):
@@ -173,6 +173,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         tags = {Tag.ENCODING_KEY: data.encoding_key, Tag.FROZEN_CACHE: use_frozen_cache(
             model, frozen, config, [data.train, data.valid, data.test], data.encoding_key, data.task.pad_id, device)}
     trainable, total = count_parameters(model)
+    encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
 
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -190,13 +191,14 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
             if step.number <= progress.step:  # done before the checkpoint this trial resumed from
                 continue
             started = time.perf_counter()
-            loss = accumulate(model, data.task, [data.train[i] for i in step.batch], config, device, scaler)
+            loss, batches = accumulate(model, data.task, [data.train[i] for i in step.batch], config, device, scaler)
             if not math.isfinite(loss):
                 raise TrialFailed(f"loss is {loss} at step {step.number} (lr {config.lr} may be too high)")
             optimizer_step(optimizer, schedule, parameters, config.max_grad_norm, scaler)
             progress.train_seconds += time.perf_counter() - started
             progress.step = step.number
             progress.samples_seen += len(step.batch)
+            progress.tokens_seen += sum(training_tokens(batch, encoder_decoder) for batch in batches)
             progress.running_loss += loss
             progress.running_batches += 1
             if not step.evaluate:
@@ -224,6 +226,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         progress.eval_seconds += time.perf_counter() - started
         metrics |= final.metrics
         progress.best_predictions = final.predictions
+    metrics |= data.task.intervals(data.valid, progress.best_predictions)  # auc_ci_low, auc_ci_high, ...
     if data.test:
         with autocast(config, device):
             metrics |= data.task.test_metrics(model, data.test, device, progress.best)
@@ -236,6 +239,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         "eval_seconds": progress.eval_seconds,
         "samples_per_second": progress.samples_seen / progress.train_seconds if progress.train_seconds else 0.0,
         "peak_memory_mb": peak_memory_mb(device),
+        "train_flops": train_flops(model, progress.tokens_seen),
         "train_samples": float(len(data.train)),
         "micro_batch_size": float(math.ceil(config.batch_size / config.grad_accum)),
         "effective_batch_size": float(config.batch_size),
@@ -266,11 +270,10 @@ def evaluate(model: TrainableModel, data: Prepared, config: TrialConfig, progres
 
 def prepare_data(config: TrialConfig, dataset: Dataset | None = None, device: torch.device | None = None) -> Prepared:
     """Read (unless given), sample, split and encode the data of `config`; prepare its task for it."""
-    dataset = dataset or read_records(config.data.path, config.task, config.data.skip_bad)
-    records = sample_records(dataset.records, config.data.sample, config.seed)
-    splits = split_records(records, config.data.split, config.seed)
+    dataset, splits = trial_splits(config, dataset)
     tokenizer = load_tokenizer(config.backbone, config.task)
     task = task_for(config)
+    task.fit(splits.train)  # the expert features' scaler: from the training split only
     with timed("trial.encode"):
         (train, valid, test), encoding_key = encoded_splits(task, splits, tokenizer, config, dataset.digest)
     if not train or not valid:
@@ -287,8 +290,8 @@ def predict_saved(folder: Path) -> list[Prediction]:
     device = torch.device("cpu")
     data = prepare_data(config, device=device)
     backbone = data.task.load_model(config.backbone)
-    frozen = frozen_prefix(backbone, config)
-    model = load_trained(backbone, config, folder / MODEL_DIR)
+    frozen = frozen_prefix(backbone, config)  # of the backbone before the method, as in training
+    model = load_trained_model(config, folder / MODEL_DIR, backbone)
     use_frozen_cache(model, frozen, config, [data.train, data.valid, data.test], data.encoding_key, data.task.pad_id,
                      device, check_trained=False)  # as in training, so the predictions repeat exactly
     with autocast(config, device):
@@ -331,10 +334,3 @@ def seed_everything(seed: int, threads: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """GPU max allocated on a GPU, else the process's peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

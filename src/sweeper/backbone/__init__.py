@@ -1,7 +1,8 @@
 """Backbones: the embedded defaults (built offline) or any hub name or local `save_pretrained` folder.
 
 `embedded` means the embedded encoder (RoBERTa) for defect prediction and the embedded encoder-decoder
-(BART) for message generation; both share one tokenizer.
+(BART) for message generation; both share one tokenizer. For message generation an encoder-only backbone
+(CodeBERT, GraphCodeBERT, UniXcoder) gets a new decoder (`new_decoder`), as in the study.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from typing import TypeVar
 
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -22,10 +25,11 @@ from transformers.utils import logging as hf_logging
 
 from sweeper.backbone.embedded import embedded_backbone_dir
 from sweeper.backbone.embedded_seq2seq import embedded_seq2seq_dir
+from sweeper.backbone.new_decoder import encoder_only, with_new_decoder
 from sweeper.errors import SweeperError
 
 __all__ = ["embedded_backbone_dir", "embedded_seq2seq_dir", "load_classifier", "load_generator", "load_tokenizer",
-           "resolve_backbone"]
+           "model_from_config", "resolve_backbone"]
 
 EMBEDDED = "embedded"
 Loaded = TypeVar("Loaded")
@@ -49,13 +53,31 @@ def load_classifier(name: str, num_labels: int = 2) -> PreTrainedModel:
                  lambda path: AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels))
 
 
-def load_generator(name: str) -> PreTrainedModel:
-    """The backbone as a text generator: encoder-decoder (`AutoModelForSeq2SeqLM`) or decoder-only (`AutoModelForCausalLM`)."""
+def load_generator(name: str, decoder_layers: int = 6) -> PreTrainedModel:
+    """The backbone as a text generator: an encoder-decoder (`AutoModelForSeq2SeqLM`), a decoder-only model
+    (`AutoModelForCausalLM`), or an encoder-only model with a new decoder of `decoder_layers` layers."""
     def loader(path: str) -> PreTrainedModel:
-        kind = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(path).is_encoder_decoder else AutoModelForCausalLM
+        config = AutoConfig.from_pretrained(path)
+        if encoder_only(config):
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+            end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+            return with_new_decoder(AutoModel.from_pretrained(path), decoder_layers, start, end)
+        kind = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         return kind.from_pretrained(path)
 
     return _load(name, "cmg", loader)
+
+
+def model_from_config(config: PretrainedConfig, task: str, decoder_layers: int = 6) -> PreTrainedModel:
+    """The model a task builds from a backbone's config, with fresh weights (on the meta device in a
+    `torch.device("meta")` block): what `load_classifier` / `load_generator` would load, without the checkpoint."""
+    if task != "cmg":
+        return AutoModelForSequenceClassification.from_config(config)
+    if encoder_only(config):
+        start = config.bos_token_id if config.bos_token_id is not None else 0
+        return with_new_decoder(AutoModel.from_config(config), decoder_layers, start, config.eos_token_id or start)
+    return (AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM).from_config(config)
 
 
 def _load(name: str, task: str, loader: Callable[[str], Loaded]) -> Loaded:

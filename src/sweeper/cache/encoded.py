@@ -1,9 +1,10 @@
 """Encode once per sweep and node: a trial's encoded splits, kept under `$SWEEPER_CACHE/encoded/KEY`.
 
-The key is a digest of everything the token ids depend on: the data (the digest of its raw bytes, and the ids of each
-split's records after sampling and splitting), the task, its `data.*` settings and the seed (sampling and splitting
-draw from it), the tokenizer (its name and a hash of its vocabulary, merges, special tokens and settings) and the code
-that reads, splits and encodes (`sweeper/data`, `sweeper/tasks`).
+The key is a digest of everything the encoded commits depend on: the data (the digest of its raw bytes, and the ids
+of each split's records after sampling and splitting), the task, its `data.*` settings, `features` (expert features
+are scaled by the training split's scaler), the seed (sampling and splitting draw from it), the tokenizer (its name
+and a hash of its vocabulary, merges, special tokens and settings) and the code that reads, splits and encodes
+(`sweeper/data`, `sweeper/tasks`).
 The first trial of a node with a key encodes and saves; the others read the ids back (NumPy arrays, no pickle),
 and a reused worker keeps the last splits it had in memory. Usage::
 
@@ -60,7 +61,8 @@ def encoded_splits(task: Task, splits: Splits, tokenizer: PreTrainedTokenizerBas
 def encoding_key(config: TrialConfig, data_digest: str, parts: tuple[list[CommitRecord], ...],
                  tokenizer: PreTrainedTokenizerBase) -> str:
     """The digest that names a trial's encoded splits: equal keys, equal token ids."""
-    return digest({"format": FORMAT, "task": config.task, "data": data_digest, "seed": config.seed,
+    return digest({"format": FORMAT, "task": config.task, "features": config.features, "data": data_digest,
+                   "seed": config.seed,
                    "records": [records_digest(records) for records in parts],
                    "settings": config.data.model_dump(mode="json"), "tokenizer": tokenizer_fingerprint(tokenizer),
                    "code": code_fingerprint()})

@@ -11,7 +11,6 @@ shuffled order, every one padded to the same width.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import torch
 
@@ -88,10 +87,3 @@ def collate_features(items: list[EncodedCommit]) -> torch.Tensor:
     if len(widths) > 1:
         raise ValueError(f"items carry different numbers of features ({sorted(widths)}); give every item the same")
     return torch.tensor([item.features for item in items], dtype=torch.float32)
-
-
-def iterate_batches(items: list[EncodedCommit], batch_size: int, pad_id: int,
-                    seed: int | None, pad_to: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
-    """Padded batches in bucketed order (plain shuffled order, padded to `pad_to`, when it is set)."""
-    for batch in batch_indices(items, batch_size, seed, pad_to):
-        yield collate([items[index] for index in batch], pad_id, pad_to)

@@ -42,10 +42,11 @@ def encode_commits(records: list[CommitRecord], tokenizer: PreTrainedTokenizerBa
     encoded = []
     for record in records:
         changes = parse_diff(record.diff)
-        message = token_ids(tokenizer, record.message)[:message_tokens]
-        added = token_ids(tokenizer, " ".join(changes.added))
-        removed = token_ids(tokenizer, " ".join(changes.removed))
-        added, removed = share_budget(added, removed, max(budget - len(message), 0))
+        message = leading_ids(tokenizer, record.message, message_tokens)[:message_tokens]
+        room = max(budget - len(message), 0)
+        added = leading_ids(tokenizer, " ".join(changes.added), room)
+        removed = leading_ids(tokenizer, " ".join(changes.removed), room)
+        added, removed = share_budget(added, removed, room)
         body = message + add_ids + added + del_ids + removed
         ids = tokenizer.build_inputs_with_special_tokens(body)
         encoded.append(EncodedCommit(record.id, ids, record.label or 0))
@@ -66,10 +67,12 @@ def encode_for_generation(records: list[CommitRecord], tokenizer: PreTrainedToke
         if not reference and not keep_without_message:
             continue
         changes = parse_diff(record.diff)
-        added, removed = share_budget(token_ids(tokenizer, " ".join(changes.added)),
-                                      token_ids(tokenizer, " ".join(changes.removed)), max(budget, 0))
+        room = max(budget, 0)
+        added, removed = share_budget(leading_ids(tokenizer, " ".join(changes.added), room),
+                                      leading_ids(tokenizer, " ".join(changes.removed), room), room)
         input_ids = tokenizer.build_inputs_with_special_tokens(add_ids + added + del_ids + removed)
-        target_ids = tokenizer.build_inputs_with_special_tokens(token_ids(tokenizer, reference)[:message_tokens])
+        target_ids = tokenizer.build_inputs_with_special_tokens(
+            leading_ids(tokenizer, reference, message_tokens)[:message_tokens])
         encoded.append(EncodedCommit(record.id, input_ids, target_ids=target_ids, reference=reference))
     return encoded
 
@@ -98,6 +101,24 @@ def share_budget(first: list[int], second: list[int], budget: int) -> tuple[list
 def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of `text` without special tokens."""
     return tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"] if text else []
+
+
+def leading_ids(tokenizer: PreTrainedTokenizerBase, text: str, needed: int) -> list[int]:
+    """Token ids of `text` whose first `needed` are those of the whole text, without tokenising all of a huge one.
+
+    A diff of a vendored library or a generated file can be many megabytes (8 MB took 8 s and 1 GB to tokenise)
+    while only the first few hundred tokens are kept. So a long text is tokenised by prefixes that end before a
+    space, growing fourfold until one gives more than `needed` tokens: the tokenizers split words at spaces, so a
+    prefix's tokens are the first tokens of the whole text.
+    """
+    size = max(16 * needed, 4096)
+    while len(text) > size:
+        cut = text.rfind(" ", 0, size)
+        ids = token_ids(tokenizer, text[:cut] if cut > 0 else text[:size])
+        if len(ids) > needed:
+            return ids
+        size *= 4
+    return token_ids(tokenizer, text)
 
 
 def marker_ids(tokenizer: PreTrainedTokenizerBase, marker: str) -> list[int]:

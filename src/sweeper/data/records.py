@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.errors import DataError
+from sweeper.timings import timed
 
 BUNDLED = {"jitdp": "jitdp-sample.jsonl.gz", "cmg": "cmg-sample.jsonl.gz"}
 REQUIRED_TEXT = ("id", "message", "diff")
@@ -50,6 +51,7 @@ class Dataset:
     digest: str
 
 
+@timed("data.read")
 def read_records(source: str, task: str = "jitdp", skip_bad: bool = False) -> Dataset:
     """Read and validate every line; a bad line raises DataError unless `skip_bad` (then it is counted)."""
     raw = read_bytes(source)

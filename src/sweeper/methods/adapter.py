@@ -4,7 +4,8 @@ Placements: `attention` (after the attention block), `ffn` (after the feed-forwa
 `houlsby` (both), `parallel` (beside the feed-forward block, He et al.). Each adapter holds exactly a
 down-projection (hidden x bottleneck + bottleneck) and an up-projection (bottleneck x hidden + hidden):
 these configs add no layer norms, gates or learned scalings, and reuse the backbone's own layer norms.
-The backbone is frozen; the task head trains.
+The backbone is frozen; the task head trains. A new decoder (encoder-only backbones generating messages) is the
+head: adapters go into the encoder, the decoder trains whole.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import Field
 
 from sweeper.errors import MethodError
 from sweeper.methods.base import LAYERS_HELP, Layers, Method, MethodSettings
-from sweeper.methods.roles import count_layers, head_names, select_layers
+from sweeper.methods.roles import adapted_part, count_layers, head_names, select_layers
 
 if TYPE_CHECKING:
     from adapters import BnConfig
@@ -46,11 +47,12 @@ def apply(model: PreTrainedModel, config: Any) -> PreTrainedModel:
     import adapters
 
     settings: AdapterSettings = config.adapter
-    chosen = select_layers(model, settings.layers)
-    leave_out = sorted(set(range(count_layers(model))) - set(chosen))
-    adapters.init(model)
-    model.add_adapter(ADAPTER_NAME, config=adapter_config(settings, model.config.hidden_size, leave_out))
-    model.train_adapter(ADAPTER_NAME)  # activates the adapter, freezes the backbone
+    part = adapted_part(model)  # the encoder, when a new decoder is the head
+    chosen = select_layers(part, settings.layers)
+    leave_out = sorted(set(range(count_layers(part))) - set(chosen))
+    adapters.init(part)
+    part.add_adapter(ADAPTER_NAME, config=adapter_config(settings, part.config.hidden_size, leave_out))
+    part.train_adapter(ADAPTER_NAME)  # activates the adapter, freezes the backbone
     for name in head_names(model):
         model.get_submodule(name).requires_grad_(True)
     return model
@@ -87,8 +89,8 @@ def save(model: PreTrainedModel, directory: Path) -> None:
     """The adapter in the `adapters` format, and the head's weights in `head.safetensors`."""
     from safetensors.torch import save_file
 
-    model.save_adapter(str(directory), ADAPTER_NAME, use_safetensors=True)
-    head = {f"{name}.{key}": tensor.contiguous()
+    adapted_part(model).save_adapter(str(directory), ADAPTER_NAME, use_safetensors=True)
+    head = {f"{name}.{key}": tensor.detach().clone().contiguous()  # copies: tied weights share memory
             for name in head_names(model) for key, tensor in model.get_submodule(name).state_dict().items()}
     save_file(head, directory / HEAD_FILE)
 
@@ -98,8 +100,9 @@ def load(base_model: PreTrainedModel, directory: Path) -> PreTrainedModel:
     import adapters
     from safetensors.torch import load_file
 
-    adapters.init(base_model)
-    base_model.load_adapter(str(directory), use_safetensors=True, set_active=True)
+    part = adapted_part(base_model)
+    adapters.init(part)
+    part.load_adapter(str(directory), use_safetensors=True, set_active=True)
     unexpected = base_model.load_state_dict(load_file(directory / HEAD_FILE), strict=False).unexpected_keys
     if unexpected:
         raise MethodError(f"{directory / HEAD_FILE} does not fit this backbone: unexpected {unexpected[0]}")

@@ -51,7 +51,3 @@ class Method:
     shown: tuple[str, ...] = ()
     export_format: Literal["full", "peft", "adapters"] = "full"
     mergeable: bool = False
-
-    def settings_of(self, config: Any) -> Any:
-        """This method's settings section of a trial config."""
-        return getattr(config, self.name)

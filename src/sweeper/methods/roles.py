@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 ROLES = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")
+NEW_DECODER = "encoder-decoder"  # the model type of Hugging Face's EncoderDecoderModel
 
 # Each pattern must match the whole module name after its layer prefix (`...layer.3.`), so that BERT's
 # `output.dense` (the FFN output) never matches `attention.output.dense`.
@@ -74,6 +75,9 @@ _LLAMA = {
 }
 FAMILIES: dict[str, dict[str, str]] = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra"), _ENCODER),
+    # An encoder-only backbone with a new decoder for message generation (`sweeper.backbone.new_decoder`): the
+    # decoder is the head and trains whole, so roles and layers name the encoder's modules only.
+    NEW_DECODER: _ENCODER,
     **dict.fromkeys(("t5", "mt5"), _T5),
     **dict.fromkeys(("bart", "mbart", "plbart"), _BART),
     "gpt2": _GPT2,
@@ -95,11 +99,13 @@ class WeightModule:
 
 
 def weight_modules(model: nn.Module) -> list[WeightModule]:
-    """Every module that holds a `weight` parameter itself, with its place in the numbered layers."""
+    """Every module that holds a `weight` parameter itself, with its place in the numbered layers; outside a new
+    decoder, which trains whole."""
     numbers: dict[str, int] = {}
     found = []
+    decoder = tuple(f"{name}." for name in head_names(model)) if has_new_decoder(model) else ()
     for name, module in model.named_modules():
-        if "weight" not in dict(module.named_parameters(recurse=False)):
+        if "weight" not in dict(module.named_parameters(recurse=False)) or name.startswith(decoder):
             continue
         match = _LAYER.search(name)
         if match is None:
@@ -195,14 +201,28 @@ def transposed(model: PreTrainedModel, targets: list[str]) -> bool:
     return any(isinstance(modules[name], Conv1D) for name in targets)
 
 
+def has_new_decoder(model: nn.Module) -> bool:
+    """Whether the model is an encoder-only backbone with a new decoder (`sweeper.backbone.new_decoder`)."""
+    return getattr(getattr(model, "config", None), "model_type", None) == NEW_DECODER
+
+
+def adapted_part(model: PreTrainedModel) -> PreTrainedModel:
+    """The part of the model a method inserts modules into: the encoder of a model with a new decoder (the decoder
+    trains whole), else the whole model."""
+    return model.get_encoder() if has_new_decoder(model) else model
+
+
 def head_names(model: PreTrainedModel) -> list[str]:
     """The top-level modules around the base model that hold weights (`classifier`, `score`, ...): the task head.
 
     The output embeddings (an LM head, often tied to the input embeddings) are not a head here and stay
-    frozen; a model with no separate base model (T5ForConditionalGeneration) has no head.
+    frozen; a model with no separate base model (T5ForConditionalGeneration) has no head. A new decoder (and
+    its projection from the encoder's width, if any) is the head of an encoder-only backbone.
     """
     from torch import nn
 
+    if has_new_decoder(model):
+        return [name for name, child in model.named_children() if child is not model.get_encoder()]
     base = getattr(model, model.base_model_prefix, None)
     if not isinstance(base, nn.Module):
         return []

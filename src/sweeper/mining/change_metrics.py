@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from sweeper.mining.commits import Change, FileChange
 from sweeper.mining.paths import CODE_EXTENSIONS, directory, is_code, subsystem
 
-FEATURES = ("la", "ld", "nf", "ns", "nd", "entropy", "ndev", "lt", "nuc", "age", "exp", "rexp", "sexp", "fix")
 DAY = 86400.0
 
 

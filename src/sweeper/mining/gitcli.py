@@ -64,13 +64,9 @@ def run_git(folder: Path, *args: str) -> bytes:
     return done.stdout
 
 
-def show_diff(repo: Path, sha: str) -> str:
-    """The `diff` field: `git show --format= --no-color --no-ext-diff -M <sha>`, invalid UTF-8 replaced."""
-    return git(repo, "show", "--format=", "--no-color", "--no-ext-diff", "-M", sha).decode("utf-8", "replace")
-
-
 def show_diffs(repo: Path, shas: Iterable[str], batch: int = 200) -> Iterator[tuple[str, str]]:
-    """(sha, `show_diff(repo, sha)`) for each non-merge commit in order, one git process per `batch` commits:
+    """(sha, the `diff` field) for each non-merge commit in order: what `git show --format= --no-color
+    --no-ext-diff -M <sha>` prints, invalid UTF-8 replaced, from one git process per `batch` commits:
     `git show --format=%x00%H` prints NUL, the sha, a newline, then the same text (a blank line first when
     there is a diff; git prints a NUL in no diff, a file with one being binary), six times faster on many."""
     pending = list(shas)

@@ -10,31 +10,43 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweeper.report.analysis import Decision, decide
 from sweeper.report.document import Image
-from sweeper.report.sections import build_document
+from sweeper.report.sections import build_document, missing_text
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import REPORT_FOLDER
+from sweeper.tracking.notes import write_sweep_note
+from sweeper.tracking.schema import REPORT_FOLDER, REPORT_HTML
 from sweeper.tracking.sweeps import SweepRecord, load_sweep
 
 
 @dataclass(frozen=True)
 class WrittenReport:
-    """The files a report wrote, and the parent run they were logged to (None when not logged)."""
+    """The files a report wrote, the parent run they were logged to (None when not logged), and what it lacks (a
+    line saying which trials have no run, when some were deleted; else None)."""
 
     files: list[Path]
     logged_to: str | None
+    partial: str | None = None
 
 
 def write_report(tracker: Tracker, sweep: SweepRecord, out: Path, log: bool = True) -> WrittenReport:
-    """Write report.md, report.html and the figures to `out`; log them to the sweep's parent run under report/."""
+    """Write report.md, report.html and the figures to `out`; log them to the sweep's parent run under report/ and
+    put the decision and a link to the report in the run's description."""
     out.mkdir(parents=True, exist_ok=True)
     details = load_sweep(tracker, sweep)
-    document = build_document(details, out)
+    decision = decide(details)
+    document = build_document(details, out, decision)
     (out / "report.md").write_text(document.markdown(), encoding="utf-8")
-    (out / "report.html").write_text(document.html(), encoding="utf-8")
+    (out / REPORT_HTML).write_text(document.html(), encoding="utf-8")
     images = [block.path for section in document.sections for block in section.blocks if isinstance(block, Image)]
-    files = [out / "report.md", out / "report.html", *images]
+    files = [out / "report.md", out / REPORT_HTML, *images]
     if log:
         for path in files:
             tracker.log_file(sweep.run_id, path, REPORT_FOLDER)
-    return WrittenReport(files, sweep.run_id if log else None)
+        write_sweep_note(tracker, sweep, decision_lines(decision))
+    return WrittenReport(files, sweep.run_id if log else None, missing_text(details) if details.missing() else None)
+
+
+def decision_lines(decision: Decision) -> list[str]:
+    """The decision in the sweep's description: the verdict against the best baseline and one line per pair."""
+    return [*([decision.verdict] if decision.verdict else []), *(pair.sentence for pair in decision.pairs)]

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from sweeper.methods import METHODS  # noqa: E402
-from sweeper.report.analysis import FRONT_COSTS, pareto_front  # noqa: E402
+from sweeper.report.analysis import FRONT_COSTS, FractionBest, pareto_front, train_fraction  # noqa: E402
 from sweeper.tracking.schema import COSTS, State  # noqa: E402
 from sweeper.tracking.sweeps import SweepDetails, TrialRun, searched_keys, searched_params  # noqa: E402
 
@@ -108,6 +108,34 @@ def curves_figure(details: SweepDetails, path: Path) -> Path | None:
                Line2D([], [], color="gray", linestyle="--", marker="x", label="pruned / stopped (cut)")]
     figure.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=9)
     figure.suptitle(f"Learning curves: validation {metric} per evaluation (#n = Optuna trial)")
+    return save(figure, path)
+
+
+def fraction_figure(details: SweepDetails, rows: list[FractionBest], path: Path) -> Path | None:
+    """The best metric per method against the share of the training split it trained on (the study's
+    low-resource question); every completed trial a faint dot behind its method's line."""
+    if not rows:
+        return None
+    metric, mode = details.record.metric, details.record.mode
+    figure = Figure(figsize=(6.4, 4.6), layout="constrained")
+    axes = figure.add_subplot(1, 1, 1)
+    for method in sorted({row.method for row in rows}):
+        mine = [row for row in rows if row.method == method]
+        dots = [t for t in details.completed() if t.method == method]
+        axes.scatter([train_fraction(t) for t in dots], [t.value(metric) for t in dots],
+                     s=14, color=color(method), alpha=0.3, zorder=2)
+        axes.plot([row.fraction for row in mine], [row.best.value(metric) for row in mine], marker="o", linewidth=1.8,
+                  color=color(method), label=method, zorder=3)
+    fractions = sorted({row.fraction for row in rows})
+    if fractions[-1] / fractions[0] >= 10:
+        axes.set_xscale("log")
+    axes.set_xticks(fractions, [f"{fraction:g}" for fraction in fractions])
+    axes.minorticks_off()
+    axes.set_xlabel("share of the training split trained on")
+    axes.set_ylabel(f"best {metric}" + (" (higher is better)" if mode == "max" else " (lower is better)"))
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    axes.set_title(f"Low-resource: best {metric} per method against the training fraction")
     return save(figure, path)
 
 

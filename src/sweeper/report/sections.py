@@ -1,41 +1,100 @@
-"""The sections of a sweep's report: overview, totals, the best trial per group, metric vs cost, Pareto sets,
-learning curves, hyper-parameter importances and every trial."""
+"""The sections of a sweep's report: the decision (methods and baselines compared with intervals), overview, totals,
+the best trial per group, metric vs cost, Pareto sets, learning curves, hyper-parameter importances, every trial and
+every repeat."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 
 from sweeper.methods import METHODS
+from sweeper.metrics.bootstrap import DISPLAY
 from sweeper.report import figures
-from sweeper.report.analysis import FRONT_COSTS, backbone_params, best_per, pareto_front, sweep_totals
+from sweeper.report.analysis import (FRONT_COSTS, RESAMPLES, Decision, backbone_params, best_per, best_per_fraction,
+                                     decide, pareto_front, repeats_of, spread, sweep_totals, value_text)
 from sweeper.report.document import Block, Document, Image, Section, Table
 from sweeper.report.importance import load_study, param_importances
 from sweeper.spec import parse_objectives
 from sweeper.tasks import task_class
-from sweeper.tracking.schema import COSTS, Tag
-from sweeper.tracking.sweeps import SweepDetails, TrialRun, searched_params
+from sweeper.tracking.schema import COSTS, Role, State, Tag
+from sweeper.tracking.sweeps import SweepDetails, TrialRun, ranked, searched_params
 
 
-
-def build_document(details: SweepDetails, out: Path) -> Document:
-    """Every section of the report; figures are written to `out` as they are made."""
+def build_document(details: SweepDetails, out: Path, decision: Decision | None = None) -> Document:
+    """Every section of the report, the decision first (`decide(details)` unless given); figures are written to
+    `out` as they are made."""
     record = details.record
     study, why = load_study(details.tags.get(Tag.OPTUNA_STORAGE), record.sweep_id)
     multi = (study is not None and len(study.directions) > 1) or bool(details.tags.get(Tag.OBJECTIVES))
     return Document(f"Sweep report: {record.sweep_id}", [
+        decision_section(details, decision),
         overview(details),
         totals_section(details),
-        best_section("Best trial per method", "method", details, lambda t: t.method),
+        best_section("Best trial per method", "method", details, lambda t: t.method,
+                     ranked(details.baselines, record.metric, record.mode)),
         *setting_sections(details),
+        *fraction_sections(details, out),
         pareto_section(details, out, study),
         *([optuna_pareto_section(details, study, why)] if multi else []),
         curves_section(details, out),
         importance_section(details, out, study, why),
         trials_section(details),
+        *([repeats_section(details)] if details.repeats else []),
     ])
+
+
+def decision_section(details: SweepDetails, decision: Decision | None = None) -> Section:
+    """The decision first: does any trial beat the baselines, and which method beats which, with intervals."""
+    found = decision or decide(details)
+    name = DISPLAY.get(found.metric, found.metric)
+    blocks: list[Block] = [f"**{found.verdict}**"] if found.verdict else []
+    if found.pairs:
+        commits = f"{found.commits} validation commits" + (
+            f" ({found.positives} defective)" if found.positives is not None else "")
+        blocks.append(f"Each line: A vs B, the difference in validation {name} (A - B) of their best trials with a "
+                      f"paired bootstrap 95 % interval on the same {commits}, {RESAMPLES:,} resamples, seeded. "
+                      "\"A is better\" only when the interval excludes 0; \"no clear difference\" does not mean "
+                      "equal. Where both methods have repeats, Welch's test over the seeds follows.")
+        blocks.extend(pair.sentence for pair in found.pairs)
+    rows = []
+    for method, trial in best_per(details, lambda t: t.method):
+        rows.append([method, trial.name, value_text(trial, found.metric, named=False),
+                     *repeat_cells(details, trial, found.metric)])
+    for baseline in ranked(details.baselines, found.metric, "max"):
+        rows.append([f"{baseline.method} (baseline)", "baseline", value_text(baseline, found.metric, named=False),
+                     "-", "-", "-"])
+    if rows:
+        blocks.append(Table(["method", "best trial", f"{name} [95 % interval]", "repeats (seeds)",
+                             "mean ± sd over repeats", "95 % interval of the mean"], rows))
+        blocks.append("Intervals of a single run are bootstrap intervals over the validation commits (how much the "
+                      "figure depends on which commits were validated on); the repeats train the best configuration "
+                      "again with other seeds on the same commits (how much it depends on the seed), and leave out "
+                      "the searched trial itself: picked as the best of the search, its value is biased upwards.")
+    blocks.extend(found.notes)
+    return Section("Decision", blocks)
+
+
+def repeat_cells(details: SweepDetails, trial: TrialRun, metric: str) -> list[str]:
+    """The repeats of `trial`'s configuration: how many with which seeds, mean ± sd, and the t interval of the mean."""
+    repeats = repeats_of(details, trial, metric)
+    if not repeats:
+        return ["-", "-", "-"]
+    mean, sd, (low, high) = spread([value for _, value in repeats])
+    return [f"{len(repeats)} ({', '.join(str(seed) for seed, _ in repeats)})",
+            f"{mean:.3f}" + ("" if math.isnan(sd) else f" ± {sd:.3f}"),
+            "-" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"]
+
+
+def repeats_section(details: SweepDetails) -> Section:
+    """Every repeat run: the trial it repeats, its seed, state and best metric."""
+    metric = details.record.metric
+    rows = [[run.name, f"#{run.number}", run.method, run.params.get("seed", "?"), run.state, number(run.value(metric)),
+             f"{run.compute_hours[0]:.4f} {run.compute_hours[1]}"] for run in details.repeats]
+    return Section("Repeats", [Table(["run", "repeats trial", "method", "seed", "state", f"best {metric}", "compute"],
+                                     rows)])
 
 
 def setting_sections(details: SweepDetails) -> list[Section]:
@@ -51,12 +110,37 @@ def setting_sections(details: SweepDetails) -> list[Section]:
     return sections
 
 
+def fraction_sections(details: SweepDetails, out: Path) -> list[Section]:
+    """"Metric against the training fraction" for a low-resource sweep (trials on more than one
+    `data.train_fraction`): the best trial per (method, fraction) as a table and a figure; none otherwise."""
+    rows = best_per_fraction(details)
+    if not rows:
+        return []
+    metric = details.record.metric
+    task = task_class(details.spec.task if details.spec is not None else "jitdp")
+    shown = [metric, *(name for name in task.shown if name != metric)]
+    table = Table(["method", "train fraction", "training commits", "trials", "best trial", "run",
+                   *(f"best {name}" for name in shown)],
+                  [[row.method, f"{row.fraction:g}", count_text(row.best.metrics.get("train_samples")), str(row.trials),
+                    row.best.name, f"`{row.best.run_id}`", *(number(row.best.value(name)) for name in shown)]
+                   for row in rows])
+    note = ("Each fraction trains on a seeded, stratified share of the same training split (a smaller share is a "
+            "subset of a larger one); validation and test commits are the same at every fraction, so the rows compare.")
+    blocks: list[Block] = [note, table]
+    path = figures.fraction_figure(details, rows, out / "fraction.png")
+    if path is not None:
+        blocks.append(Image(path, f"best {metric} per method against the share of the training split; faint dots are "
+                                  "the other completed trials"))
+    return [Section(f"{metric} against the training fraction", blocks)]
+
+
 def overview(details: SweepDetails) -> Section:
     record, spec = details.record, details.spec
     lines = [f"Experiment `{details.experiment}`, parent run `{record.run_id}`; ranked by **{record.metric}** "
              f"({'higher' if record.mode == 'max' else 'lower'} is better)."]
     if spec is not None:
-        lines.append(f"Spec: {spec.sweep.trials} trials, searcher `{spec.sweep.searcher}`, pruner "
+        repeats = f" (then {spec.sweep.repeats} repeats of each method's best)" if spec.sweep.repeats else ""
+        lines.append(f"Spec: {spec.sweep.trials} trials{repeats}, searcher `{spec.sweep.searcher}`, pruner "
                      f"`{spec.sweep.pruner.kind}`, backbone `{spec.backbone}`, data `{spec.data.path}` "
                      f"(sample {spec.data.sample or 'all'}), {spec.sweep.resources.cpu:g} CPU / "
                      f"{spec.sweep.resources.gpu:g} GPU per trial.")
@@ -67,9 +151,22 @@ def overview(details: SweepDetails) -> Section:
             + "; no pruning. See the Pareto set (Optuna) below.")
     best = details.tags.get(Tag.BEST_RUN)
     if best:
-        lines.append(f"Best run: `{best}`" + (f" (the Pareto trial with the best {record.metric})" if objectives else "")
-                     + ".")
+        gone = " (no longer in MLflow)" if all(trial.run_id != best for trial in details.trials) else ""
+        lines.append(f"Best run: `{best}`{gone}" + (f" (the Pareto trial with the best {record.metric})" if objectives
+                                                    else "") + ".")
+    missing = details.missing()
+    if missing:
+        lines.append(f"**Partial report**: {missing_text(details)}; everything below covers the "
+                     f"{len(details.trials)} trial runs found.")
     return Section("Overview", lines)
+
+
+def missing_text(details: SweepDetails) -> str:
+    """`2 of 7 trials have no run in MLflow (deleted?): Optuna trials 1, 4`."""
+    missing = details.missing()
+    total = len(missing) + len([trial for trial in details.trials if trial.number >= 0])
+    return (f"{len(missing)} of {total} trials have no run in MLflow (deleted?): Optuna trial"
+            f"{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}")
 
 
 def totals_section(details: SweepDetails) -> Section:
@@ -78,34 +175,52 @@ def totals_section(details: SweepDetails) -> Section:
     rows.append(["compute spent", hours_text(totals.compute)])
     rows.append(["compute saved by pruning (estimate)",
                  f"{hours_text(totals.saved)} ({totals.epochs_saved:g} epochs not run)"])
-    note = ("Compute is training and evaluation time times the devices a trial had (CPUs, or its GPU share). "
+    if details.baselines:
+        rows.append(["baselines", str(len(details.baselines))])
+    if details.repeats:
+        states = [run.state for run in details.repeats]
+        rows.append(["repeats", ", ".join(f"{states.count(state)} {state}" for state in State.ENDED
+                                          if state in states)])
+        spent: dict[str, float] = {}
+        for run in details.repeats:
+            hours, unit = run.compute_hours
+            spent[unit] = spent.get(unit, 0.0) + hours
+        rows.append(["compute spent on repeats", hours_text(spent)])
+    note = ("Trials only, unless a row says otherwise: baselines and repeats are not the sweep's trials. "
+            "Compute is training and evaluation time times the devices a trial had (CPUs, or its GPU share). "
             "Pruning saved the epochs pruned trials did not run, times the mean seconds per epoch of the "
             "trials of the same method.")
     return Section("Sweep totals", [Table(["trials / compute", "value"], rows), note])
 
 
-def best_section(title: str, group: str, details: SweepDetails, key: Callable[[TrialRun], str | None]) -> Section:
-    """One row per group: the best completed trial's metrics and costs."""
+def best_section(title: str, group: str, details: SweepDetails, key: Callable[[TrialRun], str | None],
+                 baselines: list[TrialRun] | None = None) -> Section:
+    """One row per group: the best completed trial's metrics and costs; then a row per baseline, marked."""
     metric = details.record.metric
-    task = task_class(details.spec.task if details.spec is not None else "jitdp")
+    task = task_class(details.task)
     shown = [metric, *(name for name in task.shown if name != metric)]
     backbone = backbone_params(details)
-    headers = [group, "trial", "run", *(f"best {name}" for name in shown), "trainable params", "% of backbone",
-               "peak memory", "train time", "compute", "artifacts"]
+    headers = [group, "trial", "run", *(f"best {name}" for name in shown), f"{metric} 95 % interval",
+               "trainable params", "% of backbone", "peak memory", "train time", "compute", "artifacts"]
     rows = []
-    for group_value, trial in best_per(details, key):
+    for group_value, trial in [*best_per(details, key), *((f"{b.method} (baseline)", b) for b in baselines or [])]:
         trainable = trial.metrics.get("trainable_params")
-        share = f"{100 * trainable / backbone:.2f}%" if trainable is not None and backbone else "-"
+        share = "-" if trainable is None or not backbone or trial.role == Role.BASELINE else \
+            f"{100 * trainable / backbone:.2f}%"
+        interval = trial.interval(metric)
         hours, unit = trial.compute_hours
-        rows.append([group_value, trial.name, f"`{trial.run_id}`",
+        rows.append([group_value, "baseline" if trial.role == Role.BASELINE else trial.name, f"`{trial.run_id}`",
                      *(number(trial.value(name)) for name in shown),
+                     "-" if interval is None else f"[{interval[0]:.4f}, {interval[1]:.4f}]",
                      count_text(trainable), share, megabytes(trial.metrics.get("peak_memory_mb")),
                      seconds_text(trial.metrics.get("train_seconds")), f"{hours:.4f} {unit}",
                      size_text(trial.artifact_bytes)])
     blocks: list[Block] = [Table(headers, rows)] if rows else ["No completed trial."]
     if rows and backbone:
         blocks.append(f"Backbone: {count_text(backbone)} parameters. Artifacts: the size of everything the run "
-                      "logged (trained weights, config, metrics, predictions).")
+                      "logged (trained weights, config, metrics, predictions)."
+                      + (" Baselines are logistic regressions fitted on the trials' training split: their trainable "
+                         "parameters are the regression's weights, their train time the fit's." if baselines else ""))
     return Section(title, blocks)
 
 

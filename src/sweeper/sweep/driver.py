@@ -16,13 +16,17 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
 
 from sweeper.backbone import embedded_backbone_dir
 from sweeper.config import EMBEDDED_BACKBONE
-from sweeper.data.records import Dataset, read_records
+from sweeper.data.records import Dataset
+from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
 from sweeper.spec import Spec, format_objectives
 from sweeper.sweep.callbacks import TrackingCallback
+from sweeper.sweep.followups import RepeatSearcher, RepeatTracking, log_baselines, plan_repeats
 from sweeper.sweep.preflight import preflight
 from sweeper.sweep.progress import ProgressCallback
 from sweeper.sweep.pruning import OptunaPruningScheduler, make_pruner
@@ -30,11 +34,15 @@ from sweeper.sweep.search import OptunaSearcher, direction, make_sampler, name_o
 from sweeper.sweep.space import define_by_run
 from sweeper.sweep.trainable import train_in_ray
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import (BEST_VALUE, COMPUTE_SECONDS, PARETO_FILE, PARETO_TRIALS, SPEC_FILE,
-                                     TRIALS_PREFIX, State, Tag)
+from sweeper.tracking.notes import write_sweep_note
+from sweeper.tracking.schema import (BEST_PREFIX, BEST_VALUE, COMPUTE_SECONDS, PARETO_FILE, PARETO_TRIALS, SPEC_FILE,
+                                     TRIALS_PREFIX, Role, State, Tag)
+from sweeper.tracking.sweeps import SweepRecord, best_per_method, find_sweep, ranked, trial_runs
 
 
-RETRIES = 2  # a trial whose worker dies resumes from its last checkpoint on another node, twice at most
+# A trial whose worker or node dies resumes from its last checkpoint on another one, twice at most. Failures the trial
+# raises itself (bad data, a NaN loss, ...) never reach Ray as errors: the trainable ends the trial FAILED at once.
+RETRIES = 2
 
 
 @dataclass
@@ -49,6 +57,8 @@ class SweepSummary:
     counts: dict[str, int] = field(default_factory=dict)
     best_value: float | None = None
     best_run_id: str | None = None
+    baselines: dict[str, float | None] = field(default_factory=dict)  # name -> the metric's validation value
+    repeats: dict[str, int] = field(default_factory=dict)  # repeat runs by state
 
     def count(self, state: str) -> int:
         return self.counts.get(state, 0)
@@ -78,19 +88,25 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
         tracker.client.update_run(parent_run_id, status="RUNNING")
     else:
         parent_run_id = tracker.start_sweep(spec.name, sweep_id, spec_text, {
-            Tag.OPTUNA_STORAGE: redact(study_storage), Tag.METRIC: spec.metric, Tag.MODE: spec.mode})
+            Tag.OPTUNA_STORAGE: redact(study_storage), Tag.METRIC: spec.metric, Tag.MODE: spec.mode},
+            searched=list(spec.search))
     trials = spec.sweep.trials - (resume.finished if resume else 0)
-    tracking = TrackingCallback(tracker, spec.name, parent_run_id, sweep_id, searcher, dataset.digest)
+    tracking = TrackingCallback(tracker, spec.name, parent_run_id, sweep_id, searcher, dataset)
     print(f"sweep {sweep_id}: {trials} trials{' to go' if resume else ''}, MLflow {tracker.uri} (run {parent_run_id}), "
           f"Optuna {redact(study_storage)}", flush=True)
 
     state = State.KILLED
+    name = sweep_id if not resume else f"{sweep_id}-resumed-{time.strftime('%H%M%S')}"
     try:
+        if not tracker.trial_runs(parent_run_id, tracker.experiment_id(spec.name), Role.BASELINE):
+            log_baselines(tracker, spec, dataset, parent_run_id, sweep_id)
         if trials > 0:
             start_ray()
-            name = sweep_id if not resume else f"{sweep_id}-resumed-{time.strftime('%H%M%S')}"
-            tuner(spec, name, trials, searcher, [tracking, ProgressCallback(spec.metric, searcher, list(spec.search))]
-                  ).fit()
+            tuner(spec, name, trials, searcher, [tracking, ProgressCallback(spec.metric, searcher, list(spec.search))],
+                  OptunaPruningScheduler(searcher, spec.metric), spec.sweep.time_budget_s).fit()
+        tracking.flush()  # the trials' runs are complete in MLflow: the repeats pick the best of them
+        run_repeats(spec, name, tracker, SweepRecord(sweep_id, parent_run_id, tracker.experiment_id(spec.name),
+                                                     spec.metric, spec.mode), study, dataset)
         state = State.COMPLETE
     finally:
         try:
@@ -98,17 +114,24 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
         finally:
             tracking.close()
             summary = summarise(tracker, SweepSummary(sweep_id, parent_run_id, spec.name, tracker.uri, study_storage),
-                                study)
+                                study, spec.metric)
             tracker.end_run(parent_run_id, state)
+            write_sweep_note(tracker, find_sweep(tracker, sweep_id))
+    if spec.sweep.register_best and summary.best_run_id:
+        from sweeper.trained.register import register_run
+
+        best = spec.sweep.register_best
+        register_run(tracker, summary.best_run_id, best if isinstance(best, str) else spec.name)
     return summary
 
 
 def check_before_trials(spec: Spec, source: str) -> Dataset:
-    """Mistakes cost seconds, not a failed trial each: the backbone is built or found, the data read and
-    validated, and every method the search can pick applied to the backbone's shapes."""
+    """Mistakes cost seconds, not a failed trial each: the backbone is built or found, the data read, validated
+    and split (an unknown project is an error here), and every method the search can pick applied to the
+    backbone's shapes."""
     if spec.backbone == EMBEDDED_BACKBONE:
         embedded_backbone_dir()
-    dataset = read_records(spec.data.path, spec.task, spec.data.skip_bad)
+    dataset, _ = trial_splits(spec.base_trial())
     preflight(spec, source)
     return dataset
 
@@ -122,33 +145,72 @@ def open_study(spec: Spec, sweep_id: str, storage: str) -> optuna.Study:
         sampler=make_sampler(spec), pruner=make_pruner(spec.sweep.pruner)), spec.objectives())
 
 
-def tuner(spec: Spec, name: str, trials: int, searcher: OptunaSearcher, callbacks: list[Any]) -> tune.Tuner:
-    """The Ray Tune Tuner: Optuna searcher and pruner, resources per trial, storage, callbacks."""
+def tuner(spec: Spec, name: str, trials: int, searcher: Searcher, callbacks: list[Any],
+          scheduler: TrialScheduler | None = None, time_budget_s: float | None = None) -> tune.Tuner:
+    """The Ray Tune Tuner: a searcher (Optuna's, or the repeats'), a scheduler (Optuna's pruner; None: no pruning),
+    resources per trial, storage, callbacks."""
     # Keeping one checkpoint per trial forces a snapshot after each; Ray warns about that every time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    scheduler = OptunaPruningScheduler(searcher, spec.metric)
     resources = {"cpu": spec.sweep.resources.cpu, "gpu": spec.sweep.resources.gpu}
     return tune.Tuner(
         tune.with_resources(train_in_ray, resources),
         param_space={"base": spec.base_trial().model_dump(mode="json")},
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric=spec.metric, mode=spec.mode,
                                     num_samples=trials, max_concurrent_trials=spec.sweep.max_concurrent,
-                                    time_budget_s=spec.sweep.time_budget_s, reuse_actors=True),
+                                    time_budget_s=time_budget_s, reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=storage_location(spec.tracking.storage), callbacks=callbacks,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=RETRIES), verbose=0),
     )
 
 
-def summarise(tracker: Tracker, summary: SweepSummary, study: optuna.Study) -> SweepSummary:
-    """Counts by state, compute and the best run, from MLflow and the study; logged on the parent run.
+def run_repeats(spec: Spec, name: str, tracker: Tracker, sweep: SweepRecord, study: optuna.Study,
+                dataset: Dataset) -> None:
+    """Re-train the best configuration of each method with `sweep.repeats` more seeds, through a second Tuner
+    (no pruning), recorded as repeat runs; repeats a resumed sweep had finished are not run again."""
+    if spec.sweep.repeats == 0:
+        return
+    best = [(trial.run_id, trial.number, trial.method)
+            for trial in best_per_method(ranked(trial_runs(tracker, sweep), sweep.metric, sweep.mode))]
+    done = {(run.data.tags.get(Tag.REPEAT_OF, ""), int(run.data.params.get("seed", -1)))
+            for run in tracker.trial_runs(sweep.run_id, sweep.experiment_id, Role.REPEAT)
+            if run.data.tags.get(Tag.STATE) == State.COMPLETE}
+    searched = {trial.number: trial.params for trial in study.get_trials(deepcopy=False)}
+    jobs = plan_repeats(spec, best, searched, done)
+    if not jobs:
+        return
+    seeds = sorted({job.seed for job in jobs})
+    print(f"repeats: the best trial of each method ({', '.join(f'#{n} {m}' for _, n, m in best)}) again with seeds "
+          f"{', '.join(map(str, seeds))}: {len(jobs)} runs", flush=True)
+    start_ray()
+    searcher = RepeatSearcher(jobs, spec.metric, spec.mode)
+    tracking = RepeatTracking(tracker, spec.name, sweep.run_id, sweep.sweep_id, searcher, dataset)
+    try:
+        tuner(spec, f"{name}-repeats", len(jobs), searcher,
+              [tracking, ProgressCallback(spec.metric, searcher, ["seed"])]).fit()
+    finally:
+        try:
+            tracking.flush()
+        finally:
+            tracking.close()
+
+
+def summarise(tracker: Tracker, summary: SweepSummary, study: optuna.Study, metric: str) -> SweepSummary:
+    """Counts by state, compute and the best run, from MLflow and the study; logged on the parent run. The
+    baselines' values of `metric` and the repeats by state are read too (for the summary, not logged).
 
     A multi-objective study has no single best trial: the best run is the Pareto trial best on the primary
     metric, the objectives are tagged (`sweeper.objectives`) and the Pareto set is logged as `pareto.json`.
     """
-    runs = tracker.trial_runs(summary.parent_run_id, tracker.experiment_id(summary.experiment))
+    experiment_id = tracker.experiment_id(summary.experiment)
+    runs = tracker.trial_runs(summary.parent_run_id, experiment_id)
     for state in State.ENDED:
         summary.counts[state] = sum(1 for run in runs if run.data.tags.get(Tag.STATE) == state)
+    summary.baselines = {run.data.tags.get(Tag.BASELINE, run.info.run_name): run.data.metrics.get(BEST_PREFIX + metric)
+                         for run in tracker.trial_runs(summary.parent_run_id, experiment_id, Role.BASELINE)}
+    repeats = [run.data.tags.get(Tag.STATE) for run in
+               tracker.trial_runs(summary.parent_run_id, experiment_id, Role.REPEAT)]
+    summary.repeats = {state: repeats.count(state) for state in State.ENDED if state in repeats}
     metrics = {TRIALS_PREFIX + state: float(count) for state, count in summary.counts.items()}
     metrics[COMPUTE_SECONDS] = sum(run.data.metrics.get(COMPUTE_SECONDS, 0.0) for run in runs)
     complete = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
@@ -189,7 +251,7 @@ def recover_interrupted(tracker: Tracker, sweep_id: str, study_storage: str | No
     if "***" in storage:
         raise SweeperError(f"the Optuna storage of sweep '{sweep_id}' has a password: pass it with --study URL")
     spec_text = tracker.client.download_artifacts(parent.info.run_id, SPEC_FILE)
-    runs = tracker.trial_runs(parent.info.run_id, parent.info.experiment_id)
+    runs = tracker.trial_runs(parent.info.run_id, parent.info.experiment_id, role=None)  # repeats too
     for run in runs:
         if run.info.status == "RUNNING":
             tracker.end_run(run.info.run_id, State.KILLED)
@@ -197,7 +259,8 @@ def recover_interrupted(tracker: Tracker, sweep_id: str, study_storage: str | No
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params, skip_if_exists=True)  # the interrupted configuration runs again
-    finished = sum(1 for run in runs if run.data.tags.get(Tag.STATE) in (State.COMPLETE, State.PRUNED, State.FAILED))
+    finished = sum(1 for run in runs if run.data.tags.get(Tag.ROLE) == Role.TRIAL
+                   and run.data.tags.get(Tag.STATE) in (State.COMPLETE, State.PRUNED, State.FAILED))
     return Path(spec_text).read_text(encoding="utf-8"), InterruptedSweep(parent.info.run_id, finished, storage)
 
 
@@ -242,4 +305,5 @@ def summary_as_dict(summary: SweepSummary) -> dict[str, Any]:
     """For --json output."""
     return {"sweep_id": summary.sweep_id, "parent_run_id": summary.parent_run_id, "experiment": summary.experiment,
             "tracking_uri": summary.tracking_uri, "best_value": summary.best_value, "best_run_id": summary.best_run_id,
-            "trials": {state: summary.count(state) for state in State.ENDED}}
+            "trials": {state: summary.count(state) for state in State.ENDED}, "baselines": summary.baselines,
+            "repeats": summary.repeats}

@@ -2,8 +2,10 @@
 
 Every method the search can pick, with every searched value of its own settings, is applied to
 the backbone built on PyTorch's meta device (shapes only, no weights, no memory): a LoRA target
-or adapter layer the backbone lacks is an error before Ray starts. So is a training setting that cannot work:
-`precision: fp16` for trials without a GPU, `gradient_checkpointing` on a model class without it.
+or adapter layer the backbone lacks is an error before Ray starts. Where trials can use expert
+features, the expert-feature head is installed first, as a trial does: a backbone family it does not
+support is an error too. So is a training setting that cannot work: `precision: fp16` for trials
+without a GPU, `gradient_checkpointing` on a model class without it.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+from transformers import AutoConfig
 
-from sweeper.backbone import resolve_backbone
+from sweeper.backbone import model_from_config, resolve_backbone
 from sweeper.config import TrialConfig
 from sweeper.errors import MethodError, SpecError, SweeperError
 from sweeper.methods import apply_method
 from sweeper.precision import enable_gradient_checkpointing
 from sweeper.spec import Spec, at_line
+from sweeper.tasks.expert_head import install_expert_head
 
 
 def candidate_configs(spec: Spec) -> list[tuple[str, str, TrialConfig]]:
@@ -38,27 +41,6 @@ def candidate_configs(spec: Spec) -> list[tuple[str, str, TrialConfig]]:
     return candidates
 
 
-def check_methods(spec: Spec, source: str) -> None:
-    """Apply each candidate method to a shapes-only backbone; the first that fails is a SpecError."""
-    model_config = AutoConfig.from_pretrained(resolve_backbone(spec.backbone, spec.task), num_labels=2)
-    kind = AutoModelForSequenceClassification
-    if spec.task == "cmg":
-        kind = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
-    checkpointing = setting_field(spec, "gradient_checkpointing", True)
-    for field, what, config in candidate_configs(spec):
-        with torch.device("meta"):
-            model = kind.from_config(model_config)
-        try:
-            model = apply_method(model, config)
-        except (MethodError, ValueError) as error:
-            raise SpecError(source, field, f"{what} does not fit backbone '{spec.backbone}': {error}") from None
-        if checkpointing:
-            try:
-                enable_gradient_checkpointing(model)
-            except MethodError as error:
-                raise SpecError(located(source, checkpointing), checkpointing, str(error)) from None
-
-
 def setting_field(spec: Spec, key: str, value: Any) -> str | None:
     """Where the spec can give trials `key: value`: `search.KEY` if it is among the searched choices, else
     `defaults.KEY` if it is the default; None if no trial gets it."""
@@ -73,6 +55,33 @@ def located(source: str, field: str) -> str:
     path = Path(source)
     text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
     return at_line(source, text, field.split(".", 1)) if text else source
+
+
+def check_methods(spec: Spec, source: str) -> None:
+    """Apply each candidate method to a shapes-only backbone (with the expert-feature head where trials can have
+    one); the first that fails is a SpecError."""
+    model_config = AutoConfig.from_pretrained(resolve_backbone(spec.backbone, spec.task), num_labels=2)
+    features = setting_field(spec, "features", "expert")
+    checkpointing = setting_field(spec, "gradient_checkpointing", True)
+    for field, what, config in candidate_configs(spec):
+        with torch.device("meta"):
+            model = model_from_config(model_config, spec.task, config.generation.decoder_layers)
+            if features is not None:
+                try:
+                    install_expert_head(model)
+                except MethodError as error:
+                    raise SpecError(source, features, f"features: expert does not fit backbone '{spec.backbone}': "
+                                    f"{error}") from None
+        try:
+            apply_method(model, config)
+        except (MethodError, ValueError) as error:
+            raise SpecError(source, field, f"{what} does not fit backbone '{spec.backbone}'"
+                            + (" with the expert-feature head" if features else "") + f": {error}") from None
+        if checkpointing:
+            try:
+                enable_gradient_checkpointing(model)
+            except MethodError as error:
+                raise SpecError(located(source, checkpointing), checkpointing, str(error)) from None
 
 
 def check_precision(spec: Spec, source: str) -> None:

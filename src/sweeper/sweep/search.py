@@ -22,6 +22,7 @@ from ray.tune.search import Searcher
 from sweeper.spec import Spec
 from sweeper.sweep.space import Space, grid
 from sweeper.timings import timed
+from sweeper.tracking.schema import State
 
 Objectives = list[tuple[str, str]]  # (metric, 'max' | 'min') per objective; empty for a single-objective study
 
@@ -62,6 +63,7 @@ class OptunaSearcher(Searcher):
         self.live: dict[str, optuna.Trial] = {}
         self.numbers: dict[str, int] = {}
         self.pruned: set[str] = set()
+        self.failed: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         """Ray pickles the Tuner's settings for its own records; the live study stays behind."""
@@ -100,6 +102,7 @@ class OptunaSearcher(Searcher):
             self.study.tell(trial, state=TrialState.PRUNED)
         elif values is None:
             self.study.tell(trial, state=TrialState.FAIL)
+            self.failed.add(trial_id)
         else:
             self.study.tell(trial, values)
 
@@ -115,8 +118,11 @@ class OptunaSearcher(Searcher):
         return floats if self.objectives else floats[0]
 
     def state_of(self, trial_id: str) -> str:
-        """'pruned' or 'complete' for a finished trial, as the study recorded it."""
-        return "pruned" if trial_id in self.pruned else "complete"
+        """'pruned', 'failed' (no finite final value: told FAIL) or 'complete' for a finished trial, as the study
+        recorded it."""
+        if trial_id in self.pruned:
+            return State.PRUNED
+        return State.FAILED if trial_id in self.failed else State.COMPLETE
 
 
 class TuneGridSampler(optuna.samplers.GridSampler):

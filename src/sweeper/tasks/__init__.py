@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from sweeper.config import TrialConfig
     from sweeper.data.encoding import EncodedCommit
+    from sweeper.data.features import FeatureScaler
     from sweeper.data.records import CommitRecord
 
 Prediction = float | str  # a defect probability, or a generated message
@@ -47,6 +48,10 @@ class Task(Protocol):
     generated_metrics: ClassVar[tuple[str, ...]]  # scored on generated text: at the end, or every generation.every
     lower_is_better: ClassVar[tuple[str, ...]]
     shown: ClassVar[tuple[str, ...]]  # shown beside the sweep's metric in rankings and reports
+    scaler: FeatureScaler | None  # the expert features' scaler, fitted on the training split (`features: expert`)
+
+    def fit(self, train: list[CommitRecord]) -> None:
+        """Learn from the training records, before any split is encoded, what encoding needs (the scaler)."""
 
     def load_model(self, backbone: str) -> PreTrainedModel: ...
 
@@ -65,6 +70,9 @@ class Task(Protocol):
 
     def test_metrics(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
                      best: dict[str, float]) -> dict[str, float]: ...
+
+    def intervals(self, items: list[EncodedCommit], predictions: list[Prediction]) -> dict[str, float]:
+        """Seeded bootstrap 95 % intervals of the task's metrics over `items`: `<metric>_ci_low`, `<metric>_ci_high`."""
 
     def write_predictions(self, path: Path, items: list[EncodedCommit], predictions: list[Prediction]) -> None: ...
 

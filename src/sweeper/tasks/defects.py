@@ -1,4 +1,10 @@
-"""Just-in-time defect prediction: a sequence classifier scores P(defect) for each commit."""
+"""Just-in-time defect prediction: a sequence classifier scores P(defect) for each commit.
+
+With `features: expert` the classifier gets JIT-Fine's expert-feature head (`tasks.expert_head`) before the method
+is applied: `fit` fits a `FeatureScaler` on the training records alone, `encode` attaches every split's scaled
+features to its encoded commits, and every forward pass (loss, evaluation, prediction) hands a batch's features
+to the head.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,13 @@ import torch
 
 from sweeper.backbone import load_classifier
 from sweeper.data.batching import batch_indices, collate
-from sweeper.data.encoding import EncodedCommit, encode_commits
+from sweeper.data.encoding import EncodedCommit, encode_commits, with_features
+from sweeper.data.features import FeatureScaler, feature_matrix
 from sweeper.data.records import CommitRecord
+from sweeper.metrics.bootstrap import classification_intervals, flat_intervals
 from sweeper.metrics.classification import classification_metrics
 from sweeper.tasks import Evaluated, Prediction
+from sweeper.tasks.expert_head import batch_features, install_expert_head
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -34,12 +43,32 @@ class DefectPrediction:
         self.config = config
         self.pad_id = 0
         self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.scaler: FeatureScaler | None = None
+
+    @property
+    def expert(self) -> bool:
+        return self.config.features == "expert"
+
+    def fit(self, train: list[CommitRecord]) -> None:
+        """With expert features: the scaler, fitted on the training records only (a record without them: DataError)."""
+        if self.expert:
+            self.scaler = FeatureScaler().fit(feature_matrix(train))
 
     def load_model(self, backbone: str) -> PreTrainedModel:
-        return load_classifier(backbone, num_labels=2)
+        """The classifier; with expert features, its head replaced by the expert-feature head."""
+        model = load_classifier(backbone, num_labels=2)
+        if self.expert:
+            install_expert_head(model)
+        return model
 
     def encode(self, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase) -> list[EncodedCommit]:
-        return encode_commits(records, tokenizer, self.config.data.max_length, self.config.data.message_tokens)
+        """Token ids (and, with expert features, the records' features scaled by the training split's scaler)."""
+        items = encode_commits(records, tokenizer, self.config.data.max_length, self.config.data.message_tokens)
+        if not self.expert:
+            return items
+        if self.scaler is None:
+            raise RuntimeError("DefectPrediction.encode with expert features before fit (or a loaded scaler)")
+        return with_features(items, self.scaler.transform(feature_matrix(records)).tolist())
 
     def prepare(self, train: list[EncodedCommit], tokenizer: PreTrainedTokenizerBase, device: torch.device) -> None:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -50,7 +79,8 @@ class DefectPrediction:
         return {key: value.to(device) for key, value in collate(items, self.pad_id, self.config.data.pad_to).items()}
 
     def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        with batch_features(model, batch):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return self.loss_fn(logits, batch["labels"])
 
     def evaluate(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
@@ -68,13 +98,18 @@ class DefectPrediction:
         test["test_f1_at_valid_threshold"] = classification_metrics(labels, scores, best["max_f1_threshold"])["f1"]
         return test
 
+    def intervals(self, items: list[EncodedCommit], predictions: list[Prediction]) -> dict[str, float]:
+        """Bootstrap intervals of auc, f1, mcc, precision, recall and max_f1 (1000 resamples, seed 0, BCa)."""
+        scores = [float(score) for score in predictions]
+        return flat_intervals(classification_intervals([item.label for item in items], scores))
+
     def write_predictions(self, path: Path, items: list[EncodedCommit], predictions: list[Prediction]) -> None:
         lines = ["id,label,score"] + [f"{item.id},{item.label},{score!r}" for item, score in zip(items, predictions)]
         path.write_text("\n".join(lines) + "\n")
 
     def predict_records(self, model: PreTrainedModel, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase,
                         device: torch.device) -> list[Prediction]:
-        """P(defect) of each record."""
+        """P(defect) of each record (with expert features: scaled by the trial's saved scaler, set as `scaler`)."""
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         items = self.encode(records, tokenizer)
         scores, _ = predict(model, items, self.config.eval_batch_size, self.pad_id, device, self.config.data.pad_to)
@@ -89,7 +124,8 @@ def predict(model: PreTrainedModel, items: list[EncodedCommit], batch_size: int,
     total_loss = 0.0
     for indices in batch_indices(items, batch_size, seed=None, pad_to=pad_to):
         batch = {key: value.to(device) for key, value in collate([items[i] for i in indices], pad_id, pad_to).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        with batch_features(model, batch):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         total_loss += torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
         for index, score in zip(indices, torch.softmax(logits, dim=-1)[:, 1].tolist()):
             scores[index] = score

@@ -28,7 +28,7 @@ pool elsewhere or have a head in several modules: `MethodError`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -128,15 +128,23 @@ def expert_features(model: nn.Module, features: torch.Tensor) -> Iterator[None]:
             head.features = None
 
 
+def batch_features(model: nn.Module, batch: dict[str, torch.Tensor]) -> AbstractContextManager[None]:
+    """`expert_features(model, batch["features"])` when the batch carries features (`collate` adds them for
+    commits that have them); else nothing, so a model without the head runs as it always did."""
+    return expert_features(model, batch["features"]) if "features" in batch else nullcontext()
+
+
 def load_with_expert_head(base_model: PreTrainedModel, config: TrialConfig, directory: Path,
                           num_features: int = NUM_FEATURES) -> TrainableModel:
-    """The trained model of `save_trained` rebuilt on a fresh backbone that gets a `ConcatHead` first.
+    """The trained model of `save_trained` rebuilt on a fresh backbone that gets a `ConcatHead` first (unless it has
+    one already, as `DefectPrediction.load_model` gives it).
 
     Adapters, LoRA and IA3 load their weights (the head's included) into that backbone with their own `load`.
     `full`'s own `load` builds a new model from `directory` with the class's standard head, so here its
     saved weights are loaded into the prepared backbone instead, every key checked. In eval mode.
     """
-    install_expert_head(base_model, num_features)
+    if not any(isinstance(module, ConcatHead) for module in base_model.modules()):
+        install_expert_head(base_model, num_features)
     if config.method != "full":
         return load_trained(base_model, config, directory)
     state = saved_state(directory)

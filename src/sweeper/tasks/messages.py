@@ -18,6 +18,7 @@ from sweeper.backbone import load_generator
 from sweeper.data.batching import IGNORED_LABEL, batch_indices, collate
 from sweeper.data.encoding import EncodedCommit, encode_for_generation
 from sweeper.data.records import CommitRecord
+from sweeper.metrics.bootstrap import flat_intervals, text_intervals
 from sweeper.metrics.text import generation_metrics
 from sweeper.tasks import Evaluated, Prediction
 
@@ -35,6 +36,7 @@ class MessageGeneration:
     generated_metrics = ("bleu", "corpus_bleu", "rouge_l", "exact_match")
     lower_is_better = ("eval_loss",)
     shown = ("bleu", "rouge_l", "exact_match")
+    scaler = None  # no expert features for message generation
 
     def __init__(self, config: TrialConfig) -> None:
         self.config = config
@@ -42,8 +44,11 @@ class MessageGeneration:
         self.pad_id = 0
         self.end_id = 0
 
+    def fit(self, train: list[CommitRecord]) -> None:
+        """Nothing to learn before encoding."""
+
     def load_model(self, backbone: str) -> PreTrainedModel:
-        return load_generator(backbone)
+        return load_generator(backbone, self.config.generation.decoder_layers)
 
     def encode(self, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase) -> list[EncodedCommit]:
         data = self.config.data
@@ -148,6 +153,10 @@ class MessageGeneration:
                      best: dict[str, float]) -> dict[str, float]:
         return {f"test_{name}": value for name, value in self.evaluate(model, items, device, score=True).metrics.items()}
 
+    def intervals(self, items: list[EncodedCommit], predictions: list[Prediction]) -> dict[str, float]:
+        """Bootstrap intervals of bleu, corpus_bleu, rouge_l and exact_match of the generated messages."""
+        return flat_intervals(text_intervals([item.reference for item in items], [str(p) for p in predictions]))
+
     def write_predictions(self, path: Path, items: list[EncodedCommit], predictions: list[Prediction]) -> None:
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
@@ -161,9 +170,3 @@ class MessageGeneration:
         items = encode_for_generation(records, tokenizer, data.max_length, data.message_tokens, keep_without_message=True)
         self.prepare(items, tokenizer, device)
         return list(self.generate(model, items, device))
-
-
-def read_generated(path: Path) -> list[tuple[str, str, str]]:
-    """The validation predictions a message-generation trial saved: (id, reference, prediction)."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [(row[0], row[1], row[2]) for row in list(csv.reader(handle))[1:]]

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.entities import DatasetInput, Metric, Param, RunTag, ViewType
 
 import sweeper
 from sweeper.errors import SweeperError
 from sweeper.tracking.auth import http_status
-from sweeper.tracking.schema import SPEC_FILE, Role, State, Tag
+from sweeper.tracking.schema import SPEC_FILE, SWEEP_VIEW_PREFIX, TRAINING_KIND, VIEW_PREFIX, Role, State, Tag
+from sweeper.tracking.views import sweep_view_id, sweep_view_state, view_envelope, views_to_drop
 
 DEFAULT_URI_FILE = "mlflow.db"
 PARAMS_PER_BATCH = 100
@@ -54,16 +55,35 @@ class Tracker:
         return cls(MlflowClient(tracking_uri=resolved), resolved)
 
     def experiment_id(self, name: str) -> str:
-        """The experiment for a spec name, created on first use."""
+        """The experiment for a spec name, created on first use, with the kind that says it holds training runs
+        (unless someone chose another kind): UIs that pick the page from it open the runs table, not GenAI's."""
         experiment = self.client.get_experiment_by_name(name)
-        return experiment.experiment_id if experiment else self.client.create_experiment(name)
+        if experiment is None:
+            return self.client.create_experiment(name, tags={Tag.EXPERIMENT_KIND: TRAINING_KIND})
+        if not experiment.tags.get(Tag.EXPERIMENT_KIND):
+            self.client.set_experiment_tag(experiment.experiment_id, Tag.EXPERIMENT_KIND, TRAINING_KIND)
+        return experiment.experiment_id
 
-    def start_sweep(self, experiment: str, sweep_id: str, spec_text: str, tags: dict[str, str] | None = None) -> str:
-        """Create the parent run of a sweep, with the spec as an artifact; returns its run id."""
-        run = self.client.create_run(self.experiment_id(experiment), run_name=sweep_id,
-                                     tags={Tag.SWEEP: sweep_id, Tag.ROLE: Role.SWEEP, **base_tags(), **(tags or {})})
+    def start_sweep(self, experiment: str, sweep_id: str, spec_text: str, tags: dict[str, str] | None = None,
+                    searched: list[str] | None = None) -> str:
+        """Create the parent run of a sweep, with the spec as an artifact, and the sweep's view of the runs table
+        (its runs ranked by the `sweeper.metric` tag, `searched` params as columns); returns its run id."""
+        tags = {Tag.SWEEP: sweep_id, Tag.ROLE: Role.SWEEP, **base_tags(), **(tags or {})}
+        experiment_id = self.experiment_id(experiment)
+        run = self.client.create_run(experiment_id, run_name=sweep_id, tags=tags)
         self.client.log_text(run.info.run_id, spec_text, SPEC_FILE)
+        state = sweep_view_state(sweep_id, tags.get(Tag.METRIC, "auc"), tags.get(Tag.MODE, "max"), searched or [])
+        self.save_view(experiment_id, sweep_view_id(sweep_id), f"sweep {sweep_id}", state)
         return run.info.run_id
+
+    def save_view(self, experiment_id: str, view_id: str, name: str, state: dict[str, Any]) -> None:
+        """Save a view of the experiment's runs table (listed under "Views" in the UI); of sweeper's own views only
+        the newest are kept."""
+        self.client.set_experiment_tag(experiment_id, VIEW_PREFIX + view_id,
+                                       view_envelope(name, state, int(time.time() * 1000)))
+        tags = self.client.get_experiment(experiment_id).tags
+        for key in views_to_drop(tags, VIEW_PREFIX + SWEEP_VIEW_PREFIX):
+            self.client.delete_experiment_tag(experiment_id, key)
 
     def start_trial(self, experiment: str, parent_run_id: str, sweep_id: str, name: str,
                     params: dict[str, Any], tags: dict[str, str], start_time: int | None = None) -> str:
@@ -99,13 +119,48 @@ class Tracker:
         """Upload one file."""
         self.client.log_artifact(run_id, str(path), artifact_path)
 
-    def end_run(self, run_id: str, state: str) -> None:
-        """End a run: state complete/pruned -> FINISHED, failed -> FAILED, killed -> KILLED."""
-        self.set_tags(run_id, {Tag.STATE: state})
+    def end_run(self, run_id: str, state: str, note: str | None = None) -> None:
+        """End a run: state complete/pruned -> FINISHED, failed -> FAILED, killed -> KILLED; `note` (Markdown) becomes
+        its description in the UI."""
+        self.set_tags(run_id, {Tag.STATE: state, **({Tag.NOTE: note} if note else {})})
         self.client.set_terminated(run_id, State.MLFLOW_STATUS[state])
 
+    def set_note(self, run_id: str, note: str) -> None:
+        """A run's description in the UI (Markdown)."""
+        self.set_tags(run_id, {Tag.NOTE: note})
+
+    def log_datasets(self, run_id: str, datasets: list[DatasetInput]) -> None:
+        """The data a run used, as dataset inputs (the UI's Dataset column and dataset views)."""
+        if datasets:
+            self.client.log_inputs(run_id, datasets=datasets)
+
+    def resolve_run(self, reference: str) -> str:
+        """A run id, or the source run of a registered model version: `models:/NAME/VERSION` or `models:/NAME@ALIAS`."""
+        if not reference.startswith("models:/"):
+            return reference
+        from mlflow.exceptions import MlflowException
+
+        body = reference.removeprefix("models:/")
+        name, at, alias = body.partition("@")
+        version = ""
+        if not at:
+            name, _, version = body.partition("/")
+        if not name or not (alias or version.isdigit()):
+            raise SweeperError(f"{reference}: give models:/NAME/VERSION (a number) or models:/NAME@ALIAS")
+        try:
+            found = (self.client.get_model_version_by_alias(name, alias) if alias
+                     else self.client.get_model_version(name, version))
+        except MlflowException as error:
+            if http_status(error):
+                raise
+            raise SweeperError(f"{reference}: no such model version at {self.uri} "
+                               f"({error.message.splitlines()[0]})") from None
+        if not found.run_id:
+            raise SweeperError(f"{reference} has no source run: register trials with `sweeper register RUN_ID`")
+        return found.run_id
+
     def trial_run(self, run_id: str) -> Any:
-        """A trial's run, or a SweeperError saying it does not exist or is not a trial."""
+        """A trial's (or a repeat's) run, or a SweeperError saying it does not exist or is not one."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -114,7 +169,7 @@ class Tracker:
             if http_status(error):  # refused credentials are not a missing run: the CLI says so in one line
                 raise
             raise SweeperError(f"no run {run_id} at {self.uri}: {error.message.splitlines()[0]}") from None
-        if run.data.tags.get(Tag.ROLE) != Role.TRIAL:
+        if run.data.tags.get(Tag.ROLE) not in (Role.TRIAL, Role.REPEAT):  # a repeat trains and logs as a trial does
             raise SweeperError(f"run {run_id} is not a sweeper trial run (pick one with `sweeper best`)")
         return run
 
@@ -126,9 +181,12 @@ class Tracker:
             query += f" and tags.`{Tag.SWEEP}` = '{sweep_id}'"
         return list(self.client.search_runs(experiments, query, ViewType.ACTIVE_ONLY, order_by=["attributes.start_time DESC"]))
 
-    def trial_runs(self, parent_run_id: str, experiment_id: str) -> list[Any]:
-        """Child runs of a sweep."""
+    def trial_runs(self, parent_run_id: str, experiment_id: str, role: str | None = Role.TRIAL) -> list[Any]:
+        """Child runs of a sweep with one role (`Role.TRIAL`: its trials, not its baselines or repeats); every
+        child run with `role=None`."""
         query = f"tags.`{Tag.PARENT_RUN}` = '{parent_run_id}'"
+        if role is not None:
+            query += f" and tags.`{Tag.ROLE}` = '{role}'"
         return list(self.client.search_runs([experiment_id], query, ViewType.ACTIVE_ONLY, max_results=5000))
 
     def experiment_ids(self, name: str | None) -> list[str]:

@@ -21,7 +21,9 @@ class Tag:
     STATE = "sweeper.state"  # a State value
     METHOD = "sweeper.method"
     FAILURE = "sweeper.failure"  # why a trial failed: the last line of its error
-    RETRIES = "sweeper.retries"  # how often Ray restarted the trial after losing its worker
+    FAILURE_KIND = "sweeper.failure_kind"  # a FailureKind value: how the failure was handled
+    RETRIES = "sweeper.retries"  # how often Ray restarted the trial from its checkpoint (0 when never)
+    RETRY_REASON = "sweeper.retry_reason"  # the error of the last restart: a lost worker or node, usually
     DATA_DIGEST = "sweeper.data_digest"
     ENCODING_KEY = "sweeper.encoding_key"  # names the trial's encoded splits in its node's cache
     FROZEN_CACHE = "sweeper.frozen_cache"  # the frozen-prefix cache: layer, built or reused, key; or why it was off
@@ -31,12 +33,18 @@ class Tag:
     MODE = "sweeper.mode"
     OBJECTIVES = "sweeper.objectives"  # `auc:max,trainable_params:min` of a multi-objective sweep
     BEST_RUN = "sweeper.best_run_id"
+    BASELINE = "sweeper.baseline"  # a baseline run's name: lapredict, expert_lr
+    REPEAT_OF = "sweeper.repeat_of"  # a repeat run: the run id of the trial whose configuration it re-trains
+    REPEAT_OF_TRIAL = "sweeper.repeat_of_trial"  # and that trial's Optuna number
     OPTUNA_TRIAL = "optuna.trial"  # the trial's number in the Optuna study
     OPTUNA_STORAGE = "optuna.storage"  # the study's storage URL, password hidden
     RAY_TRIAL = "ray.trial_id"
     RAY_NODE = "ray.node_id"
     RAY_HOST = "ray.hostname"
     RAY_NODE_IP = "ray.node_ip"
+    NOTE = "mlflow.note.content"  # the Description of a run in the UI, Markdown: what a trial or a sweep came to
+    EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment tag: which page the UI opens the experiment on
+    DATASET_CONTEXT = "mlflow.data.context"  # tag of a run's dataset input: its split's role (DatasetRole)
 
 
 class Role:
@@ -49,6 +57,14 @@ class Role:
     REPEAT = "repeat"
 
 
+class DatasetRole:
+    """What a split of a trial's data is for, as the dataset input of its run says."""
+
+    TRAIN = "train"
+    VALIDATION = "validation"
+    TEST = "test"
+
+
 class State:
     """How a trial run ended (or that it has not)."""
 
@@ -59,6 +75,15 @@ class State:
     KILLED = "killed"  # interrupted: the sweep or its driver stopped
     ENDED = (COMPLETE, PRUNED, FAILED, KILLED)
     MLFLOW_STATUS = {COMPLETE: "FINISHED", PRUNED: "FINISHED", FAILED: "FAILED", KILLED: "KILLED"}
+
+
+class FailureKind:
+    """How a failed trial failed: raised by the trial itself, so a retry would fail the same way (bad data, a NaN
+    loss, out of memory at this size; never retried), or lost to the infrastructure (a worker or node died; retried
+    from the last checkpoint, FAILED once the retries ran out)."""
+
+    DETERMINISTIC = "deterministic"
+    INFRASTRUCTURE = "infrastructure"
 
 
 BEST_PREFIX = "best_"  # a trial's final metrics (of its best evaluation) are logged as best_auc, best_f1, ...
@@ -76,6 +101,7 @@ COSTS = {
     "eval_seconds": "evaluation time",
     "samples_per_second": "samples per second",
     "peak_memory_mb": "peak memory",
+    "train_flops": "training FLOPs",  # estimated, hardware-free: see sweeper.costs.train_flops
     "train_samples": "training samples",
     "micro_batch_size": "micro-batch size",  # commits per forward pass: batch_size / grad_accum
     "effective_batch_size": "effective batch size",  # commits per optimiser step: batch_size
@@ -91,8 +117,21 @@ BEST_VALUE = "best_value"
 PARETO_TRIALS = "pareto_trials"
 COMPUTE_SECONDS = "compute_seconds"
 
+# The experiment kind of training runs ("Machine learning"), the one MLflow's UI writes when a user picks its runs
+# view: UIs that choose the page from the kind open the runs table, not the GenAI overview. (MLflow 3.17's UI
+# chooses from its own GenAI / Model training switch instead: the URLs sweeper prints set it, see views.py.)
+TRAINING_KIND = "custom_model_development"
+# A saved view of the runs table is an experiment tag VIEW_PREFIX + view id (JSON: name, times, the view's state);
+# the UI opens it from its "Views" menu or a runs-page URL with `?VIEW_URL_KEY=view id`.
+VIEW_PREFIX = "mlflow.sharedViewState."
+VIEW_URL_KEY = "viewStateShareKey"
+SWEEP_VIEW_PREFIX = "sweep-"  # the ids of the views sweeper saves, one per sweep
+# A registered trial's model: the pyfunc's artifact (what `sweeper export` writes) and the version's tags.
+REGISTERED_ARTIFACT = "trial"
+
 # Artifacts of a sweep's parent run (a trial's own artifact files are laid out by `sweeper.artifacts`).
 SPEC_FILE = "spec.yaml"
 PARETO_FILE = "pareto.json"
 ERROR_FOLDER = "error"  # a failed trial's traceback
 REPORT_FOLDER = "report"
+REPORT_HTML = "report.html"  # the report's page, under REPORT_FOLDER

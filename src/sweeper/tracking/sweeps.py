@@ -1,11 +1,14 @@
 """A recorded sweep read back from MLflow: its parent run, its spec and its trials, ranked by the sweep's metric.
 
-`sweeper best` ranks `trial_runs`; `sweeper report` reads everything with `load_sweep` (learning curves and
-artifact sizes too, which cost a few requests per trial).
+Baselines and repeats are child runs too, read apart from the trials (`trial_runs(..., role=Role.BASELINE)`), so
+counts and rankings of trials never include them. `sweeper best` ranks `trial_runs`; `sweeper report` reads
+everything with `load_sweep` (learning curves, artifact sizes and the validation predictions of the runs it
+compares too, which cost a few requests per run).
 """
 
 from __future__ import annotations
 
+import csv
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -16,7 +19,8 @@ import yaml
 
 from sweeper.errors import SweeperError
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import BEST_PREFIX, COMPUTE_SECONDS, EPOCH, SPEC_FILE, State, Tag
+from sweeper.tracking.schema import (BEST_PREFIX, CI_HIGH, CI_LOW, COMPUTE_SECONDS, EPOCH, SPEC_FILE, TRIALS_PREFIX,
+                                     Role, State, Tag)
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,9 @@ class SweepRecord:
 
 @dataclass(frozen=True)
 class TrialRun:
-    """One trial of a sweep, of any state, as its MLflow run recorded it.
+    """One trial of a sweep, of any state, as its MLflow run recorded it; or one of its baselines (`role`
+    baseline, `method` the baseline's name) or repeats (`role` repeat, `repeat_of` the repeated trial's run id,
+    `number` its Optuna number).
 
     `curve` and `artifact_bytes` are read only for a report (`load_sweep`); `gpus` and `cpus` are what each trial
     had (the spec's `sweep.resources`).
@@ -49,11 +55,20 @@ class TrialRun:
     artifact_bytes: int = 0
     gpus: float = 0.0
     cpus: float = 1.0
+    role: str = Role.TRIAL
+    repeat_of: str = ""
 
     def value(self, metric: str) -> float | None:
         """The trial's best value of `metric` (completed trials), else None."""
         value = self.metrics.get(BEST_PREFIX + metric)
         return None if value is None or math.isnan(value) else value
+
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        """The bootstrap 95 % interval of `metric` over the validation commits, where the run logged one."""
+        low, high = self.metrics.get(metric + CI_LOW), self.metrics.get(metric + CI_HIGH)
+        if low is None or high is None or math.isnan(low) or math.isnan(high):
+            return None
+        return low, high
 
     @property
     def compute_seconds(self) -> float:
@@ -73,9 +88,22 @@ class TrialRun:
         return self.curve[-1][0] if self.curve else self.metrics.get(EPOCH, 0.0)
 
     def as_dict(self, metric: str) -> dict[str, Any]:
-        """`sweeper best --json`'s row."""
-        return {"run_id": self.run_id, "name": self.name, "method": self.method, metric: self.value(metric),
-                "metrics": self.metrics, "params": self.params}
+        """`sweeper best --json`'s row; `role` says whether it is a trial or a baseline."""
+        return {"run_id": self.run_id, "name": self.name, "method": self.method, "role": self.role,
+                metric: self.value(metric), "metrics": self.metrics, "params": self.params}
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A run's validation predictions (`predictions.csv`) by commit id, in file order: (label, score) for defect
+    prediction, (reference, prediction) for message generation, as text."""
+
+    columns: tuple[str, ...]
+    rows: dict[str, tuple[str, str]]
+
+    @property
+    def task(self) -> str:
+        return "jitdp" if self.columns[-1] == "score" else "cmg"
 
 
 @dataclass(frozen=True)
@@ -88,10 +116,29 @@ class SweepDetails:
     metrics: dict[str, float]
     spec: Any  # sweeper.spec.Spec, or None when the logged spec no longer validates
     trials: list[TrialRun]
+    baselines: list[TrialRun] = field(default_factory=list)
+    repeats: list[TrialRun] = field(default_factory=list)
+    predictions: dict[str, Predictions] = field(default_factory=dict)  # by run id: the runs a report compares
 
     def completed(self) -> list[TrialRun]:
         """Completed trials with a value, best first."""
         return ranked(self.trials, self.record.metric, self.record.mode)
+
+    @property
+    def task(self) -> str:
+        """jitdp or cmg: the spec's, else what the predictions hold, else jitdp."""
+        if self.spec is not None:
+            return str(self.spec.task)
+        return next((predictions.task for predictions in self.predictions.values()), "jitdp")
+
+    def missing(self) -> list[int]:
+        """Optuna numbers of trials that have no run in MLflow (deleted by hand): those below the count the parent
+        run logged at the sweep's end (one run per Optuna trial, numbered from 0), or below the highest number found
+        while no count was logged."""
+        found = {trial.number for trial in self.trials if trial.number >= 0}
+        counts = [self.metrics[TRIALS_PREFIX + state] for state in State.ENDED if TRIALS_PREFIX + state in self.metrics]
+        expected = int(sum(counts)) if counts else max(found, default=-1) + 1
+        return [number for number in range(expected) if number not in found]
 
 
 def find_sweep(tracker: Tracker, sweep_id: str | None = None, experiment: str | None = None) -> SweepRecord:
@@ -106,22 +153,27 @@ def find_sweep(tracker: Tracker, sweep_id: str | None = None, experiment: str | 
                        tags.get(Tag.METRIC, "auc"), tags.get(Tag.MODE, "max"))
 
 
-def trial_runs(tracker: Tracker, sweep: SweepRecord, spec: Any = None, details: bool = False) -> list[TrialRun]:
-    """Every trial of a sweep, in trial order; with `details`, its learning curve and artifact size too."""
+def trial_runs(tracker: Tracker, sweep: SweepRecord, spec: Any = None, details: bool = False,
+               role: str = Role.TRIAL) -> list[TrialRun]:
+    """Every trial of a sweep (or its baselines, or its repeats: `role`), in trial order; with `details`, the
+    learning curve and artifact size too."""
     resources = spec.sweep.resources if spec is not None else None
     trials = []
-    for run in tracker.trial_runs(sweep.run_id, sweep.experiment_id):
+    for run in tracker.trial_runs(sweep.run_id, sweep.experiment_id, role):
         tags, params = run.data.tags, dict(run.data.params)
-        number = tags.get(Tag.OPTUNA_TRIAL, "")
+        number = tags.get(Tag.REPEAT_OF_TRIAL if role == Role.REPEAT else Tag.OPTUNA_TRIAL, "")
+        method = tags.get(Tag.BASELINE, "?") if role == Role.BASELINE else \
+            tags.get(Tag.METHOD, params.get("method", "?"))
         extra: dict[str, Any] = {}
         if details:
             extra = {"curve": metric_curve(tracker, run.info.run_id, sweep.metric),
                      "artifact_bytes": artifact_bytes(tracker, run.info.run_id)}
         trials.append(TrialRun(run.info.run_id, run.info.run_name or run.info.run_id,
-                               int(number) if number.isdigit() else -1, tags.get(Tag.METHOD, params.get("method", "?")),
+                               int(number) if number.isdigit() else -1, method,
                                tags.get(Tag.STATE, "?"), params, dict(run.data.metrics), **extra,
-                               gpus=resources.gpu if resources else 0.0, cpus=resources.cpu if resources else 1.0))
-    return sorted(trials, key=lambda trial: trial.number)
+                               gpus=resources.gpu if resources else 0.0, cpus=resources.cpu if resources else 1.0,
+                               role=role, repeat_of=tags.get(Tag.REPEAT_OF, "")))
+    return sorted(trials, key=lambda trial: (trial.number, trial.name))
 
 
 def ranked(trials: list[TrialRun], metric: str, mode: str) -> list[TrialRun]:
@@ -139,12 +191,32 @@ def best_per_method(trials: list[TrialRun]) -> list[TrialRun]:
 
 
 def load_sweep(tracker: Tracker, sweep: SweepRecord) -> SweepDetails:
-    """Everything `sweeper report` shows, read from MLflow."""
+    """Everything `sweeper report` shows, read from MLflow: trials, baselines, repeats, and the validation
+    predictions of each method's best trial and of every baseline (for paired comparisons)."""
     parent = tracker.client.get_run(sweep.run_id)
     spec = logged_spec(tracker, sweep.run_id)
     experiment = tracker.client.get_experiment(sweep.experiment_id).name
-    return SweepDetails(sweep, experiment, dict(parent.data.tags), dict(parent.data.metrics), spec,
-                        trial_runs(tracker, sweep, spec, details=True))
+    trials = trial_runs(tracker, sweep, spec, details=True)
+    baselines = trial_runs(tracker, sweep, spec, details=True, role=Role.BASELINE)
+    compared = [*best_per_method(ranked(trials, sweep.metric, sweep.mode)),
+                *ranked(baselines, sweep.metric, sweep.mode)]
+    predictions = {run.run_id: found for run in compared
+                   if (found := read_predictions(tracker, run.run_id)) is not None}
+    return SweepDetails(sweep, experiment, dict(parent.data.tags), dict(parent.data.metrics), spec, trials, baselines,
+                        trial_runs(tracker, sweep, spec, role=Role.REPEAT), predictions)
+
+
+def read_predictions(tracker: Tracker, run_id: str) -> Predictions | None:
+    """A run's `predictions.csv`, or None when it logged none (older or failed runs)."""
+    from sweeper.artifacts import PREDICTIONS_FILE  # the trial layout's name (a torch import: only for reports)
+
+    if PREDICTIONS_FILE not in {item.path for item in tracker.client.list_artifacts(run_id)}:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(tracker.client.download_artifacts(run_id, PREDICTIONS_FILE, folder))
+        with path.open(newline="", encoding="utf-8") as handle:
+            header, *rows = csv.reader(handle)
+    return Predictions(tuple(header), {row[0]: (row[1], row[2]) for row in rows if len(row) == 3})
 
 
 def logged_spec(tracker: Tracker, run_id: str) -> Any:

@@ -50,10 +50,6 @@ class BackgroundWriter:
         if error is not None:
             raise error
 
-    @property
-    def failed(self) -> bool:
-        return self._failed
-
     def _run(self) -> None:
         while True:
             call, args = self._calls.get()

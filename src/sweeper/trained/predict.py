@@ -5,18 +5,30 @@ trial's model as logged in MLflow.
     0.4125
     $ git show HEAD | sweeper predict CMG_RUN_ID
     fix typo in the docs
+
+Whatever comes in is read: bytes that are not UTF-8 become U+FFFD and binary patches are left out (the model reads
+text lines), each with a note saying so; a huge diff costs no more than its first `max_length` tokens; empty input
+or text that is no commit is an error line.
+
+A run trained with expert features (`features: expert`) reads each commit's 14 change metrics too: give it JSON
+Lines whose records carry a `features` object; it scales them with the trial's saved scaler.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 
-from sweeper.data.commits import parse_commits
-from sweeper.data.records import CommitRecord
 from sweeper.artifacts import TrialArtifacts, downloaded_trial, trained_model
+from sweeper.data.commits import parse_commits
+from sweeper.data.features import FEATURE_NAMES
+from sweeper.data.records import CommitRecord
+from sweeper.errors import SweeperError
 from sweeper.tracking.client import Tracker
+
+BINARY_CHANGE = re.compile(r"^(?:Binary files .* differ|GIT binary patch)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -28,9 +40,43 @@ class Prediction:
     message: str | None = None
 
 
-def predict_text(tracker: Tracker, run_id: str, text: str, source: str = "<stdin>") -> list[Prediction]:
-    """Parse commits from `text` (git show, a diff or JSONL) and score them with the run's model."""
+def decode_input(data: bytes, source: str) -> tuple[str, list[str]]:
+    """The input as text, and a note when some of it was not UTF-8 (a Latin-1 source file in a diff, say).
+
+    >>> decode_input("café".encode("latin-1"), "<stdin>")
+    ('caf\ufffd', ['<stdin>: 1 byte sequence is not UTF-8: read as U+FFFD, an unknown character to the model'])
+    """
+    text = data.decode("utf-8", errors="replace")
+    replaced = text.count("\ufffd") - data.count("\ufffd".encode())
+    if not replaced:
+        return text, []
+    plural = "s are" if replaced > 1 else " is"
+    return text, [f"{source}: {replaced} byte sequence{plural} not UTF-8: read as U+FFFD, an unknown character to "
+                  "the model"]
+
+
+def left_out(records: list[CommitRecord]) -> list[str]:
+    """A note per commit with binary changes: they are not part of what the model reads.
+
+    >>> left_out([CommitRecord(id="abc", date=None, message="", diff="Binary files a/x.png and b/x.png differ")])
+    ['commit abc: 1 binary change left out (the model reads changed text lines only)']
+    """
+    notes = []
+    for record in records:
+        binary = len(BINARY_CHANGE.findall(record.diff))
+        if binary:
+            notes.append(f"commit {record.id}: {binary} binary change{'s' if binary > 1 else ''} left out "
+                         "(the model reads changed text lines only)")
+    return notes
+
+
+def predict_text(tracker: Tracker, run_id: str, text: str, source: str = "<stdin>",
+                 notes: list[str] | None = None) -> list[Prediction]:
+    """Parse commits from `text` (git show, a diff or JSONL) and score them with the run's model; what the model
+    could not read is added to `notes`."""
     records = parse_commits(text, source)
+    if notes is not None:
+        notes.extend(left_out(records))
     with downloaded_trial(tracker, run_id) as trial:
         return predict_records(trial, records)
 
@@ -42,8 +88,15 @@ def predict_records(trial: TrialArtifacts, records: list[CommitRecord]) -> list[
     from sweeper.tasks import task_for
 
     config = trial.config
+    task = task_for(config)
+    if config.features == "expert":
+        if not any(record.features for record in records):
+            raise SweeperError(f"run {trial.run_id} was trained with expert features (features: expert): it needs each "
+                               "commit's 14 change metrics, which `git show` output and diffs do not carry; give JSON "
+                               f"Lines with a \"features\" object ({', '.join(FEATURE_NAMES)})")
+        task.scaler = trial.scaler
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = trained_model(trial).to(device)
-    outputs = task_for(config).predict_records(model, records, load_tokenizer(config.backbone, config.task), device)
+    outputs = task.predict_records(model, records, load_tokenizer(config.backbone, config.task), device)
     return [Prediction(record.id, message=output) if isinstance(output, str) else Prediction(record.id, output)
             for record, output in zip(records, outputs)]

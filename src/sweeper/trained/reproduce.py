@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeper.config import TrialConfig
-from sweeper.errors import SweeperError
+from sweeper.errors import SpecError, SweeperError
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.schema import BEST_PREFIX
 from sweeper.artifacts import PREDICTIONS_FILE, read_predictions
@@ -34,7 +34,11 @@ class Reproduction:
 def reproduce(tracker: Tracker, run_id: str) -> Reproduction:
     """Fetch the run's params, train the same trial in this process, and pair the metrics and predictions."""
     run = tracker.trial_run(run_id)
-    config = TrialConfig.from_flat(run.data.params, f"params of run {run_id}")
+    try:
+        config = TrialConfig.from_flat(run.data.params, f"params of run {run_id}")
+    except SpecError as error:  # changed after the run (by hand, in the store): say where the true values are
+        fix = "; ".join(filter(None, [error.fix, "the run's config.json artifact holds the values it ran with"]))
+        raise SpecError(error.source, error.field, error.problem, fix) from None
     original = {key.removeprefix(BEST_PREFIX): value for key, value in run.data.metrics.items()
                 if key.startswith(BEST_PREFIX)}
     if not original:

@@ -1,0 +1,19 @@
+"""Chaos, small: worker nodes of a local Ray cluster killed again and again during one sweep (`tests/chaos.py`);
+every check must hold. `python bench/chaos.py --kills 10 --minutes 10 --trials 20` runs it longer."""
+
+from __future__ import annotations
+
+import pytest
+
+from chaos import run_chaos
+from services import MlflowServer
+
+
+@pytest.mark.slow
+def test_sweep_survives_worker_nodes_killed_again_and_again(mlflow_server: MlflowServer,
+                                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    outcome = run_chaos(tmp_path_factory.mktemp("chaos"), mlflow_server.uri, trials=4, kills=3, minutes=1.5, seed=1)
+    print("\n" + "\n".join(outcome.lines()))
+    assert len(outcome.kills) >= 2, "the sweep ended before the chaos got going"
+    failed = [check for check in outcome.checks if not check.ok]
+    assert not failed, failed
