@@ -21,6 +21,7 @@ from harness import small_trial, sweeper, sweeper_process, trial_runs, write_spe
 from services import MlflowServer
 from sweeper.artifacts import CONFIG_FILE, PREDICTIONS_FILE
 from sweeper.config import TrialConfig
+from sweeper.tracking.schema import final_metric_name
 from sweeper.trial import TrialFailed, run_trial
 
 GOOD = "bundled:jitdp"
@@ -158,7 +159,7 @@ def test_lost_worker_is_retried_and_ends_as_the_trial_run_alone(faulty_sweep: Fa
     config = TrialConfig.model_validate_json((logged / CONFIG_FILE).read_text())
     alone = run_trial(config, tmp_path / "alone")
 
-    assert {key: run.data.metrics[f"best_{key}"] for key in alone.metrics} == alone.metrics
+    assert {key: run.data.metrics[final_metric_name(key)] for key in alone.metrics} == alone.metrics
     for key in alone.history[0]:
         history = client.get_metric_history(run.info.run_id, key)
         assert [metric.step for metric in history] == [1, 2, 3, 4]  # each evaluation logged once, none lost

@@ -24,9 +24,9 @@ from sweeper.trial import Evaluation, TrialResult, run_trial
 
 pytestmark = pytest.mark.slow
 
-# Five LoRA trials of four epochs, one at a time: long enough to kill the driver while the third trains.
+# Five LoRA trials of six epochs, one at a time: long enough to kill the driver while the third trains.
 CHANGES = {"data": {"path": "bundled:jitdp", "sample": 200, "split": {"kind": "time", "valid": 0.25}, "max_length": 64},
-           "search": {"lr": {"loguniform": [1.0e-4, 3.0e-3]}}, "defaults.epochs": 4, "sweep.trials": 5}
+           "search": {"lr": {"loguniform": [1.0e-4, 3.0e-3]}}, "defaults.epochs": 6, "sweep.trials": 5}
 
 
 class Interrupted(Exception):
@@ -85,7 +85,7 @@ def test_killed_driver_resumes_the_same_sweep(tmp_path: Path) -> None:
             if states.count("complete") >= 2 and "running" in states:
                 break
             assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            time.sleep(1)
+            time.sleep(0.25)  # a trial of the tiny sweep runs for a few seconds: poll often
         else:
             pytest.fail("the sweep never got two trials done")
         os.killpg(driver.pid, signal.SIGKILL)

@@ -29,7 +29,7 @@ from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.datasets import split_inputs
 from sweeper.tracking.notes import trial_label, trial_note
-from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, COSTS, ERROR_FOLDER, FailureKind, State, Tag
+from sweeper.tracking.schema import COSTS, ERROR_FOLDER, FailureKind, State, Tag, final_metric_name
 from sweeper.tracking.writer import BackgroundWriter
 
 NOT_METRICS = {*AUTO_RESULT_KEYS, "config", "done", "checkpoint_dir_name", "should_checkpoint", FINAL, EVALUATION,
@@ -139,10 +139,7 @@ class TrackingCallback(Callback):
             if result.get(FAILURE) or tracked.final_logged:  # a failure has no metrics; a re-sent final is logged
                 return
             tracked.final_logged = True
-            # An interval keeps its own name: auc_ci_low / auc_ci_high belong to best_auc, and no per-evaluation
-            # auc_ci_low exists for a best_ prefix to tell them apart from.
-            summary = {key if key.endswith((CI_LOW, CI_HIGH)) else BEST_PREFIX + key: value
-                       for key, value in metrics.items() if key not in COSTS}
+            summary = {final_metric_name(key): value for key, value in metrics.items() if key not in COSTS}
             if isinstance(metrics.get(tracked.metric), (int, float)):
                 tracked.outcome = f"best {tracked.metric} {metrics[tracked.metric]:.4f}"
             costs = {key: metrics[key] for key in COSTS if key in metrics}

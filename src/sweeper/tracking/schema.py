@@ -88,6 +88,17 @@ class FailureKind:
 
 BEST_PREFIX = "best_"  # a trial's final metrics (of its best evaluation) are logged as best_auc, best_f1, ...
 CI_LOW, CI_HIGH = "_ci_low", "_ci_high"  # a metric's bootstrap 95 % interval over the validation commits: auc_ci_low
+
+
+def final_metric_name(key: str) -> str:
+    """The name a trial's final metric is stored under: best_auc for auc; an interval keeps its own name, since no
+    per-evaluation auc_ci_low exists for a prefix to tell it apart from.
+
+    >>> final_metric_name("auc"), final_metric_name("auc_ci_low")
+    ('best_auc', 'auc_ci_low')
+    """
+    return key if key.endswith((CI_LOW, CI_HIGH)) else BEST_PREFIX + key
+
 EPOCH = "epoch"  # logged at every evaluation beside the task's metrics: where in training it happened
 TRAIN_LOSS = "train_loss"  # and the mean training loss since the evaluation before
 
