@@ -83,8 +83,9 @@ def test_encoding_key_changes_with_tokenizer_settings_and_records() -> None:
         encoded.encoding_key(config.with_overrides({"task": "cmg"}), dataset.digest, parts, tokenizer),
         encoded.encoding_key(config.with_overrides({"seed": 1}), dataset.digest, parts, tokenizer),
         encoded.encoding_key(config, "another-digest", parts, tokenizer),
+        encoded.encoding_key(config.with_overrides({"features": "expert"}), dataset.digest, parts, tokenizer),
     ]
-    assert len({key, *changed}) == 8
+    assert len({key, *changed}) == 9
 
 
 @pytest.mark.slow
@@ -108,6 +109,7 @@ def test_concurrent_trials_build_an_entry_once(cache: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(("method", "settings"), [("lora", {"lora.layers": "3"}),
+                                                  ("lora", {"lora.layers": "3", "features": "expert"}),
                                                   ("adapter", {"adapter.layers": "2-3", "adapter.bottleneck": 8}),
                                                   ("ia3", {"ia3.layers": "3"})])
 def test_cached_and_uncached_models_give_the_same_logits(cache: Path, method: str, settings: dict) -> None:
@@ -166,7 +168,7 @@ def test_what_does_not_qualify_trains_without_the_cache(cache: Path, monkeypatch
 
 @pytest.mark.slow
 def test_a_cached_trial_repeats_exactly_and_its_saved_model_predicts_the_same(cache: Path, tmp_path: Path) -> None:
-    config = small_trial("adapter", **TINY, **{"adapter.layers": "3", "epochs": 2})
+    config = small_trial("adapter", **TINY, **{"adapter.layers": "3", "epochs": 2, "features": "expert"})
     first = run_trial(config, tmp_path / "first")
     assert first.tags["sweeper.frozen_cache"].startswith("layer 3: built")
     again = run_trial(config)  # reads the cache, as `sweeper reproduce` on the same node
