@@ -77,7 +77,7 @@ def frozen_prefix(backbone: PreTrainedModel, config: TrialConfig) -> Prefix | st
         return "off (cache_frozen: off)"
     settings = getattr(config, config.method, None)
     layers = getattr(settings, "layers", None)
-    if config.method == "full" or layers is None:
+    if layers is None:  # full fine-tuning, or a method that is not placed by layer
         return f"off: {config.method} trains every layer"
     try:
         chosen = select_layers(backbone, layers)
