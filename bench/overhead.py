@@ -10,12 +10,18 @@ more than the overhead measured. So the overhead per trial is also given with ea
 evaluation time (the trials' `train_seconds` + `eval_seconds`) taken out: what the sweep adds around the same
 compute. `bench/overhead_profile.py` splits that overhead into its pieces.
 
+Both modes start from an empty `$SWEEPER_CACHE` (the embedded backbone linked in): the first trial encodes the
+commits, the later ones read the node's encoding cache (`sweeper.cache.encoded`). The trials' timing events
+(`SWEEPER_TIMINGS`) give the encoding time of each trial, first and later.
+
     python bench/overhead.py            # 4 trials of about 30 s each: about 5 minutes on 2 cores
     python bench/overhead.py --quick    # 2 tiny trials: checks the script runs
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import tempfile
 import time
@@ -24,8 +30,8 @@ from typing import Any
 
 import common
 
-TARGET_SHARE = 5.0  # % of the trial time, for trials of about 30 s
-TARGET_PER_TRIAL = 1.0  # seconds of overhead per trial
+TARGET_SHARE = 2.0  # % of the trial time, for trials of about 30 s
+TARGET_PER_TRIAL = 0.5  # seconds of overhead per trial
 
 
 def spec(trials: int, sample: int, epochs: int, max_length: int, storage: Path) -> dict[str, Any]:
@@ -52,6 +58,23 @@ def run_bare(spec_path: Path) -> tuple[float, list[float], list[float]]:
     return time.perf_counter() - started, walls, trained
 
 
+def encoding_seconds(events: Path) -> list[float]:
+    """Seconds each trial spent encoding (or reading the encoded splits), in the order the trials ran."""
+    if not events.is_file():
+        return []
+    rows = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
+    return [row["seconds"] for row in sorted(rows, key=lambda row: row["start"]) if row["phase"] == "trial.encode"]
+
+
+def fresh_cache(folder: Path) -> Path:
+    """An empty `$SWEEPER_CACHE` holding only a link to the embedded backbone (built once in the real cache)."""
+    from sweeper.backbone import embedded_backbone_dir
+
+    folder.mkdir(parents=True)
+    (folder / embedded_backbone_dir().name).symlink_to(embedded_backbone_dir())
+    return folder
+
+
 def main() -> None:
     trials, sample, epochs, max_length = common.lora_grid_sizes(__doc__.splitlines()[0])
 
@@ -62,12 +85,18 @@ def main() -> None:
 
         embedded_backbone_dir()  # built once and cached: neither mode pays for building it
         print(f"(a) bare: {trials} trials through run_trial", file=sys.stderr, flush=True)
+        os.environ.update(SWEEPER_CACHE=str(fresh_cache(folder / "cache-a")), SWEEPER_TIMINGS=str(folder / "a.jsonl"))
         bare_wall, bare_walls, bare_trained = run_bare(spec_path)
+        bare_encoding = encoding_seconds(folder / "a.jsonl")
 
         print(f"(b) sweeper run: {trials} trials, MLflow server", file=sys.stderr, flush=True)
+        os.environ.update(SWEEPER_CACHE=str(fresh_cache(folder / "cache-b")), SWEEPER_TIMINGS=str(folder / "b.jsonl"))
         with common.mlflow_server(folder / "mlflow") as uri:
             sweep = common.run_sweep(spec_path, uri, folder, "bench-overhead")
             runs = common.trial_runs(uri, sweep.summary["parent_run_id"])
+        sweep_encoding = encoding_seconds(folder / "b.jsonl")
+        for variable in ("SWEEPER_CACHE", "SWEEPER_TIMINGS"):
+            del os.environ[variable]
         complete = sum(1 for run in runs if run.info.status == "FINISHED")
         if complete != trials:
             raise SystemExit(f"expected {trials} finished trial runs, MLflow has {complete}")
@@ -111,6 +140,11 @@ def main() -> None:
             (f"total overhead s ({trials} trials, start-up included)", total_overhead, "-", "-"),
             ("total overhead, % of bare wall", total_share, "-", "-"),
         ]),
+        ("Encoding (seconds per trial: the first encodes, the later ones read the node's cache)",
+         ("mode", "first trial s", "later trials s (mean)", "later trials s (max)"),
+         [(mode, *(values[:1] or ["-"]), *((sum(values[1:]) / len(values[1:]), max(values[1:])) if values[1:]
+                                          else ("-", "-")))
+          for mode, values in (("(a) bare", bare_encoding), ("(b) sweep", sweep_encoding))]),
     ])
     print(f"bare trial walls s: {', '.join(f'{wall:.1f}' for wall in bare_walls)}; sweep trial runs s: "
           + ", ".join(f"{(run.info.end_time - run.info.start_time) / 1000:.1f}" for run in runs))

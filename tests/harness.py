@@ -159,6 +159,17 @@ def trial_runs(uri: str, parent_run_id: str | None = None, role: str | None = Ro
     return sorted(runs, key=lambda run: run.info.start_time)
 
 
+def fresh_cache(folder: Path) -> Path:
+    """An empty `$SWEEPER_CACHE` folder for encoded data and frozen-layer states that still holds the embedded
+    backbones (links to the ones built once in the real cache): set it with `SWEEPER_CACHE`."""
+    from sweeper.backbone import embedded_backbone_dir, embedded_seq2seq_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for built in (embedded_backbone_dir(), embedded_seq2seq_dir()):
+        (folder / built.name).symlink_to(built)
+    return folder
+
+
 def markdown_table(markdown: str, section: str) -> list[dict[str, str]]:
     """The first table under `## section` of a Markdown document (a report), as dicts keyed by header."""
     body = markdown.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]

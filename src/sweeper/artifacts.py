@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import PreTrainedModel
 
 from sweeper.config import TrialConfig
 from sweeper.data.features import FeatureScaler
@@ -70,11 +71,12 @@ def read_scaler(folder: Path) -> FeatureScaler | None:
     return FeatureScaler.from_json(path.read_text()) if path.is_file() else None
 
 
-def load_trained_model(config: TrialConfig, directory: Path) -> TrainableModel:
-    """The trained model a trial saved in `directory` (its `model/`), on a fresh backbone; in eval mode.
+def load_trained_model(config: TrialConfig, directory: Path, base: PreTrainedModel | None = None) -> TrainableModel:
+    """The trained model a trial saved in `directory` (its `model/`), on `base` (by default a fresh backbone from
+    the trial's task); in eval mode.
 
     With `features: expert` the backbone gets the expert-feature head first (`load_with_expert_head`)."""
-    base = task_for(config).load_model(config.backbone)
+    base = base if base is not None else task_for(config).load_model(config.backbone)
     if config.features == "expert":
         return load_with_expert_head(base, config, directory)
     return load_trained(base, config, directory)

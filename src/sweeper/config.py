@@ -22,6 +22,9 @@ from sweeper.methods import METHODS
 
 EMBEDDED_BACKBONE = "embedded"
 TaskName = Literal["jitdp", "cmg"]
+# YAML 1.1 reads a bare `off` as false (and `on` as true): both spellings mean the same here.
+CacheFrozen = Annotated[Literal["auto", "off"], BeforeValidator(
+    lambda value: ("auto" if value else "off") if isinstance(value, bool) else value)]
 
 
 class Section(BaseModel):
@@ -155,6 +158,16 @@ class HyperParams(method_sections()):  # type: ignore[misc]
     features: Literal["none", "expert"] = Field("none", description="expert: JIT-Fine's head reads the commit's 14 "
                                                 "expert change metrics beside its text (jitdp only)")
     generation: GenerationSettings = GenerationSettings()
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32; bf16: autocast to bfloat16 (GPU or CPU); fp16: autocast to float16 with a "
+                            "gradient scaler (GPU only). Evaluation and generation run under the same autocast")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step: each batch of batch_size is "
+                                                 "split into this many (less memory, the same update)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: "
+                                                            "less memory, about a third more compute")
+    cache_frozen: CacheFrozen = Field(
+        "auto", description="auto: when every trained module sits at layer k or above, compute the frozen layers "
+                            "below k once (in eval mode: no dropout) and train on their cached output; off: never")
 
     @field_validator("method")
     @classmethod

@@ -25,6 +25,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from sweeper.artifacts import MODEL_DIR, load_checkpoint, load_trained_model, read_config, save_checkpoint, write_trial
 from sweeper.backbone import load_tokenizer
+from sweeper.cache.encoded import encoded_splits
+from sweeper.cache.frozen import frozen_prefix, use_frozen_cache
 from sweeper.config import TrialConfig
 from sweeper.costs import peak_memory_mb, reset_peak_memory, train_flops, training_tokens
 from sweeper.data.batching import batch_indices
@@ -33,9 +35,11 @@ from sweeper.data.records import Dataset
 from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
 from sweeper.methods import TrainableModel, apply_method, count_parameters
+from sweeper.precision import (accumulate, allow_tf32, autocast, check_precision, enable_gradient_checkpointing,
+                               gradient_scaler, optimizer_step)
 from sweeper.tasks import Prediction, Task, task_for
 from sweeper.timings import timed
-from sweeper.tracking.schema import EPOCH, TRAIN_LOSS
+from sweeper.tracking.schema import EPOCH, TRAIN_LOSS, Tag
 
 
 class TrialFailed(SweeperError):
@@ -44,7 +48,11 @@ class TrialFailed(SweeperError):
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One evaluation during training; `save(folder)` writes a checkpoint to resume the trial from this point."""
+    """One evaluation during training; `save(folder)` writes a checkpoint to resume the trial from this point.
+
+    `last` says that no evaluation follows (the plan's last step, or early stopping); `tags` are the trial's notes
+    for its run (the encoding cache key, the frozen-prefix cache).
+    """
 
     index: int
     epoch: float
@@ -52,6 +60,8 @@ class Evaluation:
     metrics: dict[str, float]
     seconds: float  # training and evaluation time so far
     save: Callable[[Path], None]
+    last: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 Reporter = Callable[[Evaluation], None]
@@ -65,6 +75,7 @@ class TrialResult:
     costs: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     output_dir: Path | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,6 +87,7 @@ class Prepared:
     test: list[EncodedCommit]
     task: Task
     data_digest: str
+    encoding_key: str = ""  # names the encoded splits in the node's cache (`sweeper.cache.encoded`)
 
 
 @dataclass(frozen=True)
@@ -145,13 +157,21 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     """
     seed_everything(config.seed, config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_precision(config.precision, device.type)
+    allow_tf32(device)
     reset_peak_memory(device)  # a reused worker's earlier trials do not count
     with timed("trial.prepare"):
         data = prepare_data(config, dataset, device)
     with timed("trial.model"):
         backbone = data.task.load_model(config.backbone)
         _, backbone_size = count_parameters(backbone)
+        frozen = frozen_prefix(backbone, config)
         model = apply_method(backbone, config).to(device)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+    with timed("trial.frozen_cache"):
+        tags = {Tag.ENCODING_KEY: data.encoding_key, Tag.FROZEN_CACHE: use_frozen_cache(
+            model, frozen, config, [data.train, data.valid, data.test], data.encoding_key, data.task.pad_id, device)}
     trainable, total = count_parameters(model)
     encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
 
@@ -160,6 +180,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    scaler = gradient_scaler(config, device)
     progress = Progress()
     if resume_from is not None:
         progress = load_checkpoint(resume_from, model, optimizer, schedule) or progress
@@ -170,20 +191,15 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
             if step.number <= progress.step:  # done before the checkpoint this trial resumed from
                 continue
             started = time.perf_counter()
-            batch = data.task.batch(model, [data.train[i] for i in step.batch], device)
-            loss = data.task.loss(model, batch)
-            if not torch.isfinite(loss):
-                raise TrialFailed(f"loss is {loss.item()} at step {step.number} (lr {config.lr} may be too high)")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss, batches = accumulate(model, data.task, [data.train[i] for i in step.batch], config, device, scaler)
+            if not math.isfinite(loss):
+                raise TrialFailed(f"loss is {loss} at step {step.number} (lr {config.lr} may be too high)")
+            optimizer_step(optimizer, schedule, parameters, config.max_grad_norm, scaler)
             progress.train_seconds += time.perf_counter() - started
             progress.step = step.number
             progress.samples_seen += len(step.batch)
-            progress.tokens_seen += training_tokens(batch, encoder_decoder)
-            progress.running_loss += loss.item()
+            progress.tokens_seen += sum(training_tokens(batch, encoder_decoder) for batch in batches)
+            progress.running_loss += loss
             progress.running_batches += 1
             if not step.evaluate:
                 continue
@@ -193,7 +209,8 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
                 report(Evaluation(len(progress.history), epoch, step.number, metrics,
                                   progress.train_seconds + progress.eval_seconds,
                                   functools.partial(save_checkpoint, model=model, config=config, progress=progress,
-                                                    optimizer=optimizer, schedule=schedule)))
+                                                    optimizer=optimizer, schedule=schedule),
+                                  last=step.number == total_steps or progress.stalled(config.patience), tags=tags))
             if progress.stalled(config.patience):
                 break
             model.train()
@@ -204,13 +221,15 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     metrics = dict(progress.best)
     if not progress.best_predictions:  # generation scored between evaluations only: score the best weights now
         started = time.perf_counter()
-        final = data.task.evaluate(model, data.valid, device, score=True)
+        with autocast(config, device):
+            final = data.task.evaluate(model, data.valid, device, score=True)
         progress.eval_seconds += time.perf_counter() - started
         metrics |= final.metrics
         progress.best_predictions = final.predictions
     metrics |= data.task.intervals(data.valid, progress.best_predictions)  # auc_ci_low, auc_ci_high, ...
     if data.test:
-        metrics |= data.task.test_metrics(model, data.test, device, progress.best)
+        with autocast(config, device):
+            metrics |= data.task.test_metrics(model, data.test, device, progress.best)
     costs = {
         "trainable_params": float(trainable),
         "total_params": float(total),
@@ -222,9 +241,11 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         "peak_memory_mb": peak_memory_mb(device),
         "train_flops": train_flops(model, progress.tokens_seen),
         "train_samples": float(len(data.train)),
+        "micro_batch_size": float(math.ceil(config.batch_size / config.grad_accum)),
+        "effective_batch_size": float(config.batch_size),
         "epochs_run": progress.history[-1][EPOCH],
     }
-    result = TrialResult(metrics, costs, progress.history, output_dir)
+    result = TrialResult(metrics, costs, progress.history, output_dir, tags)
     if output_dir is not None:
         summary = {"metrics": metrics, "costs": costs, "history": progress.history, "data_digest": data.data_digest}
         with timed("trial.artifacts"):
@@ -238,7 +259,7 @@ def evaluate(model: TrainableModel, data: Prepared, config: TrialConfig, progres
     model.eval()
     started = time.perf_counter()
     every = config.generation.every
-    with timed("trial.evaluate"):
+    with timed("trial.evaluate"), autocast(config, device):
         evaluated = data.task.evaluate(model, data.valid, device,
                                        score=every is not None and (len(progress.history) + 1) % every == 0)
     progress.eval_seconds += time.perf_counter() - started
@@ -253,12 +274,13 @@ def prepare_data(config: TrialConfig, dataset: Dataset | None = None, device: to
     tokenizer = load_tokenizer(config.backbone, config.task)
     task = task_for(config)
     task.fit(splits.train)  # the expert features' scaler: from the training split only
-    train, valid, test = (task.encode(part, tokenizer) for part in (splits.train, splits.valid, splits.test))
+    with timed("trial.encode"):
+        (train, valid, test), encoding_key = encoded_splits(task, splits, tokenizer, config, dataset.digest)
     if not train or not valid:
         raise SweeperError(f"{config.data.path}: {len(train)} training and {len(valid)} validation commits after "
                            "sampling and splitting: give more data (data.sample) or a larger data.split.valid")
     task.prepare(train, tokenizer, device or torch.device("cpu"))
-    return Prepared(train, valid, test, task, dataset.digest)
+    return Prepared(train, valid, test, task, dataset.digest, encoding_key)
 
 
 def predict_saved(folder: Path) -> list[Prediction]:
@@ -267,8 +289,13 @@ def predict_saved(folder: Path) -> list[Prediction]:
     seed_everything(config.seed, config.threads)
     device = torch.device("cpu")
     data = prepare_data(config, device=device)
-    model = load_trained_model(config, folder / MODEL_DIR)
-    return data.task.evaluate(model, data.valid, device, score=True).predictions
+    backbone = data.task.load_model(config.backbone)
+    frozen = frozen_prefix(backbone, config)  # of the backbone before the method, as in training
+    model = load_trained_model(config, folder / MODEL_DIR, backbone)
+    use_frozen_cache(model, frozen, config, [data.train, data.valid, data.test], data.encoding_key, data.task.pad_id,
+                     device, check_trained=False)  # as in training, so the predictions repeat exactly
+    with autocast(config, device):
+        return data.task.evaluate(model, data.valid, device, score=True).predictions
 
 
 @contextmanager

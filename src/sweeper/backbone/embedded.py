@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
+from sweeper.cache import cache_dir
 from sweeper.data.diff import ADD_MARKER, DEL_MARKER, commit_text
 
 NAME = "embedded-roberta-v1"
@@ -48,11 +48,6 @@ LEARNING_RATE = 1e-3
 FINE_TUNING_DROPOUT = 0.1
 MASK_PROB = 0.15
 SEED = 0
-
-
-def cache_dir() -> Path:
-    """`$SWEEPER_CACHE`, or `~/.cache/sweeper`."""
-    return Path(os.environ.get("SWEEPER_CACHE", Path.home() / ".cache" / "sweeper")).expanduser()
 
 
 def embedded_backbone_dir() -> Path:

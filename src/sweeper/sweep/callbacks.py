@@ -23,7 +23,8 @@ from sweeper.artifacts import STATE_FILE
 from sweeper.config import TrialConfig
 from sweeper.data.records import Dataset
 from sweeper.errors import SweeperError
-from sweeper.sweep.trainable import EVALUATION, FAILURE, FINAL, NODE, OPTIMIZER_STEP, trial_config
+from sweeper.sweep.trainable import (EVALUATION, FAILURE, FINAL, LAST_EVALUATION, NODE, OPTIMIZER_STEP, TRIAL_TAGS,
+                                     trial_config)
 from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.datasets import split_inputs
@@ -32,7 +33,7 @@ from sweeper.tracking.schema import COSTS, ERROR_FOLDER, FailureKind, State, Tag
 from sweeper.tracking.writer import BackgroundWriter
 
 NOT_METRICS = {*AUTO_RESULT_KEYS, "config", "done", "checkpoint_dir_name", "should_checkpoint", FINAL, EVALUATION,
-               OPTIMIZER_STEP, NODE, FAILURE}
+               OPTIMIZER_STEP, NODE, FAILURE, LAST_EVALUATION, TRIAL_TAGS}
 
 
 def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +148,7 @@ class TrackingCallback(Callback):
         tags = None
         if result.get(EVALUATION) == 1:
             tags = {Tag.RAY_NODE: result.get(NODE, ""), Tag.RAY_HOST: result.get("hostname", ""),
-                    Tag.RAY_NODE_IP: result.get("node_ip", "")}
+                    Tag.RAY_NODE_IP: result.get("node_ip", ""), **result.get(TRIAL_TAGS, {})}
         tracked.evaluations = max(tracked.evaluations, int(result[EVALUATION]))
         self.writer.submit(self._log, tracked, metrics, int(result[EVALUATION]), tags, now_ms())
 

@@ -4,10 +4,14 @@ Every method the search can pick, with every searched value of its own settings,
 the backbone built on PyTorch's meta device (shapes only, no weights, no memory): a LoRA target
 or adapter layer the backbone lacks is an error before Ray starts. Where trials can use expert
 features, the expert-feature head is installed first, as a trial does: a backbone family it does not
-support is an error too.
+support is an error too. So is a training setting that cannot work: `precision: fp16` for trials
+without a GPU, `gradient_checkpointing` on a model class without it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig
@@ -16,8 +20,10 @@ from sweeper.backbone import model_from_config, resolve_backbone
 from sweeper.config import TrialConfig
 from sweeper.errors import MethodError, SpecError, SweeperError
 from sweeper.methods import apply_method
-from sweeper.spec import Spec
+from sweeper.precision import enable_gradient_checkpointing
+from sweeper.spec import Spec, at_line
 from sweeper.tasks.expert_head import install_expert_head
+
 
 def candidate_configs(spec: Spec) -> list[tuple[str, str, TrialConfig]]:
     """(field, what, config): one per method the search can pick, and per searched choice of its settings."""
@@ -35,19 +41,28 @@ def candidate_configs(spec: Spec) -> list[tuple[str, str, TrialConfig]]:
     return candidates
 
 
-def expert_field(spec: Spec) -> str | None:
-    """Where the spec lets trials use expert features (`search.features` or `defaults.features`); None if nowhere."""
-    searched = spec.search.get("features")
-    if searched is not None and "expert" in (searched.choice or []):
-        return "search.features"
-    return "defaults.features" if spec.defaults.features == "expert" else None
+def setting_field(spec: Spec, key: str, value: Any) -> str | None:
+    """Where the spec can give trials `key: value`: `search.KEY` if it is among the searched choices, else
+    `defaults.KEY` if it is the default; None if no trial gets it."""
+    searched = spec.search.get(key)
+    if searched is not None and searched.choice is not None:
+        return f"search.{key}" if value in searched.choice else None
+    return f"defaults.{key}" if getattr(spec.defaults, key) == value else None
+
+
+def located(source: str, field: str) -> str:
+    """`file:line` of a dotted field when the spec's source is a readable file, else the source as it is."""
+    path = Path(source)
+    text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    return at_line(source, text, field.split(".", 1)) if text else source
 
 
 def check_methods(spec: Spec, source: str) -> None:
     """Apply each candidate method to a shapes-only backbone (with the expert-feature head where trials can have
     one); the first that fails is a SpecError."""
     model_config = AutoConfig.from_pretrained(resolve_backbone(spec.backbone, spec.task), num_labels=2)
-    features = expert_field(spec)
+    features = setting_field(spec, "features", "expert")
+    checkpointing = setting_field(spec, "gradient_checkpointing", True)
     for field, what, config in candidate_configs(spec):
         with torch.device("meta"):
             model = model_from_config(model_config, spec.task, config.generation.decoder_layers)
@@ -62,10 +77,24 @@ def check_methods(spec: Spec, source: str) -> None:
         except (MethodError, ValueError) as error:
             raise SpecError(source, field, f"{what} does not fit backbone '{spec.backbone}'"
                             + (" with the expert-feature head" if features else "") + f": {error}") from None
+        if checkpointing:
+            try:
+                enable_gradient_checkpointing(model)
+            except MethodError as error:
+                raise SpecError(located(source, checkpointing), checkpointing, str(error)) from None
+
+
+def check_precision(spec: Spec, source: str) -> None:
+    """fp16 needs a GPU: without one (`sweep.resources.gpu: 0`) Ray hides the GPUs from the trials."""
+    field = setting_field(spec, "precision", "fp16")
+    if field and spec.sweep.resources.gpu == 0:
+        raise SpecError(located(source, field), field, "fp16 needs a GPU, and sweep.resources.gpu is 0: trials run "
+                        "on CPUs", "use precision: bf16, which CPUs run too, or fp32; or set sweep.resources.gpu")
 
 
 def preflight(spec: Spec, source: str) -> None:
     """All checks; raises SweeperError subclasses with one-line messages."""
+    check_precision(spec, source)
     try:
         check_methods(spec, source)
     except OSError as error:

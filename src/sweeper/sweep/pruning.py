@@ -3,6 +3,11 @@
 Ray Tune can stop a trial only from a scheduler, and its `OptunaSearch` hard-codes Optuna's NopPruner; so the
 `OptunaSearcher` reports each evaluation to its Optuna trial and this scheduler returns STOP when the study's
 pruner says so. A pruned trial is told to the study as PRUNED (see `OptunaSearcher.on_trial_complete`).
+
+A trial's last evaluation (the end of its training plan, or early stopping; the trial flags it) is reported to the
+study, so later trials are compared with it, but never pruned: stopping there saves no compute and would record a
+finished trial as pruned, without its final metrics. Evaluations are the pruner's steps, so with `eval_every_steps`
+its rungs fall inside the first epoch and a hopeless trial stops early.
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from sweeper.spec import PrunerConfig
 from sweeper.sweep.search import OptunaSearcher
-from sweeper.sweep.trainable import EVALUATION, FINAL
+from sweeper.sweep.trainable import EVALUATION, FINAL, LAST_EVALUATION
 
 
 class OptunaPruningScheduler(FIFOScheduler):
-    """Runs trials first-in first-out and stops those the Optuna pruner prunes."""
+    """Runs trials first-in first-out and stops those the Optuna pruner prunes, except at their last evaluation."""
 
     def __init__(self, searcher: OptunaSearcher, metric: str) -> None:
         super().__init__()
@@ -30,7 +35,8 @@ class OptunaPruningScheduler(FIFOScheduler):
         if result.get(FINAL) or self.pruning_metric not in result:
             return TrialScheduler.CONTINUE
         value = float(result[self.pruning_metric])
-        if self.searcher.report_and_check(trial.trial_id, int(result[EVALUATION]), value):
+        last = bool(result.get(LAST_EVALUATION))
+        if self.searcher.report_and_check(trial.trial_id, int(result[EVALUATION]), value, may_prune=not last):
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 

@@ -81,13 +81,13 @@ class OptunaSearcher(Searcher):
         return {"values": self.space(trial), "optuna_trial": trial.number}
 
     @timed("optuna.report_and_check")
-    def report_and_check(self, trial_id: str, step: int, value: float) -> bool:
-        """Report an intermediate value; True when the pruner says stop."""
+    def report_and_check(self, trial_id: str, step: int, value: float, may_prune: bool = True) -> bool:
+        """Report an intermediate value; True when the pruner says stop (never when `may_prune` is False)."""
         trial = self.live.get(trial_id)
         if trial is None or self.objectives or not math.isfinite(value):
             return False
         trial.report(value, step)
-        if trial.should_prune():
+        if may_prune and trial.should_prune():
             self.pruned.add(trial_id)
             return True
         return False

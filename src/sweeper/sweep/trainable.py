@@ -40,6 +40,8 @@ from sweeper.trial import Evaluation, run_trial
 # Keys of the results a trial reports to Tune, beside its metrics.
 FINAL = "final"  # set on the last result: the trial's best metrics and its costs, not another evaluation
 EVALUATION = "evaluation"  # the evaluation's number, from 1: the pruner's step and MLflow's
+LAST_EVALUATION = "last_evaluation"  # 1 when no evaluation follows: the pruner leaves the trial to finish
+TRIAL_TAGS = "trial_tags"  # the trial's notes for its run's tags (encoding cache key, frozen-prefix cache)
 OPTIMIZER_STEP = "optimizer_step"
 NODE = "node_id"  # the Ray node the trial ran on
 FAILURE = "failure"  # on a final result: why the trial failed deterministically (one line); it is not retried
@@ -84,6 +86,7 @@ def train(trial: TrialConfig, node: dict[str, str]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             evaluation.save(Path(folder))
             metrics = {**evaluation.metrics, EVALUATION: evaluation.index, OPTIMIZER_STEP: evaluation.step,
+                       LAST_EVALUATION: int(evaluation.last), TRIAL_TAGS: evaluation.tags,
                        "compute_seconds": evaluation.seconds, **node}
             with timed("trainable.report"):  # Tune reports synchronously: the trial waits for the driver here
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -25,6 +25,8 @@ class Tag:
     RETRIES = "sweeper.retries"  # how often Ray restarted the trial from its checkpoint (0 when never)
     RETRY_REASON = "sweeper.retry_reason"  # the error of the last restart: a lost worker or node, usually
     DATA_DIGEST = "sweeper.data_digest"
+    ENCODING_KEY = "sweeper.encoding_key"  # names the trial's encoded splits in its node's cache
+    FROZEN_CACHE = "sweeper.frozen_cache"  # the frozen-prefix cache: layer, built or reused, key; or why it was off
     VERSION = "sweeper.version"
     GIT_COMMIT = "sweeper.git_commit"
     METRIC = "sweeper.metric"  # the sweep's ranking metric and its mode
@@ -112,6 +114,8 @@ COSTS = {
     "peak_memory_mb": "peak memory",
     "train_flops": "training FLOPs",  # estimated, hardware-free: see sweeper.costs.train_flops
     "train_samples": "training samples",
+    "micro_batch_size": "micro-batch size",  # commits per forward pass: batch_size / grad_accum
+    "effective_batch_size": "effective batch size",  # commits per optimiser step: batch_size
     "epochs_run": "epochs run",
     "compute_seconds": "compute time",
 }
