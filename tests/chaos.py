@@ -127,7 +127,7 @@ def run_chaos(folder: Path, tracking_uri: str, trials: int, kills: int, minutes:
     text = log.read_text()
     if driver.returncode != 0:
         raise RuntimeError(f"the chaos sweep ended with {driver.returncode}:\n{text[-4000:]}")
-    outcome.summary = json.loads(text.strip().splitlines()[-1])
+    outcome.summary = last_json_line(text)
     study = optuna.load_study(study_name=sweep_id,
                               storage=f"sqlite:///{folder / 'results' / sweep_id / 'optuna.db'}")
     runs = client.search_runs([client.get_experiment_by_name("chaos").experiment_id],
@@ -136,6 +136,15 @@ def run_chaos(folder: Path, tracking_uri: str, trials: int, kills: int, minutes:
     outcome.retries = sum(int(run.data.tags.get("sweeper.retries", "0")) for run in runs)
     outcome.checks = check_sweep(client, runs, study, outcome.summary, trials)
     return outcome
+
+
+def last_json_line(text: str) -> dict:
+    """The summary `sweeper run --json` printed last; Ray's own log lines (a raylet's, on the same stream) may
+    come after it."""
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"the chaos sweep printed no JSON summary:\n{text[-4000:]}")
 
 
 def replace_node(cluster: LocalCluster, tries: int = 2) -> bool:

@@ -31,9 +31,12 @@ def sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture
-def registry(sweep: TinySweep) -> Iterator[None]:
-    """MLflow's global tracking (and so registry) URI on the sweep's server while a test loads `models:/` URIs."""
+def registry(sweep: TinySweep, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """MLflow's global tracking (and so registry) URI on the sweep's server while a test loads `models:/` URIs.
+    `set_tracking_uri` also sets $MLFLOW_TRACKING_URI, which later tests' subprocesses would inherit: monkeypatch
+    takes it back out after the test."""
     previous = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sweep.uri)
     mlflow.set_tracking_uri(sweep.uri)
     try:
         yield

@@ -24,9 +24,9 @@ from sweeper.trial import Evaluation, TrialResult, run_trial
 
 pytestmark = pytest.mark.slow
 
-# Five LoRA trials of six epochs, one at a time: long enough to kill the driver while the third trains.
+# Five LoRA trials of four epochs, one at a time: long enough to kill the driver while the third trains.
 CHANGES = {"data": {"path": "bundled:jitdp", "sample": 200, "split": {"kind": "time", "valid": 0.25}, "max_length": 64},
-           "search": {"lr": {"loguniform": [1.0e-4, 3.0e-3]}}, "defaults.epochs": 6, "sweep.trials": 5}
+           "search": {"lr": {"loguniform": [1.0e-4, 3.0e-3]}}, "defaults.epochs": 4, "sweep.trials": 5}
 
 
 class Interrupted(Exception):
@@ -78,7 +78,8 @@ def test_killed_driver_resumes_the_same_sweep(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     with (tmp_path / "first.log").open("w") as log, \
-            sweeper_process("run", str(spec), "--sweep-id", "resumable-1", cwd=tmp_path, stdout=log) as driver:
+            sweeper_process("run", str(spec), "--sweep-id", "resumable-1", "--tracking-uri", uri, cwd=tmp_path,
+                            stdout=log) as driver:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline:  # kill it once two trials are done and a third is training
             states = [run.data.tags.get("sweeper.state") for run in trial_runs(uri, experiment="resumable")]
@@ -93,7 +94,7 @@ def test_killed_driver_resumes_the_same_sweep(tmp_path: Path) -> None:
     before = {run.info.run_id: run for run in trial_runs(uri, experiment="resumable")}
     assert any(run.info.status == "RUNNING" for run in before.values())  # the crash left an orphan
 
-    summary = last_json(sweeper("resume", "resumable-1", "--json", cwd=tmp_path, timeout=600))
+    summary = last_json(sweeper("resume", "resumable-1", "--tracking-uri", uri, "--json", cwd=tmp_path, timeout=600))
 
     runs = trial_runs(uri, experiment="resumable")
     states = Counter(run.data.tags["sweeper.state"] for run in runs)
