@@ -20,6 +20,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from sweeper.backbone import embedded_backbone_dir
+from sweeper.cache import cache_dir
 from sweeper.config import EMBEDDED_BACKBONE
 from sweeper.data.records import Dataset
 from sweeper.data.split import trial_splits
@@ -282,9 +283,9 @@ def storage_location(storage: str) -> str:
 
 
 def default_study_storage(storage: str, sweep_id: str) -> str:
-    """A SQLite file per sweep: beside Ray's results in a local folder, else (S3) in ~/.cache/sweeper/studies."""
+    """A SQLite file per sweep: beside Ray's results in a local folder, else (S3) in `$SWEEPER_CACHE/studies`."""
     if "://" in storage:
-        folder = Path(os.environ.get("SWEEPER_CACHE", Path.home() / ".cache" / "sweeper")) / "studies" / sweep_id
+        folder = cache_dir() / "studies" / sweep_id
     else:
         folder = Path(storage).expanduser().resolve() / sweep_id
     folder.mkdir(parents=True, exist_ok=True)
