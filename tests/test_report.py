@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -433,6 +434,17 @@ def test_repeats_give_mean_sd_interval_and_welch_per_pair() -> None:
         low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
         assert rows[method][3:] == ["3 (1, 2, 3)", f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}",
                                     f"[{low:.3f}, {high:.3f}]"]
+
+
+def test_a_method_whose_trials_were_all_pruned_is_named_not_left_out() -> None:
+    labels, rng = validation_set(3)
+    runs = {"full": with_auc("trial-000-full", "full", labels, noisy(labels, rng, 1.0))}
+    for number, state in enumerate(["pruned", "pruned", "failed"], start=1):
+        trial = contender(f"trial-00{number}-lora", "lora", {}, number=number)
+        runs[trial.name] = (replace(trial, state=state), None)
+    text = "\n".join(block for block in decision_section(sweep_of(runs)).blocks if isinstance(block, str))
+    assert "lora: no completed trial (1 failed, 2 pruned), so it is not compared." in text
+    assert "full: no completed trial" not in text
 
 
 def test_old_sweep_without_baselines_repeats_or_predictions_still_decides_what_it_can() -> None:

@@ -143,6 +143,7 @@ def decide(details: SweepDetails) -> Decision:
     if missing:
         notes.append("No paired interval for " + ", ".join(f"{label(run)} (`{run.run_id}`)" for run in missing)
                      + ": the run logged no predictions.csv (an older run?).")
+    notes += uncompared_methods(details, {run.method for run in best})
     repeats = repeat_values(details, metric, best)
     pairs = [compare(details, a, b, metric, repeats) for i, a in enumerate(best) for b in best[i + 1:]]
     pairs += [compare(details, trial, baselines[0], metric, repeats) for trial in best] if baselines else []
@@ -163,6 +164,21 @@ def decide(details: SweepDetails) -> Decision:
     top = next(iter(ranked(details.trials, metric, "max")), None)
     return Decision(metric, commits, positives, verdict(top, next(iter(baselines), None), metric), pairs, repeats,
                     notes)
+
+
+def uncompared_methods(details: SweepDetails, compared: set[str]) -> list[str]:
+    """A note for each method the sweep tried that has no completed trial to compare, with how its trials ended:
+    silence would read as if the method had not been tried."""
+    notes = []
+    for method in sorted({trial.method for trial in details.trials} - compared):
+        ended: dict[str, int] = defaultdict(int)
+        for trial in details.trials:
+            if trial.method == method:
+                ended[trial.state] += 1
+        how = ", ".join(f"{count} {state}" for state, count in sorted(ended.items()))
+        notes.append(f"{method}: no completed trial ({how}), so it is not compared. With trials pruned, more trials "
+                     "or a gentler pruner (`startup_trials`, `warmup_steps`) give it a completed one.")
+    return notes
 
 
 def compare(details: SweepDetails, a: TrialRun, b: TrialRun, metric: str, repeats: dict[str, list[float]]) -> Pair:
