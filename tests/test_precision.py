@@ -1,5 +1,5 @@
 """Precision and memory keys: validated before any trial starts; accumulation gives the whole batch's update; bf16 on
-a CPU trains every method with metrics close to fp32's."""
+a CPU trains every method with metrics close to fp32's, and `predict` scores as the trial evaluated."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import torch
 from transformers import AlbertConfig
 
 from harness import small_trial, spec_dict, write_spec
+from sweeper.artifacts import TrialArtifacts, read_predictions
+from sweeper.data.split import trial_splits
 from sweeper.errors import SpecError, SweeperError
 from sweeper.methods import apply_method
 from sweeper.precision import accumulate, check_precision, gradient_scaler
 from sweeper.spec import load_spec
 from sweeper.sweep.preflight import preflight
+from sweeper.trained.predict import predict_records
 from sweeper.trial import prepare_data, run_trial
 
 CPU = torch.device("cpu")
@@ -98,3 +101,15 @@ def test_bf16_on_a_cpu_trains_every_method_close_to_fp32(task: str) -> None:
         bf16 = run_trial(config.with_overrides({"precision": "bf16", "grad_accum": 2}))
         assert bf16.metrics["eval_loss"] == pytest.approx(fp32.metrics["eval_loss"], rel=0.03), method
         assert bf16.costs["micro_batch_size"] == 8 and bf16.costs["effective_batch_size"] == 16
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["jitdp", "cmg"])
+def test_predict_of_a_bf16_trial_gives_its_logged_predictions(task: str, tmp_path: Path) -> None:
+    """`sweeper predict` runs the trial's task under the trial's autocast, as its evaluation did."""
+    config = small_trial("lora", task, **{"data.sample": 120, "data.max_length": 32, "precision": "bf16"})
+    run_trial(config, tmp_path)
+    _, splits = trial_splits(config)
+    trial = TrialArtifacts("local", "complete", config, {}, tmp_path)
+    predicted = [p.message if task == "cmg" else p.probability for p in predict_records(trial, splits.valid)]
+    assert predicted == read_predictions(tmp_path)

@@ -2,7 +2,7 @@
 gradient accumulation over micro-batches.
 
 The recipe (`trial.py`) runs one batch's forward and backward passes with `accumulate` and the update with
-`optimizer_step`; evaluation and generation run inside the same `autocast`. `grad_accum` splits each batch of
+`optimizer_step`; the tasks evaluate, generate and predict inside the same `autocast`. `grad_accum` splits each batch of
 `batch_size` into micro-batches and weighs each micro-batch's loss by its share of what the whole batch's loss
 averages over (commits, class weights or message tokens), so the update is the whole batch's, with a micro-batch's
 memory. Usage::

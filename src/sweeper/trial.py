@@ -35,8 +35,8 @@ from sweeper.data.records import Dataset
 from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
 from sweeper.methods import TrainableModel, apply_method, count_parameters
-from sweeper.precision import (accumulate, allow_tf32, autocast, check_precision, enable_gradient_checkpointing,
-                               gradient_scaler, optimizer_step)
+from sweeper.precision import (accumulate, allow_tf32, check_precision, enable_gradient_checkpointing, gradient_scaler,
+                               optimizer_step)
 from sweeper.tasks import Prediction, Task, task_for
 from sweeper.timings import timed
 from sweeper.tracking.schema import EPOCH, TRAIN_LOSS, Tag
@@ -221,15 +221,13 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     metrics = dict(progress.best)
     if not progress.best_predictions:  # generation scored between evaluations only: score the best weights now
         started = time.perf_counter()
-        with autocast(config, device):
-            final = data.task.evaluate(model, data.valid, device, score=True)
+        final = data.task.evaluate(model, data.valid, device, score=True)
         progress.eval_seconds += time.perf_counter() - started
         metrics |= final.metrics
         progress.best_predictions = final.predictions
     metrics |= data.task.intervals(data.valid, progress.best_predictions)  # auc_ci_low, auc_ci_high, ...
     if data.test:
-        with autocast(config, device):
-            metrics |= data.task.test_metrics(model, data.test, device, progress.best)
+        metrics |= data.task.test_metrics(model, data.test, device, progress.best)
     costs = {
         "trainable_params": float(trainable),
         "total_params": float(total),
@@ -259,7 +257,7 @@ def evaluate(model: TrainableModel, data: Prepared, config: TrialConfig, progres
     model.eval()
     started = time.perf_counter()
     every = config.generation.every
-    with timed("trial.evaluate"), autocast(config, device):
+    with timed("trial.evaluate"):
         evaluated = data.task.evaluate(model, data.valid, device,
                                        score=every is not None and (len(progress.history) + 1) % every == 0)
     progress.eval_seconds += time.perf_counter() - started
@@ -294,8 +292,7 @@ def predict_saved(folder: Path) -> list[Prediction]:
     model = load_trained_model(config, folder / MODEL_DIR, backbone)
     use_frozen_cache(model, frozen, config, [data.train, data.valid, data.test], data.encoding_key, data.task.pad_id,
                      device, check_trained=False)  # as in training, so the predictions repeat exactly
-    with autocast(config, device):
-        return data.task.evaluate(model, data.valid, device, score=True).predictions
+    return data.task.evaluate(model, data.valid, device, score=True).predictions
 
 
 @contextmanager

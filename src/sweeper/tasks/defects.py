@@ -21,6 +21,7 @@ from sweeper.data.features import FeatureScaler, feature_matrix
 from sweeper.data.records import CommitRecord
 from sweeper.metrics.bootstrap import classification_intervals, flat_intervals
 from sweeper.metrics.classification import classification_metrics
+from sweeper.precision import autocast
 from sweeper.tasks import Evaluated, Prediction
 from sweeper.tasks.expert_head import batch_features, install_expert_head
 
@@ -85,14 +86,19 @@ class DefectPrediction:
 
     def evaluate(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
                  score: bool = True) -> Evaluated:
-        scores, eval_loss = predict(model, items, self.config.eval_batch_size, self.pad_id, device,
-                                    self.config.data.pad_to)
+        scores, eval_loss = self.scores(model, items, device)
         metrics = classification_metrics([item.label for item in items], scores) | {"eval_loss": eval_loss}
         return Evaluated(metrics, list(scores))
 
+    def scores(self, model: PreTrainedModel, items: list[EncodedCommit],
+               device: torch.device) -> tuple[list[float], float]:
+        """`predict` under the trial's autocast, as it trained: evaluation, test and `sweeper predict` score alike."""
+        with autocast(self.config, device):
+            return predict(model, items, self.config.eval_batch_size, self.pad_id, device, self.config.data.pad_to)
+
     def test_metrics(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
                      best: dict[str, float]) -> dict[str, float]:
-        scores, _ = predict(model, items, self.config.eval_batch_size, self.pad_id, device, self.config.data.pad_to)
+        scores, _ = self.scores(model, items, device)
         labels = [item.label for item in items]
         test = {f"test_{name}": value for name, value in classification_metrics(labels, scores).items()}
         test["test_f1_at_valid_threshold"] = classification_metrics(labels, scores, best["max_f1_threshold"])["f1"]
@@ -112,7 +118,7 @@ class DefectPrediction:
         """P(defect) of each record (with expert features: scaled by the trial's saved scaler, set as `scaler`)."""
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         items = self.encode(records, tokenizer)
-        scores, _ = predict(model, items, self.config.eval_batch_size, self.pad_id, device, self.config.data.pad_to)
+        scores, _ = self.scores(model, items, device)
         return list(scores)
 
 

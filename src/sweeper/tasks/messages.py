@@ -20,6 +20,7 @@ from sweeper.data.encoding import EncodedCommit, encode_for_generation
 from sweeper.data.records import CommitRecord
 from sweeper.metrics.bootstrap import flat_intervals, text_intervals
 from sweeper.metrics.text import generation_metrics
+from sweeper.precision import autocast
 from sweeper.tasks import Evaluated, Prediction
 
 if TYPE_CHECKING:
@@ -96,10 +97,11 @@ class MessageGeneration:
     @torch.no_grad()
     def evaluate(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
                  score: bool) -> Evaluated:
-        metrics = {"eval_loss": self.eval_loss(model, items, device)}
-        if not score:
-            return Evaluated(metrics, [], scored=False)
-        predictions = self.generate(model, items, device)
+        with autocast(self.config, device):  # as it trained: evaluation, test and `sweeper predict` alike
+            metrics = {"eval_loss": self.eval_loss(model, items, device)}
+            if not score:
+                return Evaluated(metrics, [], scored=False)
+            predictions = self.generate(model, items, device)
         metrics |= generation_metrics([item.reference for item in items], predictions)
         return Evaluated(metrics, list(predictions))
 
@@ -169,4 +171,5 @@ class MessageGeneration:
         data = self.config.data
         items = encode_for_generation(records, tokenizer, data.max_length, data.message_tokens, keep_without_message=True)
         self.prepare(items, tokenizer, device)
-        return list(self.generate(model, items, device))
+        with autocast(self.config, device):
+            return list(self.generate(model, items, device))
