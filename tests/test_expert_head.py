@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import (
     AutoModelForSequenceClassification,
+    BartConfig,
     BertConfig,
     DistilBertConfig,
-    GPT2Config,
     PreTrainedModel,
 )
 
@@ -150,11 +150,12 @@ def test_bert_pooled_head_round_trip(method: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("config, family", [
-    (GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=4, pad_token_id=0), "gpt2"),
+    (BartConfig(vocab_size=100, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+                decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64), "bart"),
     (DistilBertConfig(vocab_size=100, dim=32, n_layers=1, n_heads=4, hidden_dim=64), "distilbert"),
 ])
 def test_unsupported_families_are_refused(config, family: str) -> None:
-    with pytest.raises(MethodError, match=rf"supports roberta, .*bert backbones, not '{family}'"):
+    with pytest.raises(MethodError, match=rf"supports roberta, .*, qwen2, .* backbones, not '{family}'"):
         install_expert_head(AutoModelForSequenceClassification.from_config(config))
 
 

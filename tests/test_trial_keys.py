@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from transformers import GPT2Config
+from transformers import BartConfig
 
 from harness import SEARCH_SPACES, data_lines, last_json, spec_dict, sweeper
 from sweeper.baselines import BASELINES, BaselineResult, baselines_for
@@ -79,12 +79,13 @@ def test_baselines_default_per_task_and_switch_off(tmp_path: Path) -> None:
 
 
 def test_a_backbone_the_head_does_not_fit_is_an_error_before_any_trial(tmp_path: Path) -> None:
-    backbone = tmp_path / "gpt2"
-    GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=4, pad_token_id=0).save_pretrained(backbone)
+    backbone = tmp_path / "bart"
+    BartConfig(vocab_size=100, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+               decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64).save_pretrained(backbone)
     searched = write(tmp_path, {"backbone": str(backbone), "search": {"method": {"choice": ["lora"]},
                                                                      "features": {"choice": ["none", "expert"]}}})
     with pytest.raises(SpecError, match=r"field 'search.features': features: expert does not fit backbone .*not "
-                                        r"'gpt2'"):
+                                        r"'bart'"):
         preflight(load_spec(searched), str(searched))
     plain = write(tmp_path, {"backbone": str(backbone), "search": {"method": {"choice": ["lora"]}}}, "plain")
     preflight(load_spec(plain), str(plain))  # without expert features the backbone is fine

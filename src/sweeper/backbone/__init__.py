@@ -25,10 +25,10 @@ from transformers.utils import logging as hf_logging
 
 from sweeper.backbone.embedded import embedded_backbone_dir
 from sweeper.backbone.embedded_seq2seq import embedded_seq2seq_dir
-from sweeper.backbone.new_decoder import encoder_only, with_new_decoder
+from sweeper.backbone.new_decoder import decoder_only, encoder_only, with_new_decoder
 from sweeper.errors import SweeperError
 
-__all__ = ["embedded_backbone_dir", "embedded_seq2seq_dir", "load_classifier", "load_generator", "load_tokenizer",
+__all__ = ["decoder_only", "embedded_backbone_dir", "embedded_seq2seq_dir", "load_classifier", "load_generator", "load_tokenizer",
            "model_from_config", "resolve_backbone"]
 
 EMBEDDED = "embedded"
@@ -43,14 +43,33 @@ def resolve_backbone(name: str, task: str = "jitdp") -> str:
 
 
 def load_tokenizer(name: str, task: str = "jitdp") -> PreTrainedTokenizerBase:
-    """The backbone's tokenizer; a `SweeperError` if it cannot be loaded."""
-    return _load(name, task, AutoTokenizer.from_pretrained)
+    """The backbone's tokenizer, with a pad token (its end token where it has none, as for most code LLMs);
+    a `SweeperError` if it cannot be loaded."""
+    return with_pad_token(_load(name, task, AutoTokenizer.from_pretrained), name)
+
+
+def with_pad_token(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTrainedTokenizerBase:
+    """`tokenizer`, its pad token set to its end token where it has none (decoder-only tokenizers: GPT-2, Llama,
+    Qwen base models): batches need one, and the attention mask, not the token, says what is padding."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise SweeperError(f"the tokenizer of backbone '{name}' has neither a pad nor an end token to pad with: "
+                               "save it with a pad_token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_classifier(name: str, num_labels: int = 2) -> PreTrainedModel:
-    """The backbone with a new sequence-classification head; a `SweeperError` if it cannot be loaded."""
-    return _load(name, "jitdp",
-                 lambda path: AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels))
+    """The backbone with a new sequence-classification head; a `SweeperError` if it cannot be loaded.
+
+    A decoder-only model's classifier scores the last token that is not padding (transformers' own pooling,
+    which finds it by `config.pad_token_id`): that id is set to the tokenizer's pad token, which batches pad with.
+    """
+    model = _load(name, "jitdp",
+                  lambda path: AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels))
+    if decoder_only(model.config):
+        model.config.pad_token_id = load_tokenizer(name).pad_token_id
+    return model
 
 
 def load_generator(name: str, decoder_layers: int = 6) -> PreTrainedModel:

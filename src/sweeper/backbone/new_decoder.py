@@ -25,6 +25,9 @@ from transformers import AutoModelForCausalLM, EncoderDecoderModel, PretrainedCo
 # Encoder-only architectures that get a new decoder for message generation; each has a causal-LM class with
 # cross-attention (BertLMHeadModel, RobertaForCausalLM, ...) to build the decoder from.
 ENCODER_ONLY = ("bert", "roberta", "xlm-roberta", "electra")
+# Decoder-only (causal) families sweeper maps (roles, the expert head, the frozen-prefix cache): GPT-2 and
+# StarCoder, Llama and CodeLlama, Mistral, Qwen2/Qwen2.5(-Coder), Qwen3, StarCoder2.
+DECODER_ONLY = ("gpt2", "gpt_bigcode", "llama", "mistral", "qwen2", "qwen3", "starcoder2")
 
 # EncoderDecoderModel warns at its first loss that the loss moved into it in 2021, and about its own tensor copy.
 warnings.filterwarnings("ignore", message="Version v4.12.0 introduces a better way", category=FutureWarning)
@@ -35,6 +38,11 @@ warnings.filterwarnings("ignore", message="To copy construct from a tensor", cat
 def encoder_only(config: PretrainedConfig) -> bool:
     """Whether a checkpoint's config is an encoder-only model (not one already saved as a decoder)."""
     return config.model_type in ENCODER_ONLY and not config.is_decoder and not config.is_encoder_decoder
+
+
+def decoder_only(config: PretrainedConfig) -> bool:
+    """Whether a config is one of the decoder-only families sweeper maps (`DECODER_ONLY`)."""
+    return config.model_type in DECODER_ONLY and not config.is_encoder_decoder
 
 
 def decoder_config(encoder: PretrainedConfig, layers: int) -> PretrainedConfig:

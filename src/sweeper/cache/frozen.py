@@ -9,9 +9,14 @@ Served, the frozen embeddings return the cached states of the batch's commits (f
 frozen layers pass them through, so the model's own forward pass, the method's modules and the head run unchanged:
 training, evaluation, generation and saving need no other change.
 
-Prefixes: an encoder (BERT/RoBERTa family: the embeddings and layers below k), or the whole encoder of an
+Prefixes: an encoder (BERT/RoBERTa family: the embeddings and layers below k), the whole encoder of an
 encoder-decoder model whose decoder alone trains (message generation: the cross-attention reads the cached
-output). Anything else trains as it is, and the trial's `sweeper.frozen_cache` tag says why.
+output), or a decoder-only model's token embeddings and layers below k (Llama, Mistral, Qwen2/Qwen3, StarCoder2;
+defect prediction): each token's state there depends only on the tokens before it, so a right-padded row's states
+are the same in any batch; the upper layers get the attention mask and positions from the model's own forward pass
+and recompute their rotary embeddings from them. Message generation with a decoder-only model is not cached: each
+token it generates must pass the frozen layers too. Anything else trains as it is, and the trial's
+`sweeper.frozen_cache` tag says why.
 Memory: the states are written batch by batch to a file (bf16/fp16 when the trial's precision is, fp32 otherwise)
 and read back through the page cache, so they never have to fit in memory; a cache larger than the room allowed
 (half the free disk, at most `$SWEEPER_FROZEN_CACHE_GB`) is not built, and the trial trains without it. Usage::
@@ -54,6 +59,9 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 ENCODERS = ("bert", "roberta", "xlm-roberta", "camembert")  # embeddings, then `encoder.layer`, nothing between
+# Decoder-only bases with `embed_tokens`, then `layers` that return their hidden states, then `norm`, the positions
+# applied inside the layers (rotary): GPT-2 adds position embeddings beside its token embeddings, and is not here.
+ROTARY_DECODERS = ("llama", "mistral", "qwen2", "qwen3", "starcoder2")
 PREFIX_BATCH = 32  # commits per forward pass while building: fixed, so the states do not depend on a trial key
 BUDGET_VARIABLE = "SWEEPER_FROZEN_CACHE_GB"
 STORAGE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -62,9 +70,10 @@ STATES, INDEX, META = "states.npy", "index.npy", "meta.json"
 
 @dataclass(frozen=True)
 class Prefix:
-    """A model's frozen prefix: `layers` (an encoder's embeddings and its layers below `layer`) or `encoder`
-    (the whole encoder of an encoder-decoder model, whose layers are those below `layer`); `weights` is a hash of
-    every weight it computes with."""
+    """A model's frozen prefix: `layers` (an encoder's embeddings and its layers below `layer`), `decoder` (a
+    decoder-only model's token embeddings and its layers below `layer`) or `encoder` (the whole encoder of an
+    encoder-decoder model, whose layers are those below `layer`); `weights` is a hash of every weight it computes
+    with."""
 
     kind: str
     layer: int
@@ -97,6 +106,12 @@ def frozen_prefix(backbone: PreTrainedModel, config: TrialConfig) -> Prefix | st
         if first < encoder_layers:
             return f"off: {config.method} trains encoder layer {first}; only a wholly frozen encoder is cached"
         kind, first = "encoder", encoder_layers
+    elif model_type in ROTARY_DECODERS:
+        if config.task != "jitdp":
+            return "off: a decoder-only model generates messages through its frozen layers (each new token)"
+        if first == 0:
+            return f"off: {config.method} trains layer 0"
+        kind = "decoder"
     elif model_type not in ENCODERS or not hasattr(encoder_of(backbone), "embeddings"):
         return f"off: no frozen-prefix cache for {model_type} models (only {', '.join(ENCODERS)} and encoder-decoders)"
     elif first == 0:
@@ -148,6 +163,8 @@ def frozen_modules(hf: PreTrainedModel, kind: str, layer: int) -> list[nn.Module
     encoder = encoder_of(hf)
     if kind == "encoder":
         return [encoder]
+    if kind == "decoder":
+        return [encoder.embed_tokens, encoder.rotary_emb, *encoder.layers[:layer]]
     return [encoder.embeddings, *encoder.encoder.layer[:layer]]
 
 
@@ -222,6 +239,21 @@ def passthrough(hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple
     return (hidden_states,)
 
 
+def identity(hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """A decoder layer (or final norm) that returns its input, as such layers return their output: alone."""
+    return hidden_states
+
+
+def upper_modules(base: nn.Module, plan: Prefix) -> tuple[list[nn.Module], Any]:
+    """What runs above the prefix while it is built, and what they run instead: nothing for a whole encoder; the
+    layers at and above `plan.layer` (and a decoder's final norm) pass their input through."""
+    if plan.kind == "encoder":
+        return [], passthrough
+    if plan.kind == "decoder":
+        return [*base.layers[plan.layer:], base.norm], identity
+    return list(base.encoder.layer[plan.layer:]), passthrough
+
+
 @torch.no_grad()
 def build(folder: Path, hf: PreTrainedModel, plan: Prefix, rows: dict[tuple[int, ...], EncodedCommit],
           config: TrialConfig, pad_id: int, device: torch.device, dtype: torch.dtype, hidden: int) -> None:
@@ -235,9 +267,9 @@ def build(folder: Path, hf: PreTrainedModel, plan: Prefix, rows: dict[tuple[int,
     encoder = encoder_of(hf)
     modes = [(module, module.training) for module in hf.modules()]
     hf.eval()
-    upper = [] if plan.kind == "encoder" else list(encoder.encoder.layer[plan.layer:])
+    upper, stand_in = upper_modules(encoder, plan)
     try:
-        with forwards(upper, passthrough), autocast(config, device):
+        with forwards(upper, stand_in), autocast(config, device):
             for batch in length_bucketed_batches(items, PREFIX_BATCH, seed=None):
                 inputs = collate([items[index] for index in batch], pad_id)
                 output = encoder(input_ids=inputs["input_ids"].to(device),
@@ -310,6 +342,11 @@ def serve(hf: PreTrainedModel, plan: Prefix, states: FrozenStates, pad_id: int) 
             return BaseModelOutput(last_hidden_state=hidden) if return_dict is not False else (hidden,)
 
         encoder.forward = cached_encoder
+        return
+    if plan.kind == "decoder":
+        encoder.embed_tokens.forward = lambda input_ids: states.batch(input_ids, pad_id, dtype)
+        for layer in encoder.layers[:plan.layer]:
+            layer.forward = identity
         return
     encoder.embeddings.forward = lambda input_ids=None, **kwargs: states.batch(input_ids, pad_id, dtype)
     for layer in encoder.encoder.layer[:plan.layer]:

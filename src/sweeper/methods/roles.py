@@ -73,6 +73,8 @@ _LLAMA = {
     "ffn_in": r"mlp\.(gate_proj|up_proj)",
     "ffn_out": r"mlp\.down_proj",
 }
+# StarCoder2: Llama's attention names, GPT-2's feed-forward names (one up-projection, no gate).
+_STARCODER2 = _LLAMA | {"ffn_in": r"mlp\.c_fc", "ffn_out": r"mlp\.c_proj"}
 FAMILIES: dict[str, dict[str, str]] = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra"), _ENCODER),
     # An encoder-only backbone with a new decoder for message generation (`sweeper.backbone.new_decoder`): the
@@ -80,7 +82,8 @@ FAMILIES: dict[str, dict[str, str]] = {
     NEW_DECODER: _ENCODER,
     **dict.fromkeys(("t5", "mt5"), _T5),
     **dict.fromkeys(("bart", "mbart", "plbart"), _BART),
-    "gpt2": _GPT2,
+    **dict.fromkeys(("gpt2", "gpt_bigcode"), _GPT2),
+    "starcoder2": _STARCODER2,
     **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3"), _LLAMA),
 }
 

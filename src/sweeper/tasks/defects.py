@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from sweeper.backbone import load_classifier
+from sweeper.backbone import decoder_only, load_classifier
 from sweeper.data.batching import batch_indices, collate
 from sweeper.data.encoding import EncodedCommit, encode_commits, with_features
 from sweeper.data.features import FeatureScaler, feature_matrix
@@ -81,7 +81,7 @@ class DefectPrediction:
 
     def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with batch_features(model, batch):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = model(**model_inputs(model, batch)).logits
         return self.loss_fn(logits, batch["labels"])
 
     def evaluate(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
@@ -131,11 +131,21 @@ def predict(model: PreTrainedModel, items: list[EncodedCommit], batch_size: int,
     for indices in batch_indices(items, batch_size, seed=None, pad_to=pad_to):
         batch = {key: value.to(device) for key, value in collate([items[i] for i in indices], pad_id, pad_to).items()}
         with batch_features(model, batch):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            logits = model(**model_inputs(model, batch)).logits.float()
         total_loss += torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
         for index, score in zip(indices, torch.softmax(logits, dim=-1)[:, 1].tolist()):
             scores[index] = score
     return scores, total_loss / max(len(items), 1)
+
+
+def model_inputs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the classifier reads of a batch. A decoder-only model also gets each token's position counted from its
+    first real token, so a commit scores the same padded on the left or the right (absolute positions, GPT-2, and
+    rotary ones alike); transformers' classifier then pools the last token that is not padding."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if decoder_only(model.config):
+        inputs["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    return inputs
 
 
 def class_weights(items: list[EncodedCommit]) -> torch.Tensor:

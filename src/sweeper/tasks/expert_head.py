@@ -20,8 +20,11 @@ head beside the call: `expert_features` sets them on every `ConcatHead` of the m
     again = load_with_expert_head(load_classifier("embedded"), config, out)
 
 Supported backbones: the RoBERTa family (`roberta`, `xlm-roberta`, `camembert`, `electra`: CodeBERT,
-GraphCodeBERT, UniXcoder), whose head receives the sequence output and reads its first token, and BERT
-(`bert`), whose head receives the pooled first-token vector. Others (BART, T5, GPT-2, Llama, DistilBERT)
+GraphCodeBERT, UniXcoder), whose head receives the sequence output and reads its first token; BERT
+(`bert`), whose head receives the pooled first-token vector; and the decoder-only families (GPT-2, StarCoder,
+Llama/CodeLlama, Mistral, Qwen2/Qwen2.5, Qwen3, StarCoder2), whose head scores every token and whose model then
+keeps the score of the last token that is not padding: there the head combines the features with every token's
+vector, so the score kept is the last token's, pooled as the model pools. Others (BART, T5, DistilBERT)
 pool elsewhere or have a head in several modules: `MethodError`.
 """
 
@@ -40,10 +43,13 @@ from sweeper.config import TrialConfig
 from sweeper.data.features import FEATURE_NAMES
 from sweeper.errors import MethodError
 from sweeper.methods import TrainableModel, load_trained
+from sweeper.backbone.new_decoder import DECODER_ONLY
 from sweeper.methods.roles import head_names
 
 SEQUENCE_OUTPUT = ("roberta", "xlm-roberta", "camembert", "electra")  # head gets (batch, tokens, hidden)
 POOLED_OUTPUT = ("bert",)  # head gets (batch, hidden): the pooler's first-token vector
+EVERY_TOKEN = DECODER_ONLY  # head scores (batch, tokens, hidden); the model keeps the last real token's score
+DEFAULT_DROPOUT = 0.1  # JIT-Fine's (RoBERTa's hidden dropout), for configs that name none
 NUM_FEATURES = len(FEATURE_NAMES)
 
 
@@ -51,7 +57,8 @@ class ConcatHead(nn.Module):
     """Expert features through Linear + tanh, concatenated with the first-token vector; dropout; Linear.
 
     `features` is set for a forward pass by `expert_features`; it is an attribute, not a buffer, so it is
-    never saved. The head takes the sequence output (`[:, 0]` is the first token) or a pooled vector.
+    never saved. The head takes the sequence output (`[:, 0]` is the first token) or a pooled vector; with
+    `every_token` it scores each token of the sequence output (a decoder-only model pools the scores after).
 
         >>> head = ConcatHead(hidden_size=8, num_labels=2, num_features=3).eval()
         >>> head.features = torch.ones(4, 3)
@@ -60,8 +67,9 @@ class ConcatHead(nn.Module):
     """
 
     def __init__(self, hidden_size: int, num_labels: int = 2, num_features: int = NUM_FEATURES,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = DEFAULT_DROPOUT, every_token: bool = False) -> None:
         super().__init__()
+        self.every_token = every_token
         self.feature_proj = nn.Linear(num_features, hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(2 * hidden_size, num_labels)
@@ -71,34 +79,39 @@ class ConcatHead(nn.Module):
         if self.features is None:
             raise RuntimeError("ConcatHead called without expert features: run the forward pass inside "
                                "`with expert_features(model, batch['features']):`")
-        first = hidden_states[:, 0] if hidden_states.dim() == 3 else hidden_states
-        features = self.features.to(device=first.device, dtype=first.dtype)
-        if features.shape != (first.shape[0], self.feature_proj.in_features):
-            raise ValueError(f"expert features of shape {tuple(features.shape)} for a batch of {first.shape[0]}; "
-                             f"expected ({first.shape[0]}, {self.feature_proj.in_features})")
-        combined = torch.cat([first, torch.tanh(self.feature_proj(features))], dim=-1)
-        return self.out_proj(self.dropout(combined))
+        vectors = hidden_states if self.every_token or hidden_states.dim() == 2 else hidden_states[:, 0]
+        features = self.features.to(device=vectors.device, dtype=vectors.dtype)
+        if features.shape != (vectors.shape[0], self.feature_proj.in_features):
+            raise ValueError(f"expert features of shape {tuple(features.shape)} for a batch of {vectors.shape[0]}; "
+                             f"expected ({vectors.shape[0]}, {self.feature_proj.in_features})")
+        projected = torch.tanh(self.feature_proj(features))
+        if vectors.dim() == 3:  # every token: the same features beside each
+            projected = projected.unsqueeze(1).expand(-1, vectors.shape[1], -1)
+        return self.out_proj(self.dropout(torch.cat([vectors, projected], dim=-1)))
 
 
 def install_expert_head(model: PreTrainedModel, num_features: int = NUM_FEATURES) -> ConcatHead:
     """Replace the model's classification head by a fresh `ConcatHead` (in place; before `apply_method`).
 
     Its sizes come from the model's config: hidden size, number of labels, and the classifier's dropout
-    (`classifier_dropout`, else `hidden_dropout_prob`, as the head it replaces). `MethodError` for a model
-    family whose head is not supported (see the module's docstring). Returns the new head.
+    (`classifier_dropout`, else `hidden_dropout_prob`, as the head it replaces; JIT-Fine's 0.1 where the config
+    names neither). `MethodError` for a model family whose head is not supported (see the module's docstring).
+    Returns the new head.
     """
     model_type = model.config.model_type
-    if model_type not in SEQUENCE_OUTPUT + POOLED_OUTPUT:
-        raise MethodError(f"the expert-feature head supports {', '.join(SEQUENCE_OUTPUT + POOLED_OUTPUT)} "
-                          f"backbones, not {model_type!r}: its classification head does not receive a first-token "
-                          f"vector; use this backbone without expert features")
+    supported = SEQUENCE_OUTPUT + POOLED_OUTPUT + EVERY_TOKEN
+    if model_type not in supported:
+        raise MethodError(f"the expert-feature head supports {', '.join(supported)} "
+                          f"backbones, not {model_type!r}: its classification head pools elsewhere or spans several "
+                          f"modules; use this backbone without expert features")
     names = head_names(model)
     if len(names) != 1:
         raise MethodError(f"the expert-feature head replaces one head module; this {model_type} model has {names}")
     dropout = getattr(model.config, "classifier_dropout", None)
     if dropout is None:
-        dropout = model.config.hidden_dropout_prob
-    head = ConcatHead(model.config.hidden_size, model.config.num_labels, num_features, dropout)
+        dropout = getattr(model.config, "hidden_dropout_prob", DEFAULT_DROPOUT)
+    head = ConcatHead(model.config.hidden_size, model.config.num_labels, num_features, dropout,
+                      every_token=model_type in EVERY_TOKEN)
     setattr(model, names[0], head)
     return head
 

@@ -44,6 +44,7 @@ class MessageGeneration:
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.pad_id = 0
         self.end_id = 0
+        self.prompt_pad_id = 0  # pads decoder-only prompts for generation: never the end token that closes a prompt
 
     def fit(self, train: list[CommitRecord]) -> None:
         """Nothing to learn before encoding."""
@@ -60,6 +61,7 @@ class MessageGeneration:
         self.tokenizer = tokenizer
         self.end_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_id
+        self.prompt_pad_id = prompt_pad_id(tokenizer, self.end_id)
 
     def batch(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device) -> dict[str, torch.Tensor]:
         """Inputs and labels for the loss: diff and message apart (encoder-decoder), or one after the other."""
@@ -128,11 +130,12 @@ class MessageGeneration:
             prompts = [items[i].input_ids if model.config.is_encoder_decoder else self.prompt(items[i]) for i in indices]
             input_ids, attention_mask = self.left_padded(prompts) if not model.config.is_encoder_decoder \
                 else self.right_padded(prompts)
+            pad_id = self.pad_id if model.config.is_encoder_decoder else self.prompt_pad_id
             output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                                     num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens,
-                                    do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.end_id)
-            if not model.config.is_encoder_decoder:
-                output = output[:, input_ids.shape[1]:]
+                                    do_sample=False, pad_token_id=pad_id, eos_token_id=self.end_id)
+            if not model.config.is_encoder_decoder:  # the continuation, up to its end token (then filler)
+                output = [until_end(row, self.end_id) for row in output[:, input_ids.shape[1]:].tolist()]
             texts = self.tokenizer.batch_decode(output, skip_special_tokens=True, clean_up_tokenization_spaces=False)
             for index, text in zip(indices, texts):
                 messages[index] = " ".join(text.split())
@@ -145,9 +148,11 @@ class MessageGeneration:
         return ids, mask
 
     def left_padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder-only generation continues each row at its end, so padding goes on the left."""
+        """Decoder-only generation continues each row at its end, so padding goes on the left, with a pad id that
+        is not the end token closing every prompt (transformers takes a prompt ending in the pad id for right
+        padding, and warns)."""
         width = max(len(row) for row in rows)
-        ids = torch.tensor([[self.pad_id] * (width - len(row)) + row for row in rows])
+        ids = torch.tensor([[self.prompt_pad_id] * (width - len(row)) + row for row in rows])
         mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
         return ids, mask
 
@@ -173,3 +178,16 @@ class MessageGeneration:
         self.prepare(items, tokenizer, device)
         with autocast(self.config, device):
             return list(self.generate(model, items, device))
+
+
+def prompt_pad_id(tokenizer: PreTrainedTokenizerBase, end_id: int) -> int:
+    """A token id to pad decoder-only prompts with that differs from `end_id`: the pad token where it is distinct
+    (many code LLMs pad with their end token), else another special token, else any other id (the attention mask
+    hides it, and `until_end` drops what generation writes after the end)."""
+    candidates = [tokenizer.pad_token_id, *tokenizer.all_special_ids, 0, 1]
+    return next(token for token in candidates if token is not None and token != end_id)
+
+
+def until_end(row: list[int], end_id: int) -> list[int]:
+    """A generated continuation up to (without) its first end token."""
+    return row[:row.index(end_id)] if end_id in row else row
