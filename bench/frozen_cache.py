@@ -16,8 +16,13 @@ differently padded batches than the uncached run's). Then a sweep of N LoRA tria
 `sweeper run`, one trial at a time, local MLflow store) with the cache on (one fresh cache: the first trial builds,
 the others reuse) and off: the sweep's wall and its trials' compute.
 
+Then a decoder-only code-LLM shape (`--decoder`): a Qwen2-shaped model of about 100 M parameters (12 layers,
+hidden 768, feed-forward 3072, grouped-query attention; random weights: timing only) with LoRA on its top two
+layers, cache off against on (first and again).
+
     python bench/frozen_cache.py            # 1,600 commits, 256 tokens, 3 epochs: about 25 minutes on 2 cores
     python bench/frozen_cache.py --quick    # tiny: checks the script runs
+    python bench/frozen_cache.py --decoder-only   # the decoder-only section alone
 """
 
 from __future__ import annotations
@@ -111,6 +116,41 @@ def per_trial(options: Any, cache: Path) -> tuple[list[tuple], list[tuple]]:
     return rows, equal
 
 
+DECODER = {"layers": 12, "hidden": 768, "heads": 12, "ffn": 3072}  # about 100 M parameters with its embeddings
+DECODER_LORA = {"lora.layers": "10-11", "lora.rank": 8}
+
+
+def decoder_variants(options: Any, folder: Path) -> tuple[list[tuple], int]:
+    """LoRA on the top two layers of a ~100 M decoder-only model, cache off, on (first: builds) and on again."""
+    from decoders import tiny_decoder
+    from transformers import AutoConfig
+
+    from sweeper.backbone import model_from_config
+    from sweeper.config import TrialConfig
+    from sweeper.methods import count_parameters
+
+    shape = {"layers": 2, "hidden": 64, "heads": 4, "ffn": 128} if options.quick else DECODER
+    backbone = tiny_decoder(folder / "decoder", "qwen2", **shape)
+    _, size = count_parameters(model_from_config(AutoConfig.from_pretrained(backbone, num_labels=2), "jitdp"))
+    lora = {"lora.layers": "1", "lora.rank": 8} if options.quick else DECODER_LORA
+    os.environ["SWEEPER_CACHE"] = str(folder / "decoder-cache")
+    rows, base = [], None
+    for name, cache in [("off", "off"), ("on, first", "auto"), ("on, again", "auto")]:
+        config = TrialConfig().with_overrides({
+            "method": "lora", **lora, "cache_frozen": cache, "backbone": backbone, "data.path": common.jitdp_data(),
+            "data.sample": options.decoder_sample, "data.max_length": options.max_length, "data.split.valid": 0.25,
+            "epochs": options.epochs, "batch_size": 16, "lr": 1e-3, "class_weighting": True, "seed": 0})
+        print(f"  decoder: {name} ...", file=sys.stderr, flush=True)
+        figures = run_variant(config)
+        print(f"    {figures['note']}: {figures['wall']:.1f} s", file=sys.stderr, flush=True)
+        base = base or figures
+        rows.append(("lora", name, figures["first"], figures["epoch"], base["epoch"] / figures["epoch"],
+                     figures["wall"], base["wall"] / figures["wall"], figures["metrics"]["auc"],
+                     figures["note"].split(" (")[0]))
+    del os.environ["SWEEPER_CACHE"]
+    return rows, size
+
+
 def sweep_spec(options: Any, cache: str, storage: Path) -> dict[str, Any]:
     spec = common.lora_grid_spec("bench-frozen", options.trials, options.sweep_sample, options.epochs,
                                  options.max_length, storage, max_concurrent=1)
@@ -145,7 +185,10 @@ def main() -> None:
     args.add_argument("--epochs", type=int, help="epochs per trial (default 3; 2 with --quick)")
     args.add_argument("--trials", type=int, help="trials per sweep (default 4; 2 with --quick)")
     args.add_argument("--sweep-sample", type=int, help="commits per sweep trial (default 800; 120 with --quick)")
+    args.add_argument("--decoder-sample", type=int, help="commits per decoder-only trial (default 320; 80 with --quick)")
+    args.add_argument("--decoder-only", action="store_true", help="run the decoder-only section alone")
     options = args.parse_args()
+    options.decoder_sample = options.decoder_sample or (80 if options.quick else 320)
     options.sample = options.sample or (160 if options.quick else 1600)
     options.max_length = options.max_length or (64 if options.quick else 256)
     options.epochs = options.epochs or (2 if options.quick else 3)
@@ -156,6 +199,9 @@ def main() -> None:
     backbone = embedded_backbone_dir()  # built once and cached: no variant pays for building it
     with tempfile.TemporaryDirectory(prefix="bench-frozen-") as temp:
         folder = Path(temp)
+        decoder_rows, decoder_size = decoder_variants(options, folder)
+        if options.decoder_only:
+            return print_decoder(options, decoder_rows, decoder_size)
         rows, equal = per_trial(options, empty_cache(folder / "cache", backbone))
         sweep_rows = sweeps(options, folder, backbone)
 
@@ -172,12 +218,27 @@ def main() -> None:
          ("method", "variant", "max abs diff (auc, f1, mcc, eval_loss)", "equal to 4 digits"), equal),
         (f"A sweep of {options.trials} LoRA trials (grid over lr, {options.sweep_sample} commits, one at a time)",
          ("cache_frozen", "trials", "sweep wall s", "trials' compute s", "best auc", "cache notes"), sweep_rows),
+        decoder_table(options, decoder_rows, decoder_size),
         ("Targets", ("figure", "value", "target", "met"), [
             ("later epochs, cache on / off (lowest)", min(speedups), f">= {TARGET_SPEEDUP:g}x (goal 3x)",
              common.verdict(min(speedups), TARGET_SPEEDUP)),
             ("sweep compute, off / on", sweep_rows[0][3] / sweep_rows[1][3], "-", "-"),
+            ("decoder-only, later epochs, cache on / off", min(row[4] for row in decoder_rows[1:]), "-", "-"),
         ]),
     ])
+
+
+def decoder_table(options: Any, rows: list[tuple], size: int) -> tuple[str, tuple[str, ...], list[tuple]]:
+    return (f"Decoder-only (Qwen2 shape, {size / 1e6:.0f} M parameters, random weights), LoRA r8 on its top two "
+            f"layers, {options.decoder_sample} commits, max_length {options.max_length}, {options.epochs} epochs",
+            ("method", "variant", "epoch 1 s", "later epochs s", "x", "trial wall s", "wall x", "auc", "cache"), rows)
+
+
+def print_decoder(options: Any, rows: list[tuple], size: int) -> None:
+    common.print_report("Frozen-prefix cache, decoder-only (bench/frozen_cache.py --decoder-only)", {
+        "data": f"{common.jitdp_data()}, time split 25 % validation",
+        "training": "batch 16, lr 1e-3, seed 0, 1 thread",
+    }, [decoder_table(options, rows, size)])
 
 
 if __name__ == "__main__":

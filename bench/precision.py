@@ -12,6 +12,9 @@ close to fp32's (the toy learns too little in a short trial for AUC to say more)
 Each trial runs in a process of its own, so that its peak memory is its own (a GPU's max allocated, reset per trial;
 on a CPU the process's peak resident set, which includes about 0.6 GB of Python, PyTorch and the libraries).
 
+The report's head names the CPU's bf16 flags (`amx_bf16`, `avx512_bf16`) and what `precision: auto` picks here;
+its targets give this machine's samples/s ratio bf16 / fp32 (LoRA, plain), the ratio `auto` gains where it picks bf16.
+
     python bench/precision.py            # GPU: about 5 minutes on one H200; CPU: about 20 minutes on 2 cores
     python bench/precision.py --quick    # tiny: checks the script runs (GPU: the toy only)
 """
@@ -90,6 +93,7 @@ def main() -> None:
     import torch
 
     from sweeper.backbone import embedded_backbone_dir
+    from sweeper.precision import CPU_BF16_FLAGS, cpu_flags, resolve_precision
 
     embedded_backbone_dir()  # built once and cached before anything is timed
     on_gpu = torch.cuda.is_available()
@@ -106,7 +110,7 @@ def main() -> None:
                 "data.path": "bundled:jitdp", "data.sample": sample, "data.max_length": max_length, "epochs": epochs,
                 "batch_size": 16, "lr": LEARNING_RATES[method], "class_weighting": True, "seed": 0})
 
-    table, failures, closeness, ratios = [], [], [], []
+    table, failures, closeness, ratios, machine_ratio = [], [], [], [], float("nan")
     for (method, precision, variant), figures in rows.items():
         if "error" in figures:
             failures.append((method, precision, variant, figures["error"][:200]))
@@ -121,7 +125,10 @@ def main() -> None:
             closeness.append(change)
         if on_gpu and method == "full" and variant == "plain" and precision == "bf16":
             ratios.append(speed)
-    targets = [("combinations that ran", f"{len(table)} of {len(rows)}", "all", common.verdict(len(table), len(rows)))]
+        if method == "lora" and variant == "plain" and precision == "bf16":
+            machine_ratio = speed
+    targets = [("combinations that ran", f"{len(table)} of {len(rows)}", "all", common.verdict(len(table), len(rows))),
+               ("samples/s bf16 / fp32 on this machine, LoRA, plain", machine_ratio, "-", "-")]
     if closeness:
         targets.append(("largest eval_loss change against fp32 (relative)", max(closeness), f"<= {TARGET_CLOSE:g}",
                         common.verdict(max(closeness), TARGET_CLOSE, at_least=False)))
@@ -130,6 +137,8 @@ def main() -> None:
                         f">= {TARGET_GPU_RATIO:g}x", common.verdict(ratios[0], TARGET_GPU_RATIO)))
     common.print_report("Precision and memory (bench/precision.py)", {
         "device": "GPU (fp32 with TF32 matrix products)" if on_gpu else "CPU, 1 thread per trial",
+        "CPU bf16 flags": " ".join(sorted(cpu_flags() & set(CPU_BF16_FLAGS))) or "none",
+        "precision: auto picks": resolve_precision("auto", torch.device("cuda" if on_gpu else "cpu")),
         "backbone": "CodeBERT-shaped RoBERTa, random weights" if backbone != "embedded" else "embedded toy RoBERTa",
         "data": f"bundled:jitdp, sample {sample}, max_length {max_length}, epochs {epochs}, batch 16, seed 0",
         "peak memory": "GPU max allocated per trial" if on_gpu else "peak RSS of the trial's own process",

@@ -3,11 +3,16 @@ real `mlflow server` process that keeps its artifacts in that S3 (see `services.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from services import MlflowServer, S3Server, start_mlflow, start_s3, stop
+
+# `precision: auto` (the default) reads the CPU's flags: none here, so every test runs at fp32 whatever the CPU
+# (a machine with AMX would run bf16). Subprocesses and Ray workers inherit it. Tests of `auto` pass flags in.
+os.environ["SWEEPER_CPU_FLAGS"] = ""
 
 
 @pytest.fixture(scope="session")

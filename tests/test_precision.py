@@ -30,12 +30,12 @@ def one_thread() -> None:
 
 
 def test_precision_keys_are_validated() -> None:
-    for key, value, words in [("precision", "fp8", "'fp32', 'bf16' or 'fp16'"), ("grad_accum", 0, "greater than"),
+    for key, value, words in [("precision", "fp8", "'auto', 'fp32', 'bf16' or 'fp16'"), ("grad_accum", 0, "greater than"),
                               ("cache_frozen", "sometimes", "'auto' or 'off'")]:
         with pytest.raises(SpecError, match=f"field '{key}': .*{words}"):
             small_trial("lora", **{key: value})
     assert small_trial("lora", cache_frozen=False).cache_frozen == "off"  # YAML's bare `off`
-    with pytest.raises(SweeperError, match="field 'precision': fp16 needs a GPU.*use precision: bf16"):
+    with pytest.raises(SweeperError, match="field 'precision': fp16 needs a GPU.*use precision: auto, bf16"):
         check_precision("fp16", "cpu")
     check_precision("bf16", "cpu")
 

@@ -158,9 +158,12 @@ class HyperParams(method_sections()):  # type: ignore[misc]
     features: Literal["none", "expert"] = Field("none", description="expert: JIT-Fine's head reads the commit's 14 "
                                                 "expert change metrics beside its text (jitdp only)")
     generation: GenerationSettings = GenerationSettings()
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="fp32; bf16: autocast to bfloat16 (GPU or CPU); fp16: autocast to float16 with a "
-                            "gradient scaler (GPU only). Evaluation and generation run under the same autocast")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where the device runs it fast (CUDA compute capability 8.0+, CPUs with AMX or "
+                            "AVX512-BF16), fp32 elsewhere, logged as sweeper.precision; fp32; bf16: autocast to "
+                            "bfloat16 (GPU or CPU); fp16: autocast to float16 with a gradient scaler (GPU only). "
+                            "Evaluation and generation run under the same autocast; frozen matrix weights are held in "
+                            "bf16/fp16")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step: each batch of batch_size is "
                                                  "split into this many (less memory, the same update)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: "

@@ -7,7 +7,9 @@ The recipe (`trial.py`) runs one batch's forward and backward passes with `accum
 averages over (commits, class weights or message tokens), so the update is the whole batch's, with a micro-batch's
 memory. Usage::
 
+    config = with_precision(config, device)            # `auto`: bf16 where the device runs it fast, else fp32
     check_precision(config.precision, device.type)   # fp16 on a CPU: a SweeperError before anything runs
+    hold_frozen_weights(model, config)                 # bf16/fp16: frozen matrix weights stored as autocast uses them
     scaler = gradient_scaler(config, device)           # fp16: scales the loss so small gradients survive
     loss, _ = accumulate(model, task, items, config, device, scaler)
     optimizer_step(optimizer, schedule, parameters, config.max_grad_norm, scaler)
@@ -15,10 +17,14 @@ memory. Usage::
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager
 
 import torch
+from torch import nn
 
 from sweeper.data.batching import IGNORED_LABEL
 from sweeper.errors import MethodError, SweeperError
@@ -30,6 +36,83 @@ if TYPE_CHECKING:
     from sweeper.tasks import Task
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # fp32: no autocast
+AUTO = "auto"
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bfloat16 matrix instructions
+CPUINFO = Path("/proc/cpuinfo")
+CPU_FLAGS_VARIABLE = "SWEEPER_CPU_FLAGS"  # space-separated flags `auto` reads instead of /proc/cpuinfo's (the tests
+# set it empty, so that they run at fp32 on every CPU)
+
+
+def fast_bf16(device_type: str, cpu_flags: frozenset[str] = frozenset(),
+              capability: tuple[int, int] | None = None) -> bool:
+    """Whether a device runs bfloat16 matrix products faster than fp32: a CUDA GPU of compute capability 8.0 or
+    more (Ampere, Hopper: bf16 tensor cores), or a CPU with AMX or AVX512-BF16 (`CPU_BF16_FLAGS`).
+
+        >>> fast_bf16("cpu", frozenset({"avx2", "amx_bf16"})), fast_bf16("cpu", frozenset({"avx2", "avx512f"}))
+        (True, False)
+        >>> fast_bf16("cuda", capability=(8, 0)), fast_bf16("cuda", capability=(7, 5))
+        (True, False)
+    """
+    if device_type == "cuda":
+        return capability is not None and capability[0] >= 8
+    return any(flag in cpu_flags for flag in CPU_BF16_FLAGS)
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (empty where there is none: not Linux), or as
+    `$SWEEPER_CPU_FLAGS` gives them where it is set."""
+    if CPU_FLAGS_VARIABLE in os.environ:
+        return frozenset(os.environ[CPU_FLAGS_VARIABLE].split())
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a trial runs at: `auto` becomes bf16 where `fast_bf16` says so for this device, else fp32;
+    the others stay as they are."""
+    if precision != AUTO:
+        return precision
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    return "bf16" if fast_bf16(device.type, cpu_flags(), capability) else "fp32"
+
+
+def with_precision(config: TrialConfig, device: torch.device) -> TrialConfig:
+    """`config` with its precision resolved for `device` (itself when nothing changes): what the trial runs, saves
+    with its model and logs as `sweeper.precision`, so its predictions repeat at the precision it trained at."""
+    precision = resolve_precision(config.precision, device)
+    return config if precision == config.precision else config.model_copy(update={"precision": precision})
+
+
+def hold_frozen_weights(model: nn.Module, config: TrialConfig) -> int:
+    """Under bf16 or fp16 autocast, store the frozen weights and biases of matrix products (`nn.Linear`, GPT-2's
+    `Conv1D`) in that type once, rather than have autocast cast them at every step: a frozen base takes half the
+    memory, and the numbers are the same (autocast rounds them the same way). Parameters shared with anything else
+    (embeddings tied to an output projection) and everything that trains stay as they are. Returns the parameters
+    converted."""
+    dtype = AUTOCAST_DTYPES.get(config.precision)
+    if dtype is None:
+        return 0
+    from transformers.pytorch_utils import Conv1D
+
+    owners: dict[int, int] = {}
+    for module in model.modules():
+        for parameter in module.parameters(recurse=False):
+            owners[id(parameter)] = owners.get(id(parameter), 0) + 1
+    converted = 0
+    for module in model.modules():
+        if not isinstance(module, (nn.Linear, Conv1D)):
+            continue
+        for parameter in module.parameters(recurse=False):
+            if not parameter.requires_grad and parameter.dtype == torch.float32 and owners[id(parameter)] == 1:
+                parameter.data = parameter.data.to(dtype)
+                converted += 1
+    return converted
 
 
 def precision_problem(precision: str, device_type: str) -> str | None:
@@ -52,12 +135,12 @@ def check_precision(precision: str, device_type: str) -> None:
     problem = precision_problem(precision, device_type)
     if problem:
         raise SweeperError(f"field 'precision': {problem}, and this trial runs on {device_type}: "
-                           "use precision: bf16 (CPU and GPU) or fp32")
+                           "use precision: auto, bf16 (CPU and GPU) or fp32")
 
 
 def autocast(config: TrialConfig, device: torch.device) -> ContextManager[Any]:
     """The trial's autocast (bf16 or fp16) for forward passes, training and evaluation alike; fp32: none."""
-    dtype = AUTOCAST_DTYPES.get(config.precision)
+    dtype = AUTOCAST_DTYPES.get(resolve_precision(config.precision, device))
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 

@@ -36,7 +36,7 @@ from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
 from sweeper.methods import TrainableModel, apply_method, count_parameters
 from sweeper.precision import (accumulate, allow_tf32, check_precision, enable_gradient_checkpointing, gradient_scaler,
-                               optimizer_step)
+                               hold_frozen_weights, optimizer_step, with_precision)
 from sweeper.tasks import Prediction, Task, task_for
 from sweeper.timings import timed
 from sweeper.tracking.schema import EPOCH, TRAIN_LOSS, Tag
@@ -157,6 +157,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     """
     seed_everything(config.seed, config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config = with_precision(config, device)  # `auto` resolved: trained, saved and logged at what it ran
     check_precision(config.precision, device.type)
     allow_tf32(device)
     reset_peak_memory(device)  # a reused worker's earlier trials do not count
@@ -167,11 +168,13 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         _, backbone_size = count_parameters(backbone)
         frozen = frozen_prefix(backbone, config)
         model = apply_method(backbone, config).to(device)
+        hold_frozen_weights(model, config)
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
     with timed("trial.frozen_cache"):
-        tags = {Tag.ENCODING_KEY: data.encoding_key, Tag.FROZEN_CACHE: use_frozen_cache(
-            model, frozen, config, [data.train, data.valid, data.test], data.encoding_key, data.task.pad_id, device)}
+        tags = {Tag.PRECISION: config.precision, Tag.ENCODING_KEY: data.encoding_key,
+                Tag.FROZEN_CACHE: use_frozen_cache(model, frozen, config, [data.train, data.valid, data.test],
+                                                   data.encoding_key, data.task.pad_id, device)}
     trainable, total = count_parameters(model)
     encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
 
@@ -290,6 +293,7 @@ def predict_saved(folder: Path) -> list[Prediction]:
     backbone = data.task.load_model(config.backbone)
     frozen = frozen_prefix(backbone, config)  # of the backbone before the method, as in training
     model = load_trained_model(config, folder / MODEL_DIR, backbone)
+    hold_frozen_weights(model, config)  # as in training (the same numbers either way)
     use_frozen_cache(model, frozen, config, [data.train, data.valid, data.test], data.encoding_key, data.task.pad_id,
                      device, check_trained=False)  # as in training, so the predictions repeat exactly
     return data.task.evaluate(model, data.valid, device, score=True).predictions

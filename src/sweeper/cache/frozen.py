@@ -48,7 +48,7 @@ from sweeper.cache import cache_dir, cached_folder, digest
 from sweeper.data.batching import collate, length_bucketed_batches
 from sweeper.errors import MethodError
 from sweeper.methods.roles import count_layers, head_names, resolve_targets, select_layers, weight_modules
-from sweeper.precision import autocast
+from sweeper.precision import autocast, resolve_precision
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -135,7 +135,8 @@ def use_frozen_cache(model: TrainableModel, plan: Prefix | str, config: TrialCon
             return f"off: {stray} trains below layer {plan.layer}"
     rows = distinct_rows([item for items in splits for item in items], pad_id)
     hidden = hf.config.d_model if hasattr(hf.config, "d_model") else hf.config.hidden_size
-    dtype = STORAGE[config.precision]
+    precision = resolve_precision(config.precision, device)
+    dtype = STORAGE[precision]
     size = sum(len(item.input_ids) for item in rows.values()) * hidden * torch.finfo(dtype).bits // 8
     room = allowed_bytes()
     if size > room:
@@ -143,14 +144,14 @@ def use_frozen_cache(model: TrainableModel, plan: Prefix | str, config: TrialCon
                 f"(half the free disk, at most ${BUDGET_VARIABLE})")
     key = digest({"format": FORMAT, "encoding": encoding_key, "prefix": [plan.kind, plan.layer],
                   "model": [hf.config.model_type, type(hf).__name__, getattr(hf.config, "_attn_implementation", "")],
-                  "weights": plan.weights, "storage": str(dtype), "precision": config.precision,
+                  "weights": plan.weights, "storage": str(dtype), "precision": precision,
                   "device": device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
                   "batch": PREFIX_BATCH})
     folder, built = cached_folder("frozen", key, lambda into: build(into, hf, plan, rows, config, pad_id, device,
                                                                     dtype, hidden))
     states = FrozenStates.open(folder, rows, dtype, hidden)
     serve(hf, plan, states, pad_id)
-    return f"layer {plan.layer}: {'built' if built else 'reused'} {key[:12]} ({size / 2**20:.1f} MB {config.precision})"
+    return f"layer {plan.layer}: {'built' if built else 'reused'} {key[:12]} ({size / 2**20:.1f} MB {precision})"
 
 
 def encoder_of(hf: PreTrainedModel) -> nn.Module:

@@ -27,6 +27,7 @@ class Tag:
     DATA_DIGEST = "sweeper.data_digest"
     ENCODING_KEY = "sweeper.encoding_key"  # names the trial's encoded splits in its node's cache
     FROZEN_CACHE = "sweeper.frozen_cache"  # the frozen-prefix cache: layer, built or reused, key; or why it was off
+    PRECISION = "sweeper.precision"  # the precision the trial ran at: `precision: auto` resolved on its device
     VERSION = "sweeper.version"
     GIT_COMMIT = "sweeper.git_commit"
     METRIC = "sweeper.metric"  # the sweep's ranking metric and its mode
