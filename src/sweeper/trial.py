@@ -34,6 +34,7 @@ from sweeper.data.encoding import EncodedCommit
 from sweeper.data.records import Dataset
 from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
+from sweeper.memory import check_fits, estimate_memory
 from sweeper.methods import TrainableModel, apply_method, count_parameters
 from sweeper.precision import (accumulate, allow_tf32, check_precision, enable_gradient_checkpointing, gradient_scaler,
                                hold_frozen_weights, optimizer_step, with_precision)
@@ -161,18 +162,22 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     check_precision(config.precision, device.type)
     allow_tf32(device)
     reset_peak_memory(device)  # a reused worker's earlier trials do not count
+    start_rss = int(peak_memory_mb(device) * 2**20) if device.type == "cpu" else 0  # the peak's base on a CPU
     with timed("trial.prepare"):
         data = prepare_data(config, dataset, device)
     with timed("trial.model"):
         backbone = data.task.load_model(config.backbone)
         _, backbone_size = count_parameters(backbone)
         frozen = frozen_prefix(backbone, config)
-        model = apply_method(backbone, config).to(device)
+        model = apply_method(backbone, config)
+        estimate = estimate_memory(model, config, device, start_rss)
+        plan = check_fits(estimate, device, config)  # cannot fit: fails now, with the figures, not out of memory later
         hold_frozen_weights(model, config)
+        model = model.to(device)
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
     with timed("trial.frozen_cache"):
-        tags = {Tag.PRECISION: config.precision, Tag.ENCODING_KEY: data.encoding_key,
+        tags = {Tag.PRECISION: config.precision, Tag.MEMORY_PLAN: plan, Tag.ENCODING_KEY: data.encoding_key,
                 Tag.FROZEN_CACHE: use_frozen_cache(model, frozen, config, [data.train, data.valid, data.test],
                                                    data.encoding_key, data.task.pad_id, device)}
     trainable, total = count_parameters(model)
@@ -240,6 +245,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         "eval_seconds": progress.eval_seconds,
         "samples_per_second": progress.samples_seen / progress.train_seconds if progress.train_seconds else 0.0,
         "peak_memory_mb": peak_memory_mb(device),
+        "estimated_memory_mb": estimate.total / 2**20,
         "train_flops": train_flops(model, progress.tokens_seen),
         "train_samples": float(len(data.train)),
         "micro_batch_size": float(math.ceil(config.batch_size / config.grad_accum)),

@@ -27,6 +27,7 @@ class Tag:
     DATA_DIGEST = "sweeper.data_digest"
     ENCODING_KEY = "sweeper.encoding_key"  # names the trial's encoded splits in its node's cache
     FROZEN_CACHE = "sweeper.frozen_cache"  # the frozen-prefix cache: layer, built or reused, key; or why it was off
+    MEMORY_PLAN = "sweeper.memory_plan"  # the estimated peak memory against the device's room (`sweeper.memory`)
     PRECISION = "sweeper.precision"  # the precision the trial ran at: `precision: auto` resolved on its device
     VERSION = "sweeper.version"
     GIT_COMMIT = "sweeper.git_commit"
@@ -113,6 +114,7 @@ COSTS = {
     "eval_seconds": "evaluation time",
     "samples_per_second": "samples per second",
     "peak_memory_mb": "peak memory",
+    "estimated_memory_mb": "estimated peak memory",  # before training, sweeper.memory: its error shows beside the peak
     "train_flops": "training FLOPs",  # estimated, hardware-free: see sweeper.costs.train_flops
     "train_samples": "training samples",
     "micro_batch_size": "micro-batch size",  # commits per forward pass: batch_size / grad_accum
