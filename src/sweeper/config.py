@@ -164,6 +164,9 @@ class HyperParams(method_sections()):  # type: ignore[misc]
                             "bfloat16 (GPU or CPU); fp16: autocast to float16 with a gradient scaler (GPU only). "
                             "Evaluation and generation run under the same autocast; frozen matrix weights are held in "
                             "bf16/fp16")
+    quantization: Literal["none", "8bit", "4bit"] = Field(
+        "none", description="load the frozen base quantized (bitsandbytes, CUDA GPUs only): 4bit is QLoRA's NF4 with "
+                            "bf16 compute, 8bit LLM.int8(); not with method: full (see sweeper.quantization)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step: each batch of batch_size is "
                                                  "split into this many (less memory, the same update)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: "
@@ -215,6 +218,10 @@ def validate_trial(data: dict[str, Any], source: str) -> TrialConfig:
     except ValidationError as error:
         raise spec_error(error, source, TrialConfig) from None
     check_features(config.task, config.features, source)
+    if config.quantization != "none" and config.method == "full":
+        raise SpecError(source, "quantization", f"quantization: {config.quantization} freezes the base in "
+                        "bitsandbytes' format, so method: full cannot train it", "use lora (QLoRA), ia3 or adapter, "
+                        "or quantization: none")
     return config
 
 

@@ -5,8 +5,8 @@ with the estimate and what to change, instead of running out of memory minutes i
 measured peak (`estimated_memory_mb` beside `peak_memory_mb`), so its error shows in every run. It adds up:
 
 - weights at the precision they are held in: trained ones fp32; frozen matrix weights bf16/fp16 under that autocast
-  (`precision.hold_frozen_weights`), 1 byte (8-bit) or about half a byte (4-bit NF4) in a quantized base; the rest
-  fp32;
+  (`precision.hold_frozen_weights`); a quantized base's packed integer weights at the bytes they take (8-bit: one a
+  weight, 4-bit NF4: half); the rest fp32;
 - the trained parameters' gradients (fp32) and AdamW's two moments (fp32 each);
 - activations kept for the backward pass, from the lowest trained layer up (nothing below it needs a gradient):
   per token and layer `ACTIVATION_WIDTHS` hidden-size vectors, `FFN_WIDTHS` feed-forward-size vectors and one
@@ -48,7 +48,6 @@ FFN_WIDTHS = 3  # feed-forward-size vectors per token: the up (and gate) project
 LOGIT_COPIES, EVAL_LOGIT_COPIES = 5, 3
 LOADING_COPIES = 2  # on a CPU, loading holds the model and the checkpoint's pages it reads from (memory-mapped)
 STATED_ERROR = 0.35  # the estimate's error against the measured peak the tests allow, relative
-QUANTIZED_BYTES = {"8bit": 1.0, "4bit": 0.5 + 0.5 / 64 * 2}  # NF4: 4 bits and an absmax per 64 weights (double-quant)
 MIB = 2**20
 
 
@@ -114,8 +113,7 @@ def sequence_tokens(config: TrialConfig, encoder_decoder: bool) -> tuple[int, in
     return (tokens + target, target) if encoder_decoder else (tokens + target + 1, tokens + target + 1)
 
 
-def estimate_memory(model: nn.Module, config: TrialConfig, device: torch.device, base: int = 0,
-                    quantization: str = "none") -> MemoryEstimate:
+def estimate_memory(model: nn.Module, config: TrialConfig, device: torch.device, base: int = 0) -> MemoryEstimate:
     """The estimated peak of training `model` (the method applied, before it is moved or its weights held) as
     `config` says on `device`; `base` is the resident set at the trial's start (CPU)."""
     precision = resolve_precision(config.precision, device)
@@ -133,8 +131,8 @@ def estimate_memory(model: nn.Module, config: TrialConfig, device: torch.device,
         if parameter.requires_grad:
             trained += count
             weights += 4 * count
-        elif id(parameter) in matrices and quantization in QUANTIZED_BYTES and parameter.dim() == 2:
-            weights += math.ceil(QUANTIZED_BYTES[quantization] * count)
+        elif not parameter.is_floating_point():  # a quantized base's packed weights, as stored
+            weights += count * parameter.element_size()
         else:
             weights += (2 if half and id(parameter) in matrices else 4) * count
     hf = model.get_base_model() if hasattr(model, "get_base_model") else model

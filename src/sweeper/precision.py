@@ -96,7 +96,7 @@ def hold_frozen_weights(model: nn.Module, config: TrialConfig) -> int:
     (embeddings tied to an output projection) and everything that trains stay as they are. Returns the parameters
     converted."""
     dtype = AUTOCAST_DTYPES.get(config.precision)
-    if dtype is None:
+    if dtype is None or config.quantization != "none":  # a quantized base holds its own formats
         return 0
     from transformers.pytorch_utils import Conv1D
 

@@ -35,6 +35,7 @@ from sweeper.data.records import Dataset
 from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
 from sweeper.memory import check_fits, estimate_memory
+from sweeper.quantization import check_quantization
 from sweeper.methods import TrainableModel, apply_method, count_parameters
 from sweeper.precision import (accumulate, allow_tf32, check_precision, enable_gradient_checkpointing, gradient_scaler,
                                hold_frozen_weights, optimizer_step, with_precision)
@@ -160,6 +161,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     config = with_precision(config, device)  # `auto` resolved: trained, saved and logged at what it ran
     check_precision(config.precision, device.type)
+    check_quantization(config.quantization, device.type)
     allow_tf32(device)
     reset_peak_memory(device)  # a reused worker's earlier trials do not count
     start_rss = int(peak_memory_mb(device) * 2**20) if device.type == "cpu" else 0  # the peak's base on a CPU
@@ -173,7 +175,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         estimate = estimate_memory(model, config, device, start_rss)
         plan = check_fits(estimate, device, config)  # cannot fit: fails now, with the figures, not out of memory later
         hold_frozen_weights(model, config)
-        model = model.to(device)
+        model = model.to(device) if config.quantization == "none" else model  # quantized: placed as loaded
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
     with timed("trial.frozen_cache"):

@@ -27,6 +27,7 @@ from sweeper.backbone.embedded import embedded_backbone_dir
 from sweeper.backbone.embedded_seq2seq import embedded_seq2seq_dir
 from sweeper.backbone.new_decoder import decoder_only, encoder_only, with_new_decoder
 from sweeper.errors import SweeperError
+from sweeper.quantization import loading_options, prepared
 
 __all__ = ["decoder_only", "embedded_backbone_dir", "embedded_seq2seq_dir", "load_classifier", "load_generator", "load_tokenizer",
            "model_from_config", "resolve_backbone"]
@@ -59,22 +60,27 @@ def with_pad_token(tokenizer: PreTrainedTokenizerBase, name: str) -> PreTrainedT
     return tokenizer
 
 
-def load_classifier(name: str, num_labels: int = 2) -> PreTrainedModel:
-    """The backbone with a new sequence-classification head; a `SweeperError` if it cannot be loaded.
+def load_classifier(name: str, num_labels: int = 2, quantization: str = "none") -> PreTrainedModel:
+    """The backbone with a new sequence-classification head (its base quantized as `quantization` says, see
+    `sweeper.quantization`); a `SweeperError` if it cannot be loaded.
 
     A decoder-only model's classifier scores the last token that is not padding (transformers' own pooling,
     which finds it by `config.pad_token_id`): that id is set to the tokenizer's pad token, which batches pad with.
     """
-    model = _load(name, "jitdp",
-                  lambda path: AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels))
+    options = loading_options(quantization)
+    model = _load(name, "jitdp", lambda path: AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=num_labels, **options))
     if decoder_only(model.config):
         model.config.pad_token_id = load_tokenizer(name).pad_token_id
-    return model
+    return prepared(model, quantization)
 
 
-def load_generator(name: str, decoder_layers: int = 6) -> PreTrainedModel:
+def load_generator(name: str, decoder_layers: int = 6, quantization: str = "none") -> PreTrainedModel:
     """The backbone as a text generator: an encoder-decoder (`AutoModelForSeq2SeqLM`), a decoder-only model
-    (`AutoModelForCausalLM`), or an encoder-only model with a new decoder of `decoder_layers` layers."""
+    (`AutoModelForCausalLM`), or an encoder-only model with a new decoder of `decoder_layers` layers; a pretrained
+    base quantized as `quantization` says (`sweeper.quantization`)."""
+    options = loading_options(quantization)
+
     def loader(path: str) -> PreTrainedModel:
         config = AutoConfig.from_pretrained(path)
         if encoder_only(config):
@@ -83,9 +89,9 @@ def load_generator(name: str, decoder_layers: int = 6) -> PreTrainedModel:
             end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
             return with_new_decoder(AutoModel.from_pretrained(path), decoder_layers, start, end)
         kind = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        return kind.from_pretrained(path)
+        return kind.from_pretrained(path, **options)
 
-    return _load(name, "cmg", loader)
+    return prepared(_load(name, "cmg", loader), quantization)
 
 
 def model_from_config(config: PretrainedConfig, task: str, decoder_layers: int = 6) -> PreTrainedModel:

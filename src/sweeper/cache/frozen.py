@@ -84,6 +84,8 @@ def frozen_prefix(backbone: PreTrainedModel, config: TrialConfig) -> Prefix | st
     """The prefix `config`'s method leaves frozen in `backbone` (before the method is applied), or why none."""
     if config.cache_frozen == "off":
         return "off (cache_frozen: off)"
+    if config.quantization != "none":
+        return f"off: quantization {config.quantization} (its GPU kernels' states were not checked cached)"
     settings = getattr(config, config.method, None)
     layers = getattr(settings, "layers", None)
     if layers is None:  # full fine-tuning, or a method that is not placed by layer

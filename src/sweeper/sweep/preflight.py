@@ -4,8 +4,8 @@ Every method the search can pick, with every searched value of its own settings,
 the backbone built on PyTorch's meta device (shapes only, no weights, no memory): a LoRA target
 or adapter layer the backbone lacks is an error before Ray starts. Where trials can use expert
 features, the expert-feature head is installed first, as a trial does: a backbone family it does not
-support is an error too. So is a training setting that cannot work: `precision: fp16` for trials
-without a GPU, `gradient_checkpointing` on a model class without it.
+support is an error too. So is a training setting that cannot work: `precision: fp16` or `quantization: 4bit` for
+trials without a GPU, `gradient_checkpointing` on a model class without it.
 """
 
 from __future__ import annotations
@@ -92,9 +92,20 @@ def check_precision(spec: Spec, source: str) -> None:
                         "on CPUs", "use precision: bf16, which CPUs run too, or fp32; or set sweep.resources.gpu")
 
 
+def check_quantization(spec: Spec, source: str) -> None:
+    """A quantized base needs bitsandbytes' CUDA kernels: without a GPU (`sweep.resources.gpu: 0`) no trial has one."""
+    for value in ("8bit", "4bit"):
+        field = setting_field(spec, "quantization", value)
+        if field and spec.sweep.resources.gpu == 0:
+            raise SpecError(located(source, field), field, f"quantization: {value} needs a CUDA GPU (bitsandbytes), "
+                            "and sweep.resources.gpu is 0: trials run on CPUs",
+                            "use quantization: none, or set sweep.resources.gpu")
+
+
 def preflight(spec: Spec, source: str) -> None:
     """All checks; raises SweeperError subclasses with one-line messages."""
     check_precision(spec, source)
+    check_quantization(spec, source)
     try:
         check_methods(spec, source)
     except OSError as error:

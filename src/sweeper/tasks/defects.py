@@ -57,7 +57,7 @@ class DefectPrediction:
 
     def load_model(self, backbone: str) -> PreTrainedModel:
         """The classifier; with expert features, its head replaced by the expert-feature head."""
-        model = load_classifier(backbone, num_labels=2)
+        model = load_classifier(backbone, num_labels=2, quantization=self.config.quantization)
         if self.expert:
             install_expert_head(model)
         return model

@@ -50,7 +50,7 @@ class MessageGeneration:
         """Nothing to learn before encoding."""
 
     def load_model(self, backbone: str) -> PreTrainedModel:
-        return load_generator(backbone, self.config.generation.decoder_layers)
+        return load_generator(backbone, self.config.generation.decoder_layers, self.config.quantization)
 
     def encode(self, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase) -> list[EncodedCommit]:
         data = self.config.data
