@@ -34,6 +34,7 @@ from sweeper.data.encoding import EncodedCommit
 from sweeper.data.records import Dataset
 from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
+from sweeper.machine import machine_tags
 from sweeper.methods import TrainableModel, apply_method, count_parameters
 from sweeper.precision import (accumulate, allow_tf32, check_precision, enable_gradient_checkpointing, gradient_scaler,
                                optimizer_step)
@@ -171,7 +172,8 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
             enable_gradient_checkpointing(model)
     with timed("trial.frozen_cache"):
         tags = {Tag.ENCODING_KEY: data.encoding_key, Tag.FROZEN_CACHE: use_frozen_cache(
-            model, frozen, config, [data.train, data.valid, data.test], data.encoding_key, data.task.pad_id, device)}
+            model, frozen, config, [data.train, data.valid, data.test], data.encoding_key, data.task.pad_id, device),
+            **machine_tags()}
     trainable, total = count_parameters(model)
     encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
 

@@ -28,6 +28,8 @@ class Tag:
     ENCODING_KEY = "sweeper.encoding_key"  # names the trial's encoded splits in its node's cache
     FROZEN_CACHE = "sweeper.frozen_cache"  # the frozen-prefix cache: layer, built or reused, key; or why it was off
     VERSION = "sweeper.version"
+    MACHINE = "sweeper.machine"  # JSON: the CPU, its kernel flags, the GPU, torch and its math libraries (machine.py)
+    MACHINE_KIND = "sweeper.machine_kind"  # a digest of MACHINE: `reproduce` demands identical numbers on the same kind
     GIT_COMMIT = "sweeper.git_commit"
     METRIC = "sweeper.metric"  # the sweep's ranking metric and its mode
     MODE = "sweeper.mode"
