@@ -208,3 +208,12 @@ def test_a_rolling_sweep_logs_windows_compares_baselines_and_reproduces(mlflow_s
                              cwd=tmp_path))
     ranked = {row["run_id"]: row["auc"] for row in best if row["role"] == Role.TRIAL}
     assert ranked == {run.info.run_id: run.data.metrics["best_auc"] for run in trials}
+
+
+def test_windows_that_cannot_be_cut_stop_a_sweep_before_any_trial(tmp_path: Path) -> None:
+    from sweeper.spec import load_spec
+    from sweeper.sweep.driver import check_before_trials
+
+    path = write_spec(tmp_path, "few", {"data.sample": 40, "data.split": {"kind": "time", "valid": 0.1, "folds": 5}})
+    with pytest.raises(SweeperError, match=r"4 validation commits cannot make 5 rolling windows"):
+        check_before_trials(load_spec(path), str(path))

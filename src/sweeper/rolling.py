@@ -127,7 +127,8 @@ def pooled_metrics(data: Prepared, done: list[WindowResult], part: Prepared, met
     labels = [int(item.label) for item in data.valid[:len(scores)]]
     sizes = [len(window.predictions) for window in done] + [len(predictions)]
     losses = [window.metrics["eval_loss"] for window in done] + [metrics["eval_loss"]]
-    return classification_metrics(labels, scores) | {"eval_loss": sum(s * l for s, l in zip(sizes, losses)) / sum(sizes)}
+    loss = sum(size * value for size, value in zip(sizes, losses)) / sum(sizes)
+    return classification_metrics(labels, scores) | {"eval_loss": loss}
 
 
 def window_figures(part: Prepared, metrics: dict[str, float], one_class: bool) -> dict[str, float]:

@@ -37,11 +37,15 @@ class Splits:
 def trial_splits(config: TrialConfig, dataset: Dataset | None = None) -> tuple[Dataset, Splits]:
     """Read `config`'s data (unless given), sample and split it: the one way to a trial's split, which its baselines
     and its MLflow dataset inputs take too. `data.seed` (default: the trial's seed) seeds the sample, the split and
-    the training fraction, so a repeat with another `seed` and the same `data.seed` trains on the same commits."""
+    the training fraction, so a repeat with another `seed` and the same `data.seed` trains on the same commits.
+    With `data.split.folds` the validation split must cut into its rolling windows (`rolling_windows`)."""
     dataset = dataset or read_records(config.data.path, config.task, config.data.skip_bad)
     seed = config.seed if config.data.seed is None else config.data.seed
     records = sample_records(dataset.records, config.data.sample, seed)
-    return dataset, split_records(records, config.data.split, seed, config.data.train_fraction)
+    splits = split_records(records, config.data.split, seed, config.data.train_fraction)
+    if config.data.split.folds > 1:
+        rolling_windows(splits, config.data.split.folds)  # windows it cannot cut fail here, before any training
+    return dataset, splits
 
 
 @dataclass(frozen=True)
