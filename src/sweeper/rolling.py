@@ -94,7 +94,7 @@ def run_rolling(config: TrialConfig, data: Prepared, device: torch.device, outpu
         state.windows.append(WindowResult(metrics, predictions, figures, light))
         if report is not None:
             seconds = sum(done.progress.train_seconds + done.progress.eval_seconds for done in state.windows)
-            report(Evaluation(number, metrics[EPOCH], progress.step, figures, seconds,
+            report(Evaluation(number, progress.history[-1][EPOCH], progress.step, figures, seconds,
                               functools.partial(save_state, model=built.model, config=config, state=state),
                               last=number == len(data.windows), tags=dict(tags)))
     if built is None:  # resumed after the last window's report: its model again, from the saved weights
