@@ -53,16 +53,16 @@ def trial_config(method: str, options: Any, cache: str) -> Any:
         "epochs": options.epochs, "batch_size": 16, "lr": 1e-3, "class_weighting": True, "seed": 0})
 
 
-def frozen_kept_in_eval_mode(model: Any, plan: Any, *args: Any, **kwargs: Any) -> str:
+def frozen_kept_in_eval_mode(model: Any, plan: Any, *args: Any, **kwargs: Any) -> Any:
     """Stands in for `use_frozen_cache`: no cache, but the frozen prefix never leaves eval mode."""
     from torch import nn
 
-    from sweeper.cache.frozen import frozen_modules
+    from sweeper.cache.frozen import CacheUse, frozen_modules
 
     hf = model.get_base_model() if hasattr(model, "get_base_model") else model
     for module in frozen_modules(hf, plan.kind, plan.layer):
         module.train = types.MethodType(lambda self, mode=True: nn.Module.train(self, False), module)
-    return "off: frozen layers kept in eval mode (benchmark)"
+    return CacheUse("off: frozen layers kept in eval mode (benchmark)")
 
 
 def run_variant(config: Any, eval_only: bool = False) -> dict[str, Any]:

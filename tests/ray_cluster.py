@@ -77,10 +77,10 @@ class LocalCluster:
         self.workers.append(session)
         return session
 
-    def busy_workers(self) -> list[int]:
-        """The live worker nodes that host a Ray Tune trial's actor (Ray titles its process `ray::ImplicitFunc...`)."""
-        return [node for node in self.workers
-                if any("ImplicitFunc" in title for title in session_processes(node).values())]
+    def worker_of(self, pid: int) -> int | None:
+        """The live worker node (its session) that process `pid` runs on; None when it runs on none of them."""
+        session = process_session(pid)
+        return session if session in self.workers else None
 
     def kill_worker(self, session: int) -> None:
         """Lose a worker node at once: SIGKILL to its raylet, its workers and its agents."""
@@ -126,16 +126,15 @@ def kill_session(session: int) -> None:
             pass
 
 
-def session_processes(session: int) -> dict[int, str]:
-    """The running processes of a session (zombies waiting to be reaped left out): pid -> command line, which
-    Ray sets to a task's title (`ray::ImplicitFunc` for a Ray Tune trial's actor)."""
-    found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _, _, sid = stat.read_text().rsplit(")", 1)[1].split()[:4]
-            if int(sid) == session and state != "Z":
-                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                    errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
+def process_session(pid: int) -> int | None:
+    """The session of a running process (None when it is gone or a zombie)."""
+    try:
+        state, _, _, sid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:4]
+    except (OSError, IndexError, ValueError):
+        return None
+    return None if state == "Z" else int(sid)
+
+
+def session_processes(session: int) -> list[int]:
+    """The running processes of a session (zombies waiting to be reaped left out)."""
+    return [int(proc.name) for proc in Path("/proc").glob("[0-9]*") if process_session(int(proc.name)) == session]

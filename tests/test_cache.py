@@ -44,9 +44,9 @@ def frozen_model(config: TrialConfig, data: Prepared) -> tuple[torch.nn.Module, 
     backbone = data.task.load_model(config.backbone)
     plan = frozen_prefix(backbone, config)
     model = apply_method(backbone, config)
-    note = use_frozen_cache(model, plan, config, [data.train, data.valid, data.test], data.encoding_key,
-                            data.task.pad_id, CPU)
-    return model.eval(), note
+    use = use_frozen_cache(model, plan, config, [data.train, data.valid, data.test], data.encoding_key,
+                           data.task.pad_id, CPU)
+    return model.eval(), use.note
 
 
 @pytest.mark.parametrize("task", ["jitdp", "cmg"])

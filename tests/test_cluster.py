@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 
 from harness import sweeper, trial_runs, write_spec
 from services import MlflowServer, S3Server, free_port, stop_ray_nodes
+from sweeper.sweep.hold import HOLD_ENV, wait_for_held
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +37,7 @@ class Cluster:
     address: str
     env: dict[str, str]
     node_dirs: list[Path]
+    gate: Path  # the hold point's file (`sweeper.sweep.hold`): while it exists, trials wait after each evaluation
 
 
 def ray(*args: str, env: dict[str, str]) -> None:
@@ -48,8 +50,9 @@ def cluster(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> It
     has a temp dir of its own, as on separate machines (runtime envs are per node); teardown stops the processes
     of exactly these nodes."""
     token = secrets.token_hex(32)
+    gate = tmp_path_factory.mktemp("hold") / "hold"
     env = {**os.environ, **s3_server.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-           "PATH": f"{BIN}:{os.environ['PATH']}"}
+           "PATH": f"{BIN}:{os.environ['PATH']}", HOLD_ENV: str(gate)}
     port, dashboard = free_port(), free_port()
     node_dirs = [tmp_path_factory.mktemp("ray-head")]
     try:
@@ -60,7 +63,7 @@ def cluster(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> It
             node_dirs.append(tmp_path_factory.mktemp(f"ray-node-{number}"))
             ray("start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
                 "--temp-dir", str(node_dirs[-1]), "--disable-usage-stats", env=env)
-        yield Cluster(f"http://127.0.0.1:{dashboard}", env, node_dirs)
+        yield Cluster(f"http://127.0.0.1:{dashboard}", env, node_dirs, gate)
     finally:
         stop_ray_nodes(node_dirs)
 
@@ -81,7 +84,7 @@ def wait_for(cluster: Cluster, job_id: str, states: set[str], cwd: Path, seconds
         assert out.returncode == 0, out.stderr
         if out.stdout.strip() in states:
             return out.stdout.strip()
-        time.sleep(3)
+        time.sleep(1)
     logs = sweeper("logs", job_id, "--address", cluster.address, env=cluster.env, cwd=cwd).stdout
     raise AssertionError(f"job {job_id} not in {states} after {seconds}s; logs:\n{logs[-4000:]}")
 
@@ -141,14 +144,16 @@ def test_wrong_token_is_a_clear_error(cluster: Cluster, tmp_path: Path) -> None:
 def test_stop_ends_the_sweep_and_its_runs_as_killed(cluster: Cluster, s3_server: S3Server,
                                                     mlflow_server: MlflowServer, tmp_path: Path,
                                                     finished_sweep: tuple[str, Path]) -> None:
-    spec = cluster_spec(tmp_path, s3_server, "cluster-stop", trials=6, epochs=30)
-    job_id = sweeper("submit", str(spec), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
-                     env=cluster.env, cwd=tmp_path).stdout.split()[0]
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not trial_runs(mlflow_server.uri, experiment="cluster-stop"):
-        time.sleep(3)  # wait until trials are training (their runs exist)
-    out = sweeper("stop", job_id, "--address", cluster.address, env=cluster.env, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
+    spec = cluster_spec(tmp_path, s3_server, "cluster-stop", trials=6, epochs=3)
+    cluster.gate.touch()  # trials wait after their first evaluation: the stop finds them training
+    try:
+        job_id = sweeper("submit", str(spec), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
+                         env=cluster.env, cwd=tmp_path).stdout.split()[0]
+        wait_for_held(cluster.gate, time.monotonic() + 300)
+        out = sweeper("stop", job_id, "--address", cluster.address, env=cluster.env, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+    finally:
+        cluster.gate.unlink(missing_ok=True)
     assert wait_for(cluster, job_id, {"STOPPED", "FAILED", "SUCCEEDED"}, tmp_path, 120) == "STOPPED"
     runs = trial_runs(mlflow_server.uri, experiment="cluster-stop")
     assert runs and all(run.info.status != "RUNNING" for run in runs), [(r.info.run_name, r.info.status) for r in runs]
@@ -169,25 +174,22 @@ def test_no_secret_in_mlflow_store_or_bucket(finished_sweep: tuple[str, Path], s
 def test_worker_lost_mid_trial_resumes_from_its_checkpoint(cluster: Cluster, s3_server: S3Server,
                                                            mlflow_server: MlflowServer, tmp_path: Path,
                                                            finished_sweep: tuple[str, Path]) -> None:
-    """SIGKILL of a worker node's raylet while both nodes train: its trial resumes on the other node.
+    """SIGKILL of a worker node's raylet while both nodes' trials are mid-run (held after their first evaluation):
+    its trial resumes on the other node.
 
     Last in this module: the cluster has one worker node left afterwards.
     """
-    spec = cluster_spec(tmp_path, s3_server, "cluster-loss", trials=2, epochs=8)
-    job_id = sweeper("submit", str(spec), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
-                     env=cluster.env, cwd=tmp_path).stdout.split()[0]
-    client = MlflowClient(mlflow_server.uri)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # both trials have reported an evaluation
-        runs = trial_runs(mlflow_server.uri, experiment="cluster-loss")
-        if len(runs) == 2 and all(len(client.get_metric_history(r.info.run_id, "auc")) >= 2 for r in runs):
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail("the two trials never got going")
-    victim = cluster.node_dirs[2]
-    killed = subprocess.run(["pkill", "-9", "-f", f"raylet.*{victim}"], capture_output=True)
-    assert killed.returncode == 0, "no raylet of the second worker node found"
+    spec = cluster_spec(tmp_path, s3_server, "cluster-loss", trials=2, epochs=3)
+    cluster.gate.touch()  # both trials wait after their first evaluation: the kill finds them mid-run
+    try:
+        job_id = sweeper("submit", str(spec), "--address", cluster.address, "--tracking-uri", mlflow_server.uri,
+                         env=cluster.env, cwd=tmp_path).stdout.split()[0]
+        wait_for_held(cluster.gate, time.monotonic() + 300, count=2)
+        victim = cluster.node_dirs[2]
+        killed = subprocess.run(["pkill", "-9", "-f", f"raylet.*{victim}"], capture_output=True)
+        assert killed.returncode == 0, "no raylet of the second worker node found"
+    finally:
+        cluster.gate.unlink(missing_ok=True)
     state = wait_for(cluster, job_id, {"SUCCEEDED", "FAILED", "STOPPED"}, tmp_path, 600)
     logs = sweeper("logs", job_id, "--address", cluster.address, env=cluster.env, cwd=tmp_path).stdout
     assert state == "SUCCEEDED", logs[-4000:]
@@ -195,5 +197,5 @@ def test_worker_lost_mid_trial_resumes_from_its_checkpoint(cluster: Cluster, s3_
     assert len(runs) == 2  # exactly one run per trial, also for the one that was retried
     retried = [run for run in runs if run.data.tags.get("sweeper.retries") == "1"]
     assert len(retried) == 1 and all(run.info.status == "FINISHED" for run in runs)
-    steps = [metric.step for metric in client.get_metric_history(retried[0].info.run_id, "epoch")]
-    assert steps == list(range(1, 9))  # the metrics continue from the checkpoint: each epoch once, in order
+    steps = [metric.step for metric in MlflowClient(mlflow_server.uri).get_metric_history(retried[0].info.run_id, "epoch")]
+    assert steps == [1, 2, 3]  # the metrics continue from the checkpoint: each epoch once, in order

@@ -163,7 +163,8 @@ def test_cached_and_uncached_decoders_give_the_same_logits(backbones: dict[str, 
         backbone_model = data.task.load_model(trial.backbone)
         plan = frozen_prefix(backbone_model, trial)
         model = apply_method(backbone_model, trial).eval()
-        note = use_frozen_cache(model, plan, trial, [data.train, data.valid], data.encoding_key, data.task.pad_id, CPU)
+        note = use_frozen_cache(model, plan, trial, [data.train, data.valid], data.encoding_key, data.task.pad_id,
+                                CPU).note
         assert note.startswith("layer 2: built") if cache_frozen == "auto" else note.startswith("off")
         scores[cache_frozen] = predict(model, data.valid, 16, data.task.pad_id, CPU)
     assert scores["auto"][0] == pytest.approx(scores["off"][0], abs=1e-6)

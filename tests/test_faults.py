@@ -21,6 +21,7 @@ from harness import small_trial, sweeper, sweeper_process, trial_runs, write_spe
 from services import MlflowServer
 from sweeper.artifacts import CONFIG_FILE, PREDICTIONS_FILE
 from sweeper.config import TrialConfig
+from sweeper.sweep.hold import HOLD_ENV, wait_for_held
 from sweeper.tracking.schema import final_metric_name
 from sweeper.trial import TrialFailed, run_trial
 
@@ -86,34 +87,36 @@ def descends_from(pid: int, ancestor: int) -> bool:
 
 @pytest.fixture(scope="module")
 def faulty_sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultySweep]:
-    """`sweeper run` of the three trials one at a time; once the good trial has reported two evaluations, its
-    worker process (a Ray actor of this sweep's own Ray) is killed with SIGKILL."""
+    """`sweeper run` of the three trials one at a time, with the hold on: once the good trial waits after its first
+    evaluation (mid-run, whatever the machine's speed), its worker process (a Ray actor of this sweep's own Ray)
+    is killed with SIGKILL and the hold is lifted."""
     folder = tmp_path_factory.mktemp("faults")
     paths = [GOOD, str(bad_data(folder)), str(folder / "missing.jsonl")]
     spec = write_spec(folder, "faults", {"data.sample": 200, "data.max_length": 48, "defaults.epochs": 4,
                                          "search": {"data.path": {"choice": paths}}, "sweep.trials": 3,
                                          "sweep.searcher": "grid"})
     ray_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    gate = folder / "hold"
+    gate.touch()
     log = folder / "sweep.log"
     try:
         with log.open("w") as out, sweeper_process("run", str(spec), "--tracking-uri", mlflow_server.uri, "--json",
-                                                   cwd=folder, stdout=out, env={"RAY_TMPDIR": str(ray_dir)}) as driver:
-            killed = 0
-            deadline = time.monotonic() + 400
-            while not killed and time.monotonic() < deadline:
-                assert driver.poll() is None, log.read_text()[-3000:]
-                good = [row for row in ray_results(ray_dir) if row["config"]["values"]["data.path"] == GOOD]
-                if len([row for row in good if "evaluation" in row]) >= 2 and descends_from(good[-1]["pid"], driver.pid):
-                    killed = good[-1]["pid"]
-                    os.kill(killed, signal.SIGKILL)
-                time.sleep(0.2)
-            assert killed, "the good trial never reported two evaluations"
+                                                   cwd=folder, stdout=out,
+                                                   env={"RAY_TMPDIR": str(ray_dir), HOLD_ENV: str(gate)}) as driver:
+            try:
+                [held] = wait_for_held(gate, time.monotonic() + 400)
+            except TimeoutError:
+                pytest.fail(f"the good trial never reported an evaluation:\n{log.read_text()[-3000:]}")
+            assert descends_from(held.pid, driver.pid), "the held trial runs in this sweep's own Ray"
+            os.kill(held.pid, signal.SIGKILL)
+            gate.unlink()
             driver.wait(timeout=600)
         text = log.read_text()
         assert driver.returncode == 0, text[-3000:]
-        yield FaultySweep(mlflow_server.uri, folder, json.loads(text.strip().splitlines()[-1]), killed,
+        yield FaultySweep(mlflow_server.uri, folder, json.loads(text.strip().splitlines()[-1]), held.pid,
                           ray_results(ray_dir))
     finally:
+        gate.unlink(missing_ok=True)
         shutil.rmtree(ray_dir, ignore_errors=True)
 
 

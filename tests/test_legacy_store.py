@@ -104,8 +104,12 @@ def test_report_is_written_with_the_stored_numbers(store: Store) -> None:
     assert logged.read_text() == markdown  # logged to the old sweep's parent run
 
 
-def test_reproduce_of_the_best_trial_gives_identical_metrics(store: Store) -> None:
+def test_reproduce_of_the_best_trial_gives_equal_metrics(store: Store) -> None:
+    """The store was written on another machine (an AMD EPYC) by a release that did not record machines: identical
+    on that machine kind, equal within the tolerance on any (exit 0 either way)."""
     best = store.complete()[0]
     outcome = last_json(sweeper("reproduce", best.run_id, "--tracking-uri", store.uri, "--json", cwd=store.folder))
-    assert outcome["original"] == outcome["reproduced"] and outcome["predictions_differing"] == 0
+    assert outcome["same_machine"] is None and outcome["outcome"] in ("identical", "within_tolerance")
+    assert outcome["largest_difference"]["value"] <= outcome["tolerance"] == 1e-4
     assert outcome["original"]["auc"] == best.best_auc
+    assert all(abs(outcome["reproduced"][name] - value) <= 1e-4 for name, value in outcome["original"].items())

@@ -20,11 +20,12 @@ from safetensors.torch import load_file
 from harness import last_json, small_trial, sweeper, sweeper_process, trial_runs, write_spec
 from sweeper.artifacts import METRICS_FILE, MODEL_DIR, PREDICTIONS_FILE
 from sweeper.config import TrialConfig
+from sweeper.sweep.hold import HOLD_ENV, release, wait_for_held
 from sweeper.trial import Evaluation, TrialResult, run_trial
 
 pytestmark = pytest.mark.slow
 
-# Five LoRA trials of four epochs, one at a time: long enough to kill the driver while the third trains.
+# Five LoRA trials of four epochs, one at a time; the test kills the driver while the third is held mid-run.
 CHANGES = {"data": {"path": "bundled:jitdp", "sample": 200, "split": {"kind": "time", "valid": 0.25}, "max_length": 64},
            "search": {"lr": {"loguniform": [1.0e-4, 3.0e-3]}}, "defaults.epochs": 4, "sweep.trials": 5}
 
@@ -77,20 +78,24 @@ def test_killed_driver_resumes_the_same_sweep(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "resumable", CHANGES)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
+    gate = tmp_path / "hold"
+    gate.touch()  # the sweep goes on evaluation by evaluation, as the test releases it
     with (tmp_path / "first.log").open("w") as log, \
             sweeper_process("run", str(spec), "--sweep-id", "resumable-1", "--tracking-uri", uri, cwd=tmp_path,
-                            stdout=log) as driver:
+                            stdout=log, env={HOLD_ENV: str(gate)}) as driver:
         deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:  # kill it once two trials are done and a third is training
+        while True:  # kill it once two trials are done and a third is held mid-run
+            try:
+                held = wait_for_held(gate, deadline)
+            except TimeoutError:
+                pytest.fail(f"no trial held:\n{(tmp_path / 'first.log').read_text()[-3000:]}")
             states = [run.data.tags.get("sweeper.state") for run in trial_runs(uri, experiment="resumable")]
-            if states.count("complete") >= 2 and "running" in states:
+            if states.count("complete") >= 2:
                 break
-            assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            time.sleep(0.25)  # a trial of the tiny sweep runs for a few seconds: poll often
-        else:
-            pytest.fail("the sweep never got two trials done")
+            release(gate, held, deadline)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+    gate.unlink()
     before = {run.info.run_id: run for run in trial_runs(uri, experiment="resumable")}
     assert any(run.info.status == "RUNNING" for run in before.values())  # the crash left an orphan
 

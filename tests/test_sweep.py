@@ -97,3 +97,4 @@ def test_best_and_reproduce_give_the_same_metric(sweep: TinySweep, tmp_path: Pat
                                 cwd=tmp_path))
     assert outcome["original"]["auc"] == outcome["reproduced"]["auc"] == ranked[0]["auc"]
     assert outcome["original"] == outcome["reproduced"]
+    assert outcome["same_machine"] is True and outcome["outcome"] == "identical"  # the trial's machine: bit for bit

@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -152,7 +151,8 @@ def test_sweeper_ui_starts_the_server_alone_on_localhost(sweep: TinySweep, mlflo
                                     str(port)], stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", process, log, 240)
-        time.sleep(3)  # MLflow's job runner, where it starts, starts beside the server
+        # MLflow's server, where job execution is on, spawns its job runner right after the web server's process,
+        # before that answers: once /health answers, whatever would run beside it is there to be counted.
         tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
         commands = [" ".join(child.cmdline()) for child in tree]
         addresses = {conn.laddr.ip for child in tree for conn in child.net_connections("inet")

@@ -31,7 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sweeper.config import TrialConfig
 from sweeper.data.features import FEATURE_NAMES, FeatureScaler, count_added_lines, feature_matrix, has_features
 from sweeper.data.records import CommitRecord, Dataset
-from sweeper.data.split import trial_splits
+from sweeper.data.split import Splits, rolling_windows, trial_splits
 from sweeper.errors import DataError
 from sweeper.metrics.bootstrap import classification_intervals, flat_intervals
 from sweeper.metrics.classification import classification_metrics
@@ -47,7 +47,8 @@ class BaselineResult:
     `metrics[split]` holds `classification_metrics`' figures (auc, f1, mcc, precision, recall, max_f1, ...); the
     validation split also has `<metric>_ci_low` / `<metric>_ci_high`. `valid_ids` and `valid_scores` are the
     validation commits' scores, in split order, for paired comparisons with trials (`classification_difference`).
-    A baseline that cannot run on this data has `skipped` set to the reason, and nothing else.
+    A baseline that cannot run on this data has `skipped` set to the reason, and nothing else. Evaluated on rolling
+    windows (`rolling_baselines`), `windows` holds each window's own validation metrics, in order.
     """
 
     name: str
@@ -58,6 +59,7 @@ class BaselineResult:
     fit_seconds: float = 0.0
     parameters: int = 0
     skipped: str = ""
+    windows: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -83,15 +85,59 @@ def baselines_for(config: TrialConfig, names: Sequence[str] = BASELINES, dataset
     if not names:
         return []
     _, splits = trial_splits(config, dataset)
+    if config.data.split.folds > 1:
+        return rolling_baselines(splits, config.data.split.folds, names, resamples=resamples)
     scored = {VALID: splits.valid, **({"test": splits.test} if splits.test else {})}
     return fit_baselines(splits.train, scored, names, resamples=resamples)
+
+
+def rolling_baselines(splits: Splits, folds: int, names: Sequence[str] = BASELINES, *,
+                      resamples: int = 1000, seed: int = 0) -> list[BaselineResult]:
+    """The baselines evaluated as a rolling trial is (`sweeper.rolling`): fitted afresh on each window's training
+    commits (`rolling_windows`), scored on the window; metrics and intervals from the windows' scores pooled, in the
+    validation split's order; the test split scored by the last window's fit. A baseline skipped in any window
+    (one class in the first window's training commits, say) is skipped, with the window named."""
+    history = [*splits.train, *splits.valid]
+    windows = rolling_windows(splits, folds)
+    fitted, valid_parts = [], []
+    for number, window in enumerate(windows, start=1):
+        scored = {VALID: [history[i] for i in window.valid]}
+        valid_parts.append(scored[VALID])
+        if number == len(windows) and splits.test:
+            scored["test"] = splits.test
+        fitted.append(fit_baselines([history[i] for i in window.train], scored, names, resamples=0, seed=seed))
+    results = []
+    for position, name in enumerate(names):
+        runs = [window[position] for window in fitted]
+        skipped = next((f"window {number}: {run.skipped}" for number, run in enumerate(runs, 1) if run.skipped), "")
+        if skipped:
+            results.append(BaselineResult(name, runs[0].description, skipped=skipped))
+            continue
+        labels = _labels(splits.valid)
+        scores = np.array([score for run in runs for score in run.valid_scores])
+        valid = classification_metrics(labels.tolist(), scores.tolist()) | flat_intervals(
+            classification_intervals(labels, scores, resamples=resamples, seed=seed))
+        metrics = {VALID: valid, **{split: values for split, values in runs[-1].metrics.items() if split != VALID}}
+        results.append(BaselineResult(name, runs[-1].description, metrics, [r.id for r in splits.valid],
+                                      scores.tolist(), sum(run.fit_seconds for run in runs), runs[-1].parameters,
+                                      windows=[window_figures(run.metrics[VALID], _labels(run_valid))
+                                               for run, run_valid in zip(runs, valid_parts)]))
+    return results
+
+
+def window_figures(metrics: dict[str, float], labels: np.ndarray) -> dict[str, float]:
+    """A window's own figures under their names (`commits`, `defective`, and the metrics): none of the metrics when
+    its commits are of one class, where AUC, F1 and MCC are undefined (the pooled figures still count them)."""
+    counts = {"commits": float(len(labels)), "defective": float(labels.sum())}
+    return counts | ({} if len(set(labels.tolist())) < 2 else metrics)
 
 
 def fit_baselines(train: Sequence[CommitRecord], splits: dict[str, Sequence[CommitRecord]],
                   names: Sequence[str] = BASELINES, *, resamples: int = 1000, seed: int = 0) -> list[BaselineResult]:
     """Fit each named baseline on `train` and score every split (e.g. {"valid": ..., "test": ...}).
 
-    The validation split (key "valid") gets bootstrap intervals (`resamples`, `seed`) and keeps its scores.
+    The validation split (key "valid") gets bootstrap intervals (`resamples`, `seed`; none when 0) and keeps its
+    scores.
     Baselines whose inputs are missing (expert_lr without features) or whose training split has one class
     come back with `skipped` set; a record without a label is an error (`DataError`).
     """
@@ -125,6 +171,7 @@ def _fit(name: str, inputs: Inputs, labels: dict[str, np.ndarray], splits: dict[
         metrics[split] = classification_metrics(labels[split].tolist(), scores.tolist())
         if split == VALID:
             valid_scores = scores.tolist()
+        if split == VALID and resamples:
             metrics[split] |= flat_intervals(classification_intervals(labels[split], scores, resamples=resamples,
                                                                       seed=seed))
     return BaselineResult(name, inputs.description, metrics, [r.id for r in splits.get(VALID, [])], valid_scores,

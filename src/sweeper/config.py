@@ -51,6 +51,9 @@ class SplitConfig(Section):
                                           "held out for a final test")
     train: list[str] | None = Field(None, description="project: the training projects; default every project "
                                                        "that neither validates nor tests")
+    folds: int = Field(1, ge=1, description="time: rolling-origin evaluation over this many successive validation "
+                                            "windows (the valid share cut in `folds`), each trained on every commit "
+                                            "older than it; metrics pool the windows' predictions (1: one split)")
 
     @field_validator("valid", "test")
     @classmethod
@@ -76,6 +79,9 @@ class SplitConfig(Section):
     def projects_fit_the_kind(self) -> "SplitConfig":
         named = {side: getattr(self, side) for side in ("train", "valid", "test")
                  if isinstance(getattr(self, side), list)}
+        if self.folds > 1 and self.kind != "time":
+            raise ValueError(f"folds ({self.folds}) needs kind: time (rolling windows follow time order); "
+                             "set kind: time or leave folds out")
         if self.kind != "project":
             if named:
                 raise ValueError(f"lists of projects ({', '.join(named)}) need kind: project (kind '{self.kind}' "
@@ -113,6 +119,13 @@ class DataConfig(Section):
     pad_to: int | None = Field(None, ge=16, le=4096,
                                description="pad every batch to this many tokens, unbucketed (the study's recipe: 512); "
                                            "default: pad each length-bucketed batch to its own longest input")
+
+    @model_validator(mode="after")
+    def rolling_trains_on_everything(self) -> "DataConfig":
+        if self.split.folds > 1 and self.train_fraction < 1:
+            raise ValueError(f"train_fraction ({self.train_fraction}) with split.folds ({self.split.folds}): a rolling "
+                             "window trains on every older commit; leave train_fraction out or set folds: 1")
+        return self
 
     @model_validator(mode="after")
     def pad_to_fits(self) -> "DataConfig":
@@ -218,11 +231,20 @@ def validate_trial(data: dict[str, Any], source: str) -> TrialConfig:
     except ValidationError as error:
         raise spec_error(error, source, TrialConfig) from None
     check_features(config.task, config.features, source)
+    check_folds(config.task, config.data.split.folds, source)
     if config.quantization != "none" and config.method == "full":
         raise SpecError(source, "quantization", f"quantization: {config.quantization} freezes the base in "
                         "bitsandbytes' format, so method: full cannot train it", "use lora (QLoRA), ia3 or adapter, "
                         "or quantization: none")
     return config
+
+
+def check_folds(task: str, folds: int, source: str, field: str = "data.split.folds") -> None:
+    """Rolling windows pool defect scores (AUC, F1 over every window's commits); message generation's pooled
+    text metrics are not built."""
+    if folds > 1 and task != "jitdp":
+        raise SpecError(source, field, f"folds ({folds}) is for defect prediction (jitdp), not {task}",
+                        "remove it (one time split)")
 
 
 def check_features(task: str, features: str, source: str, field: str = "features") -> None:

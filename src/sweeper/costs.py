@@ -11,7 +11,8 @@ a trial and `peak_memory_mb` at its end measure the trial alone:
 - Elsewhere (no `clear_refs`): the process's lifetime maximum resident set, with a warning saying so.
 
 `train_flops` is a cost that does not depend on the hardware: an estimate of the multiply-adds training did,
-so trials compare across machines (see its docstring for exactly what it counts). Usage::
+so trials compare across machines (see its docstring for exactly what it counts, and how a frozen-prefix cache
+changes it). Usage::
 
     reset_peak_memory(device)
     ... train, counting tokens with training_tokens(batch, encoder_decoder) ...
@@ -26,6 +27,7 @@ import gc
 import resource
 import sys
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,20 +100,22 @@ class FlopParameters:
     trained: int  # those that train: their weight gradients
 
 
-def flop_parameters(model: nn.Module) -> FlopParameters:
-    """Count the parameters of `model` for `train_flops`."""
+def flop_parameters(model: nn.Module, skipped: Collection[nn.Module] = ()) -> FlopParameters:
+    """Count the parameters of `model` for `train_flops`; those of the `skipped` modules (a frozen prefix served from
+    its cache) do not run in a training step and count nowhere."""
     embeddings = {id(p) for module in model.modules() if isinstance(module, nn.Embedding)
                   for p in module.parameters()}
+    cached = {id(p) for module in skipped for p in module.parameters()}
     parameters = [(p.numel(), p.requires_grad, id(p) in embeddings) for name, p in model.named_parameters()
-                  if PEFT_FROZEN_COPY not in name]
+                  if PEFT_FROZEN_COPY not in name and id(p) not in cached]
     first_trained = next((index for index, (_, trains, _) in enumerate(parameters) if trains), len(parameters))
     dense = [(size, trains) for size, trains, embedding in parameters if not embedding]
     above = [size for size, _, embedding in parameters[first_trained:] if not embedding]
     return FlopParameters(sum(size for size, _ in dense), sum(above), sum(size for size, trains in dense if trains))
 
 
-def train_flops(model: nn.Module, tokens: int) -> float:
-    """Training FLOPs, estimated: (2·N + 2·N_above + 2·N_trained) · T.
+def train_flops(model: nn.Module, tokens: int, cached: Collection[nn.Module] = (), fill_tokens: int = 0) -> float:
+    """Training FLOPs, estimated: (2·N + 2·N_above + 2·N_trained) · T, plus 2·N_prefix · T_fill with a cache.
 
     - forward, 2·N·T: N every parameter except the embedding tables (a lookup multiplies nothing), one
       multiply-add per parameter per token (Kaplan et al. 2020's 2·N per token);
@@ -125,6 +129,12 @@ def train_flops(model: nn.Module, tokens: int) -> float:
     token-by-token products (2·T·width per layer) are left out, as in 2·N·T; an encoder-decoder's encoder and
     decoder are both charged for input and target tokens alike. So full fine-tuning comes to about 6·N·T and a
     frozen backbone with small adapters to about 4·N·T. Evaluation is not counted.
+
+    A trial on the frozen-prefix cache (`cached`: the prefix's modules, `sweeper.cache.frozen`) runs the prefix
+    once per commit, not in every step: its parameters (N_prefix) leave N and count once over the T_fill token
+    positions of the cache fill (`fill_tokens`), charged to the trial that built the cache; a trial that reuses
+    a cache an earlier one filled gives 0 there, as its own work had none.
     """
-    counts = flop_parameters(model)
-    return 2.0 * (counts.forward + counts.backward_inputs + counts.trained) * tokens
+    counts = flop_parameters(model, cached)
+    prefix = flop_parameters(nn.ModuleList(list(cached))).forward if cached else 0
+    return 2.0 * (counts.forward + counts.backward_inputs + counts.trained) * tokens + 2.0 * prefix * fill_tokens

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, Section, TaskName, TrialConfig, check_features,
-                            known_keys, parse_scalar, spec_error, validate_trial)
+                            check_folds, known_keys, parse_scalar, spec_error, validate_trial)
 from sweeper.errors import SpecError, did_you_mean
 from sweeper.tracking.schema import COST_OBJECTIVES
 
@@ -186,6 +186,7 @@ def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
         raise spec_error(error, source, Spec, lambda path: at_line(source, text, path)) from None
     check_features(spec.task, spec.defaults.features, at_line(source, text, ["defaults", "features"]),
                    "defaults.features")
+    check_folds(spec.task, spec.data.split.folds, at_line(source, text, ["data", "split", "folds"]))
     check_search(spec, source, text)
     check_baselines(spec, source, text)
     check_metric(spec, source, text)

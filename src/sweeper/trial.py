@@ -21,20 +21,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import get_linear_schedule_with_warmup
+from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from sweeper.artifacts import MODEL_DIR, load_checkpoint, load_trained_model, read_config, save_checkpoint, write_trial
 from sweeper.backbone import load_tokenizer
 from sweeper.cache.encoded import encoded_splits
-from sweeper.cache.frozen import frozen_prefix, use_frozen_cache
+from sweeper.cache.frozen import CacheUse, frozen_prefix, use_frozen_cache
 from sweeper.config import TrialConfig
 from sweeper.costs import peak_memory_mb, reset_peak_memory, train_flops, training_tokens
 from sweeper.data.batching import batch_indices
 from sweeper.data.encoding import EncodedCommit
 from sweeper.data.records import Dataset
-from sweeper.data.split import trial_splits
+from sweeper.data.split import Window, rolling_windows, trial_splits
 from sweeper.errors import SweeperError
-from sweeper.memory import check_fits, estimate_memory
+from sweeper.machine import machine_tags
+from sweeper.memory import MemoryEstimate, check_fits, estimate_memory
 from sweeper.quantization import check_quantization
 from sweeper.methods import TrainableModel, apply_method, count_parameters
 from sweeper.precision import (accumulate, allow_tf32, check_precision, enable_gradient_checkpointing, gradient_scaler,
@@ -82,7 +83,8 @@ class TrialResult:
 
 @dataclass
 class Prepared:
-    """Encoded splits, ready to train on; the task is prepared for them."""
+    """Encoded splits, ready to train on; the task is prepared for them. A rolling trial (`data.split.folds`) has
+    its `windows`: positions in `train + valid`, each window's training commits and its validation commits."""
 
     train: list[EncodedCommit]
     valid: list[EncodedCommit]
@@ -90,6 +92,22 @@ class Prepared:
     task: Task
     data_digest: str
     encoding_key: str = ""  # names the encoded splits in the node's cache (`sweeper.cache.encoded`)
+    tokenizer: PreTrainedTokenizerBase | None = None
+    windows: list[Window] = field(default_factory=list)
+
+
+@dataclass
+class Built:
+    """A trial's model on its device, with the frozen-prefix cache in use where it applies, and its sizes."""
+
+    model: TrainableModel
+    cache: CacheUse
+    trainable: int
+    total: int
+    backbone_params: int
+    encoder_decoder: bool
+    memory: MemoryEstimate  # the peak estimated before training (`sweeper.memory`)
+    memory_plan: str  # the estimate against the device's room, for the run's `sweeper.memory_plan` tag
 
 
 @dataclass(frozen=True)
@@ -135,11 +153,12 @@ class Progress:
     running_batches: int = 0
 
     def record(self, metrics: dict[str, float], predictions: list[Prediction], model: TrainableModel,
-               config: TrialConfig) -> None:
-        """Add an evaluation to the history; keep its weights and predictions if it is the best so far."""
+               config: TrialConfig, rank: bool = True) -> None:
+        """Add an evaluation to the history; keep its weights and predictions if it is the best so far (every
+        evaluation is, when `rank` is False: a metric that cannot rank them keeps the latest)."""
         self.history.append(metrics)
         self.running_loss, self.running_batches = 0.0, 0
-        if self.best is None or improved(metrics[config.metric], self.best[config.metric], config.mode):
+        if self.best is None or not rank or improved(metrics[config.metric], self.best[config.metric], config.mode):
             self.best, self.best_predictions, self.evaluations_without_gain = metrics, predictions, 0
             self.best_state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
         else:
@@ -155,7 +174,8 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     """Train `config`, calling `report` after each evaluation; save artifacts to `output_dir` if given.
 
     `resume_from` is a checkpoint folder an earlier `Evaluation.save` wrote: training goes on from the step after
-    it, with the weights, optimiser, schedule, history and random states it held.
+    it, with the weights, optimiser, schedule, history and random states it held. A rolling trial
+    (`data.split.folds` > 1) trains once per window and reports once per window (`sweeper.rolling`).
     """
     seed_everything(config.seed, config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -167,6 +187,31 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
     start_rss = int(peak_memory_mb(device) * 2**20) if device.type == "cpu" else 0  # the peak's base on a CPU
     with timed("trial.prepare"):
         data = prepare_data(config, dataset, device)
+    if data.windows:
+        from sweeper.rolling import run_rolling  # it trains each window with this module's recipe
+
+        return run_rolling(config, data, device, output_dir, report, resume_from)
+    built = build_model(config, data, device, start_rss)
+    tags = {Tag.PRECISION: config.precision, Tag.MEMORY_PLAN: built.memory_plan, Tag.ENCODING_KEY: data.encoding_key,
+            Tag.FROZEN_CACHE: built.cache.note, **machine_tags()}
+    progress = train(built, data, config, device, report, tags, resume_from)
+    metrics = best_metrics(built.model, data, config, device, progress)
+    metrics |= data.task.intervals(data.valid, progress.best_predictions)  # auc_ci_low, auc_ci_high, ...
+    if data.test:
+        metrics |= data.task.test_metrics(built.model, data.test, device, progress.best or {})
+    costs = trial_costs(built, [progress], len(data.train), config, device)
+    result = TrialResult(metrics, costs, progress.history, output_dir, tags)
+    if output_dir is not None:
+        summary = {"metrics": metrics, "costs": costs, "history": progress.history, "data_digest": data.data_digest}
+        with timed("trial.artifacts"):
+            write_trial(output_dir, built.model, config, summary, data.task, data.valid, progress.best_predictions)
+    return result
+
+
+def build_model(config: TrialConfig, data: Prepared, device: torch.device, start_rss: int = 0) -> Built:
+    """The backbone with the trial's method on `device`, its frozen prefix served from the cache where it applies;
+    its peak memory estimated first (`start_rss`: the process's resident set at the trial's start, on a CPU) and a
+    `MemoryPlanError` if it cannot fit."""
     with timed("trial.model"):
         backbone = data.task.load_model(config.backbone)
         _, backbone_size = count_parameters(backbone)
@@ -179,12 +224,18 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
     with timed("trial.frozen_cache"):
-        tags = {Tag.PRECISION: config.precision, Tag.MEMORY_PLAN: plan, Tag.ENCODING_KEY: data.encoding_key,
-                Tag.FROZEN_CACHE: use_frozen_cache(model, frozen, config, [data.train, data.valid, data.test],
-                                                   data.encoding_key, data.task.pad_id, device)}
+        cache = use_frozen_cache(model, frozen, config, [data.train, data.valid, data.test], data.encoding_key,
+                                 data.task.pad_id, device)
     trainable, total = count_parameters(model)
-    encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
+    return Built(model, cache, trainable, total, backbone_size,
+                 bool(getattr(backbone.config, "is_encoder_decoder", False)), estimate, plan)
 
+
+def train(built: Built, data: Prepared, config: TrialConfig, device: torch.device, report: Reporter | None = None,
+          tags: dict[str, str] | None = None, resume_from: Path | None = None, rank: bool = True) -> Progress:
+    """Train on `data.train` by the plan, evaluating on `data.valid` where it says, reporting each evaluation;
+    the progress holds the best evaluation (by `config.metric`; the latest when `rank` is False)."""
+    model = built.model
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -208,23 +259,30 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
             progress.train_seconds += time.perf_counter() - started
             progress.step = step.number
             progress.samples_seen += len(step.batch)
-            progress.tokens_seen += sum(training_tokens(batch, encoder_decoder) for batch in batches)
+            progress.tokens_seen += sum(training_tokens(batch, built.encoder_decoder) for batch in batches)
             progress.running_loss += loss
             progress.running_batches += 1
             if not step.evaluate:
                 continue
             epoch = float(step.epoch + 1) if step.epoch_end else round(step.number / steps_per_epoch, 4)
-            metrics = evaluate(model, data, config, progress, device, epoch)
+            metrics = evaluate(model, data, config, progress, device, epoch, rank)
             if report is not None:
                 report(Evaluation(len(progress.history), epoch, step.number, metrics,
                                   progress.train_seconds + progress.eval_seconds,
                                   functools.partial(save_checkpoint, model=model, config=config, progress=progress,
                                                     optimizer=optimizer, schedule=schedule),
-                                  last=step.number == total_steps or progress.stalled(config.patience), tags=tags))
+                                  last=step.number == total_steps or progress.stalled(config.patience),
+                                  tags=tags or {}))
             if progress.stalled(config.patience):
                 break
             model.train()
+    return progress
 
+
+def best_metrics(model: TrainableModel, data: Prepared, config: TrialConfig, device: torch.device,
+                 progress: Progress) -> dict[str, float]:
+    """Put the best evaluation's weights back (eval mode) and return its metrics; generation that was scored only
+    between evaluations is scored now on those weights, and its predictions kept."""
     assert progress.best is not None
     restore(model, progress.best_state)
     model.eval()
@@ -235,35 +293,37 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
         progress.eval_seconds += time.perf_counter() - started
         metrics |= final.metrics
         progress.best_predictions = final.predictions
-    metrics |= data.task.intervals(data.valid, progress.best_predictions)  # auc_ci_low, auc_ci_high, ...
-    if data.test:
-        metrics |= data.task.test_metrics(model, data.test, device, progress.best)
-    costs = {
-        "trainable_params": float(trainable),
-        "total_params": float(total),
-        "trainable_percent": 100.0 * trainable / total,
-        "backbone_params": float(backbone_size),
-        "train_seconds": progress.train_seconds,
-        "eval_seconds": progress.eval_seconds,
-        "samples_per_second": progress.samples_seen / progress.train_seconds if progress.train_seconds else 0.0,
+    return metrics
+
+
+def trial_costs(built: Built, runs: list[Progress], train_samples: int, config: TrialConfig, device: torch.device,
+                fill_tokens: int | None = None) -> dict[str, float]:
+    """The cost figures of a trial that trained `runs` (one; a rolling trial's windows: summed) with `built`'s
+    model; `fill_tokens`, the frozen-prefix cache fill of all of them when not `built`'s alone."""
+    train_seconds = sum(progress.train_seconds for progress in runs)
+    samples = sum(progress.samples_seen for progress in runs)
+    tokens = sum(progress.tokens_seen for progress in runs)
+    filled = built.cache.fill_tokens if fill_tokens is None else fill_tokens
+    return {
+        "trainable_params": float(built.trainable),
+        "total_params": float(built.total),
+        "trainable_percent": 100.0 * built.trainable / built.total,
+        "backbone_params": float(built.backbone_params),
+        "train_seconds": train_seconds,
+        "eval_seconds": sum(progress.eval_seconds for progress in runs),
+        "samples_per_second": samples / train_seconds if train_seconds else 0.0,
         "peak_memory_mb": peak_memory_mb(device),
-        "estimated_memory_mb": estimate.total / 2**20,
-        "train_flops": train_flops(model, progress.tokens_seen),
-        "train_samples": float(len(data.train)),
+        "estimated_memory_mb": built.memory.total / 2**20,
+        "train_flops": train_flops(built.model, tokens, built.cache.modules, filled),
+        "train_samples": float(train_samples),
         "micro_batch_size": float(math.ceil(config.batch_size / config.grad_accum)),
         "effective_batch_size": float(config.batch_size),
-        "epochs_run": progress.history[-1][EPOCH],
+        "epochs_run": sum(progress.history[-1][EPOCH] for progress in runs),
     }
-    result = TrialResult(metrics, costs, progress.history, output_dir, tags)
-    if output_dir is not None:
-        summary = {"metrics": metrics, "costs": costs, "history": progress.history, "data_digest": data.data_digest}
-        with timed("trial.artifacts"):
-            write_trial(output_dir, model, config, summary, data.task, data.valid, progress.best_predictions)
-    return result
 
 
 def evaluate(model: TrainableModel, data: Prepared, config: TrialConfig, progress: Progress, device: torch.device,
-             epoch: float) -> dict[str, float]:
+             epoch: float, rank: bool = True) -> dict[str, float]:
     """Evaluate on the validation set (generating messages every `generation.every` evaluations) and record it."""
     model.eval()
     started = time.perf_counter()
@@ -273,7 +333,7 @@ def evaluate(model: TrainableModel, data: Prepared, config: TrialConfig, progres
                                        score=every is not None and (len(progress.history) + 1) % every == 0)
     progress.eval_seconds += time.perf_counter() - started
     metrics = evaluated.metrics | {TRAIN_LOSS: progress.running_loss / max(progress.running_batches, 1), EPOCH: epoch}
-    progress.record(metrics, evaluated.predictions, model, config)
+    progress.record(metrics, evaluated.predictions, model, config, rank)
     return metrics
 
 
@@ -289,7 +349,9 @@ def prepare_data(config: TrialConfig, dataset: Dataset | None = None, device: to
         raise SweeperError(f"{config.data.path}: {len(train)} training and {len(valid)} validation commits after "
                            "sampling and splitting: give more data (data.sample) or a larger data.split.valid")
     task.prepare(train, tokenizer, device or torch.device("cpu"))
-    return Prepared(train, valid, test, task, dataset.digest, encoding_key)
+    folds = config.data.split.folds
+    windows = rolling_windows(splits, folds) if folds > 1 else []
+    return Prepared(train, valid, test, task, dataset.digest, encoding_key, tokenizer, windows)
 
 
 def predict_saved(folder: Path) -> list[Prediction]:

@@ -60,11 +60,15 @@ def encoded_splits(task: Task, splits: Splits, tokenizer: PreTrainedTokenizerBas
 
 def encoding_key(config: TrialConfig, data_digest: str, parts: tuple[list[CommitRecord], ...],
                  tokenizer: PreTrainedTokenizerBase) -> str:
-    """The digest that names a trial's encoded splits: equal keys, equal token ids."""
+    """The digest that names a trial's encoded splits: equal keys, equal token ids. `data.split.folds` is left
+    out: a rolling trial encodes the same train, valid and test splits as the single split it cuts into windows
+    (the windows are positions in them), so both, and every window, share one encoding and one frozen-prefix cache."""
+    settings = config.data.model_dump(mode="json")
+    del settings["split"]["folds"]
     return digest({"format": FORMAT, "task": config.task, "features": config.features, "data": data_digest,
                    "seed": config.seed,
                    "records": [records_digest(records) for records in parts],
-                   "settings": config.data.model_dump(mode="json"), "tokenizer": tokenizer_fingerprint(tokenizer),
+                   "settings": settings, "tokenizer": tokenizer_fingerprint(tokenizer),
                    "code": code_fingerprint()})
 
 

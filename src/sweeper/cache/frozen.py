@@ -23,7 +23,8 @@ and read back through the page cache, so they never have to fit in memory; a cac
 
     plan = frozen_prefix(backbone, config)          # before the method is applied: a Prefix, or why none
     model = apply_method(backbone, config)
-    note = use_frozen_cache(model, plan, config, [train, valid, test], encoding_key, pad_id, device)
+    use = use_frozen_cache(model, plan, config, [train, valid, test], encoding_key, pad_id, device)
+    use.note, use.modules, use.fill_tokens    # the trial's tag; what `costs.train_flops` skips and charges once
 """
 
 from __future__ import annotations
@@ -80,6 +81,17 @@ class Prefix:
     weights: str
 
 
+@dataclass(frozen=True)
+class CacheUse:
+    """What `use_frozen_cache` did: the note for the trial's `sweeper.frozen_cache` tag, the prefix's modules it
+    serves (none without a cache), and the token positions (padding included) this call ran the prefix over to
+    build the cache: 0 when the cache was reused, or not used."""
+
+    note: str
+    modules: tuple[nn.Module, ...] = ()
+    fill_tokens: int = 0
+
+
 def frozen_prefix(backbone: PreTrainedModel, config: TrialConfig) -> Prefix | str:
     """The prefix `config`'s method leaves frozen in `backbone` (before the method is applied), or why none."""
     if config.cache_frozen == "off":
@@ -125,16 +137,16 @@ def frozen_prefix(backbone: PreTrainedModel, config: TrialConfig) -> Prefix | st
 
 def use_frozen_cache(model: TrainableModel, plan: Prefix | str, config: TrialConfig,
                      splits: list[list[EncodedCommit]], encoding_key: str, pad_id: int, device: torch.device,
-                     check_trained: bool = True) -> str:
-    """Serve `model`'s frozen prefix from the cache (built if missing) for every commit of `splits`; returns the
-    note for the trial's `sweeper.frozen_cache` tag: what was used, or why nothing was."""
+                     check_trained: bool = True) -> CacheUse:
+    """Serve `model`'s frozen prefix from the cache (built if missing) for every commit of `splits`: what was used,
+    or why nothing was, and what building it cost (`CacheUse`)."""
     if isinstance(plan, str):
-        return plan
+        return CacheUse(plan)
     hf = model.get_base_model() if hasattr(model, "get_base_model") else model
     if check_trained:
         stray = trained_below(hf, plan.layer)
         if stray:
-            return f"off: {stray} trains below layer {plan.layer}"
+            return CacheUse(f"off: {stray} trains below layer {plan.layer}")
     rows = distinct_rows([item for items in splits for item in items], pad_id)
     hidden = hf.config.d_model if hasattr(hf.config, "d_model") else hf.config.hidden_size
     precision = resolve_precision(config.precision, device)
@@ -142,18 +154,20 @@ def use_frozen_cache(model: TrainableModel, plan: Prefix | str, config: TrialCon
     size = sum(len(item.input_ids) for item in rows.values()) * hidden * torch.finfo(dtype).bits // 8
     room = allowed_bytes()
     if size > room:
-        return (f"off: the cache would take {size / 2**30:.2f} GB, more than the {room / 2**30:.2f} GB allowed "
-                f"(half the free disk, at most ${BUDGET_VARIABLE})")
+        return CacheUse(f"off: the cache would take {size / 2**30:.2f} GB, more than the {room / 2**30:.2f} GB "
+                        f"allowed (half the free disk, at most ${BUDGET_VARIABLE})")
     key = digest({"format": FORMAT, "encoding": encoding_key, "prefix": [plan.kind, plan.layer],
                   "model": [hf.config.model_type, type(hf).__name__, getattr(hf.config, "_attn_implementation", "")],
                   "weights": plan.weights, "storage": str(dtype), "precision": precision,
                   "device": device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
                   "batch": PREFIX_BATCH})
-    folder, built = cached_folder("frozen", key, lambda into: build(into, hf, plan, rows, config, pad_id, device,
-                                                                    dtype, hidden))
+    filled: list[int] = []
+    folder, built = cached_folder("frozen", key, lambda into: filled.append(
+        build(into, hf, plan, rows, config, pad_id, device, dtype, hidden)))
     states = FrozenStates.open(folder, rows, dtype, hidden)
     serve(hf, plan, states, pad_id)
-    return f"layer {plan.layer}: {'built' if built else 'reused'} {key[:12]} ({size / 2**20:.1f} MB {precision})"
+    note = f"layer {plan.layer}: {'built' if built else 'reused'} {key[:12]} ({size / 2**20:.1f} MB {precision})"
+    return CacheUse(note, tuple(frozen_modules(hf, plan.kind, plan.layer)), sum(filled))
 
 
 def encoder_of(hf: PreTrainedModel) -> nn.Module:
@@ -259,9 +273,9 @@ def upper_modules(base: nn.Module, plan: Prefix) -> tuple[list[nn.Module], Any]:
 
 @torch.no_grad()
 def build(folder: Path, hf: PreTrainedModel, plan: Prefix, rows: dict[tuple[int, ...], EncodedCommit],
-          config: TrialConfig, pad_id: int, device: torch.device, dtype: torch.dtype, hidden: int) -> None:
+          config: TrialConfig, pad_id: int, device: torch.device, dtype: torch.dtype, hidden: int) -> int:
     """Run the frozen prefix in eval mode over every distinct input, in fixed batches, writing the states of each
-    input's tokens to `states.npy` (row i at `index[i]`)."""
+    input's tokens to `states.npy` (row i at `index[i]`); returns the token positions run, padding included."""
     items = list(rows.values())
     lengths = np.array([len(item.input_ids) for item in items], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -271,10 +285,12 @@ def build(folder: Path, hf: PreTrainedModel, plan: Prefix, rows: dict[tuple[int,
     modes = [(module, module.training) for module in hf.modules()]
     hf.eval()
     upper, stand_in = upper_modules(encoder, plan)
+    tokens = 0
     try:
         with forwards(upper, stand_in), autocast(config, device):
             for batch in length_bucketed_batches(items, PREFIX_BATCH, seed=None):
                 inputs = collate([items[index] for index in batch], pad_id)
+                tokens += int(inputs["input_ids"].numel())
                 output = encoder(input_ids=inputs["input_ids"].to(device),
                                  attention_mask=inputs["attention_mask"].to(device), return_dict=True)
                 states = output.last_hidden_state.to(dtype).cpu()
@@ -288,6 +304,7 @@ def build(folder: Path, hf: PreTrainedModel, plan: Prefix, rows: dict[tuple[int,
     np.save(folder / INDEX, np.stack([offsets, lengths], axis=1))
     (folder / META).write_text(json.dumps({"kind": plan.kind, "layer": plan.layer, "rows": len(items),
                                            "hidden": hidden, "dtype": str(dtype)}))
+    return tokens
 
 
 def numpy_dtype(dtype: torch.dtype) -> Any:

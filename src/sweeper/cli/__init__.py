@@ -103,7 +103,11 @@ def parser() -> argparse.ArgumentParser:
 
     again = commands.add_parser("reproduce", parents=[tracking], help="re-run a trial from its logged params")
     again.add_argument("run_id", help="MLflow run id of a trial")
-    again.add_argument("--json", action="store_true", help="a JSON object with run_id, original, reproduced")
+    again.add_argument("--json", action="store_true",
+                       help="a JSON object: outcome, largest_difference, tolerance, same_machine, original, reproduced")
+    again.add_argument("--tolerance", type=float, default=1e-4,
+                       help="largest difference of a metric or a predicted probability accepted from a run logged on "
+                            "another machine kind (default 1e-4); on the same kind the numbers must be identical")
     again.set_defaults(command=cmd_reproduce)
 
     report = commands.add_parser("report", parents=[tracking],

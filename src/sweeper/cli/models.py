@@ -12,13 +12,12 @@ from sweeper.errors import SweeperError
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from sweeper.trained.reproduce import reproduce
+    from sweeper.trained.reproduce import DIFFER, reproduce
     from sweeper.tracking.client import Tracker
 
     outcome = reproduce(Tracker.connect(args.tracking_uri), args.run_id)
     if args.json:
-        print(json.dumps({"run_id": outcome.run_id, "original": outcome.original, "reproduced": outcome.reproduced,
-                          "predictions": outcome.predictions, "predictions_differing": outcome.predictions_differing}))
+        print(json.dumps(outcome.as_json(args.tolerance)))
     else:
         print(f"{'metric':24} {'original':>22} {'reproduced':>22}")
         for name, value in outcome.original.items():
@@ -26,8 +25,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if outcome.predictions_differing is not None:
             print(f"validation predictions: {outcome.predictions - outcome.predictions_differing} of "
                   f"{outcome.predictions} identical")
-        print("identical" if not outcome.mismatches() else f"differ: {', '.join(outcome.mismatches())}")
-    return 0 if not outcome.mismatches() else 1
+        print(outcome.summary(args.tolerance))
+    return 1 if outcome.outcome(args.tolerance) == DIFFER else 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

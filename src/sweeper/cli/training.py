@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from sweeper.tracking.schema import CI_HIGH, CI_LOW
+from sweeper.tracking.schema import CI_HIGH, CI_LOW, window_metric_name
 
 
 COSTS_SHOWN = ("trainable_params", "total_params", "trainable_percent", "train_seconds", "eval_seconds",
@@ -36,7 +36,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps({**result.metrics, **result.costs, "baselines": figures}))
         return 0
     metrics = [*task.metrics, *task.generated_metrics]
-    print_pairs("metrics (best evaluation)", {key: result.metrics[key] for key in metrics if key in result.metrics})
+    folds = config.data.split.folds
+    title = f"metrics ({f'{folds} rolling windows pooled' if folds > 1 else 'best evaluation'})"
+    print_pairs(title, {key: result.metrics[key] for key in metrics if key in result.metrics})
     print_pairs("costs", {key: result.costs[key] for key in COSTS_SHOWN if key in result.costs})
     if baselines:
         print_beside(f"{config.method} (trial)", result.metrics, result.costs["train_seconds"], baselines, task.shown)
@@ -76,8 +78,11 @@ def print_beside(trial: str, metrics: dict[str, float], seconds: float, baseline
 
 
 def print_evaluation(evaluation: Any, shown: list[str]) -> None:
+    """One line per evaluation; a rolling trial's (one per window) gives the windows so far pooled."""
     values = " ".join(f"{key}={evaluation.metrics[key]:.4f}" for key in shown if key in evaluation.metrics)
-    print(f"  epoch {evaluation.epoch:g}: {values}", file=sys.stderr, flush=True)
+    where = (f"window {evaluation.index} (pooled so far)" if window_metric_name("commits") in evaluation.metrics
+             else f"epoch {evaluation.epoch:g}")
+    print(f"  {where}: {values}", file=sys.stderr, flush=True)
 
 
 def print_pairs(title: str, values: dict[str, float]) -> None:

@@ -37,11 +37,53 @@ class Splits:
 def trial_splits(config: TrialConfig, dataset: Dataset | None = None) -> tuple[Dataset, Splits]:
     """Read `config`'s data (unless given), sample and split it: the one way to a trial's split, which its baselines
     and its MLflow dataset inputs take too. `data.seed` (default: the trial's seed) seeds the sample, the split and
-    the training fraction, so a repeat with another `seed` and the same `data.seed` trains on the same commits."""
+    the training fraction, so a repeat with another `seed` and the same `data.seed` trains on the same commits.
+    With `data.split.folds` the validation split must cut into its rolling windows (`rolling_windows`)."""
     dataset = dataset or read_records(config.data.path, config.task, config.data.skip_bad)
     seed = config.seed if config.data.seed is None else config.data.seed
     records = sample_records(dataset.records, config.data.sample, seed)
-    return dataset, split_records(records, config.data.split, seed, config.data.train_fraction)
+    splits = split_records(records, config.data.split, seed, config.data.train_fraction)
+    if config.data.split.folds > 1:
+        rolling_windows(splits, config.data.split.folds)  # windows it cannot cut fail here, before any training
+    return dataset, splits
+
+
+@dataclass(frozen=True)
+class Window:
+    """One validation window of a rolling-origin evaluation, as positions in `splits.train + splits.valid` (time
+    order): `train`, every commit strictly older than the window's first; `valid`, the window's own commits."""
+
+    train: list[int]
+    valid: range
+
+
+def rolling_windows(splits: Splits, folds: int) -> list[Window]:
+    """Cut a time split's validation commits into `folds` successive windows of equal size (differing by one at
+    most where it does not divide); each window trains on every commit, training split and earlier windows,
+    dated strictly before its first commit (a commit dated like it, ordered before it by id, is left out: it is
+    neither older nor newer). The windows cover the validation split exactly, each commit once; the test split
+    stays held out after the last window.
+
+        >>> from sweeper.data.records import read_records
+        >>> splits = time_split(read_records("bundled:jitdp").records[:100], 0.4, 0.1)
+        >>> [(len(window.train), len(window.valid)) for window in rolling_windows(splits, 4)]
+        [(50, 10), (60, 10), (70, 10), (80, 10)]
+    """
+    history = splits.train + splits.valid
+    start, count = len(splits.train), len(splits.valid)
+    if count < folds:
+        raise SweeperError(f"split: {count} validation commits cannot make {folds} rolling windows: lower "
+                           "data.split.folds or raise data.split.valid")
+    edges = [start + count * index // folds for index in range(folds + 1)]
+    windows = []
+    for first, end in zip(edges, edges[1:]):
+        begins = history[first].date
+        train = [index for index in range(first) if history[index].date < begins]
+        if not train:
+            raise SweeperError(f"split: no commit is older than rolling window {len(windows) + 1} (from "
+                               f"{begins.isoformat()}): lower data.split.valid or data.split.folds")
+        windows.append(Window(train, range(first, end)))
+    return windows
 
 
 def split_records(records: list[CommitRecord], config: SplitConfig, seed: int, train_fraction: float = 1.0) -> Splits:

@@ -121,7 +121,7 @@ class TrackingCallback(Callback):
         config = trial_config(trial.config)
         tracked = self.trials[trial.trial_id] = TrackedTrial(
             trial.config["optuna_trial"], label=trial_label(config), metric=config.metric,
-            planned=None if config.eval_every_steps else config.epochs)
+            planned=planned_evaluations(config))
         name, tags = self.describe(trial.config, config, tracked.number)
         tags |= {Tag.METHOD: config.method, Tag.RAY_TRIAL: trial.trial_id, Tag.DATA_DIGEST: self.data_digest,
                  Tag.RETRIES: "0"}
@@ -226,6 +226,14 @@ class TrackingCallback(Callback):
             self.tracker.log_file(run_id, error_file, ERROR_FOLDER)
         self.tracker.end_run(run_id, State.FAILED, tracked.note(State.FAILED, reason[:500]))
         tracked.run_ended = True
+
+
+def planned_evaluations(config: TrialConfig) -> int | None:
+    """The reports a trial makes: one per epoch, one per rolling window (`data.split.folds`), or not known in
+    advance (evaluations every N steps)."""
+    if config.data.split.folds > 1:
+        return config.data.split.folds
+    return None if config.eval_every_steps else config.epochs
 
 
 def run_of(tracked: TrackedTrial) -> str:

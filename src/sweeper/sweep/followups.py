@@ -32,7 +32,7 @@ from sweeper.errors import SweeperError
 from sweeper.spec import Spec
 from sweeper.sweep.callbacks import TrackingCallback
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, Role, State, Tag
+from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, Role, State, Tag, window_metric_name
 
 # --- baselines ------------------------------------------------------------------------------------------
 
@@ -57,6 +57,9 @@ def log_baselines(tracker: Tracker, spec: Spec, dataset: Dataset, parent_run_id:
             tracker.end_run(run_id, State.FAILED, f"baseline {result.name}: skipped: {result.skipped[:500]}")
             continue
         tracker.log_metrics(run_id, baseline_metrics(result))
+        for number, figures in enumerate(result.windows, start=1):  # rolling: each window's own, at its step
+            tracker.log_metrics(run_id, {window_metric_name(name): value for name, value in figures.items()},
+                                step=number)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / PREDICTIONS_FILE
             rows = [f"{id_},{labels[id_]},{score!r}" for id_, score in zip(result.valid_ids, result.valid_scores)]
@@ -74,7 +77,8 @@ def baseline_params(result: BaselineResult, config: TrialConfig) -> dict[str, An
     return {"baseline": result.name, "description": result.description, "data.path": data.path,
             "data.sample": data.sample, "data.seed": config.seed if data.seed is None else data.seed,
             "data.split.kind": data.split.kind, "data.split.valid": data.split.valid,
-            "data.split.test": data.split.test, "data.train_fraction": data.train_fraction}
+            "data.split.test": data.split.test, "data.split.folds": data.split.folds,
+            "data.train_fraction": data.train_fraction}
 
 
 def baseline_metrics(result: BaselineResult) -> dict[str, float]:

@@ -12,6 +12,8 @@ checkpoint file, and Ray sees a trial that ended normally, so it does not retry 
 or node, a broken connection) escapes to Ray, which retries the trial from its last checkpoint
 (`FailureConfig(max_failures)` in `driver.py`).
 
+Fault-injection tests stop a trial between two evaluations with `hold.py` (off unless `$SWEEPER_HOLD` is set).
+
 Ray reuses a worker process for trial after trial (`reuse_actors`), so what every trial of a sweep reads
 the same way, its data file, is read once per worker and kept (`trial_dataset`).
 """
@@ -33,6 +35,7 @@ from sweeper.artifacts import METRICS_FILE, STATE_FILE
 from sweeper.config import TrialConfig
 from sweeper.data.records import Dataset, read_records
 from sweeper.errors import SweeperError
+from sweeper.sweep.hold import hold_after_evaluation
 from sweeper.timings import timed
 from sweeper.tracking.schema import ERROR_FOLDER
 from sweeper.trial import Evaluation, run_trial
@@ -90,6 +93,8 @@ def train(trial: TrialConfig, node: dict[str, str]) -> None:
                        "compute_seconds": evaluation.seconds, **node}
             with timed("trainable.report"):  # Tune reports synchronously: the trial waits for the driver here
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        if not evaluation.last:
+            hold_after_evaluation(tune.get_context().get_trial_name(), evaluation.index, node[NODE])
 
     with timed("trainable.run") as event:
         checkpoint = tune.get_checkpoint()

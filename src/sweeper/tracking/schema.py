@@ -30,6 +30,8 @@ class Tag:
     MEMORY_PLAN = "sweeper.memory_plan"  # the estimated peak memory against the device's room (`sweeper.memory`)
     PRECISION = "sweeper.precision"  # the precision the trial ran at: `precision: auto` resolved on its device
     VERSION = "sweeper.version"
+    MACHINE = "sweeper.machine"  # JSON: the CPU, its kernel flags, the GPU, torch and its math libraries (machine.py)
+    MACHINE_KIND = "sweeper.machine_kind"  # a digest of MACHINE: `reproduce` demands identical numbers on the same kind
     GIT_COMMIT = "sweeper.git_commit"
     METRIC = "sweeper.metric"  # the sweep's ranking metric and its mode
     MODE = "sweeper.mode"
@@ -100,6 +102,17 @@ def final_metric_name(key: str) -> str:
     ('best_auc', 'auc_ci_low')
     """
     return key if key.endswith((CI_LOW, CI_HIGH)) else BEST_PREFIX + key
+
+# A rolling trial (`data.split.folds`) reports once per validation window, at step = the window's number (from 1):
+# the task's metrics pooled over the windows so far (`auc`, ...: the pruner compares trials at the same window) and
+# the window's own figures as WINDOW_PREFIX + name (`window_auc`; none where the window's commits are of one class).
+WINDOW_PREFIX = "window_"
+WINDOW_COUNTS = ("commits", "defective", "train_commits")  # window_commits, ...: what the window held, trained on
+
+
+def window_metric_name(key: str) -> str:
+    """A rolling window's own figure: window_auc for auc."""
+    return WINDOW_PREFIX + key
 
 EPOCH = "epoch"  # logged at every evaluation beside the task's metrics: where in training it happened
 TRAIN_LOSS = "train_loss"  # and the mean training loss since the evaluation before
