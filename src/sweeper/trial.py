@@ -209,7 +209,7 @@ def run_trial(config: TrialConfig, output_dir: Path | None = None, report: Repor
                 report(Evaluation(len(progress.history), epoch, step.number, metrics,
                                   progress.train_seconds + progress.eval_seconds,
                                   functools.partial(save_checkpoint, model=model, config=config, progress=progress,
-                                                    optimizer=optimizer, schedule=schedule),
+                                                    optimizer=optimizer, schedule=schedule, scaler=data.task.scaler),
                                   last=step.number == total_steps or progress.stalled(config.patience), tags=tags))
             if progress.stalled(config.patience):
                 break

@@ -34,7 +34,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sweeper.mining.commits import Change, FileChange
-from sweeper.mining.paths import CODE_EXTENSIONS, directory, is_code, subsystem
+from sweeper.mining.paths import CODE_EXTENSIONS, directory, is_code, is_package_info, subsystem
 
 DAY = 86400.0
 
@@ -60,13 +60,15 @@ class AuthorHistory:
 class History:
     """Replays commits oldest first; `features` of a commit reads the history before it, `add` extends it."""
 
-    def __init__(self, extensions: frozenset[str] = CODE_EXTENSIONS) -> None:
+    def __init__(self, extensions: frozenset[str] = CODE_EXTENSIONS, package_info: bool = False) -> None:
         self.extensions = extensions
+        self.package_info = package_info  # count package-info.java files (JIT-Defects4J does not)
         self.files: dict[str, FileHistory] = {}
         self.authors: dict[str, AuthorHistory] = defaultdict(AuthorHistory)
 
     def code_files(self, change: Change) -> list[FileChange]:
-        return [f for f in change.files if is_code(f.path, self.extensions)]
+        return [f for f in change.files
+                if is_code(f.path, self.extensions) and (self.package_info or not is_package_info(f.path))]
 
     def features(self, change: Change, fix: bool) -> dict[str, float]:
         """The 14 metrics of `change` against the history so far (call before `add`)."""

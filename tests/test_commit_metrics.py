@@ -1,0 +1,173 @@
+"""The change metrics of chosen commits (`sweeper predict --repo`'s input) against `sweeper data from-git` on a small
+repository built here, and the two JIT-Defects4J rules (package-info.java left out, commit-date order) by hand.
+
+The history (author date; committer date the same unless said):
+
+    R1  Alice 2021-01-01  Add account           bank/Account.java (6 lines), bank/package-info.java (2), README.md
+    R2  Bob   2021-01-05  Add deposit           Account.java +3
+    R3  Alice 2021-01-10  Document the package  package-info.java +1 (no other file)
+    R4  Bob   2021-01-02, committed 2021-01-20 (rebased)  Add audit log  bank/Audit.java (4), Account.java +1
+    R5  Carol 2021-01-25  Add withdraw          Account.java +3, on branch `feature`
+    M   Alice 2021-01-28  Merge branch 'feature'
+    R6  Alice 2021-02-01  Fix deposit bug       Account.java +1 -1, package-info.java +1
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sweeper.errors import SweeperError
+from sweeper.mining.at_commits import commit_records, resolve_revisions
+from sweeper.mining.miner import MiningOptions, mine
+
+ACCOUNT = ["package bank;", "class Account {", "    int balance;", "    int get() { return balance; }", "}", ""]
+DEPOSIT = ["    void deposit(int n) {", "        balance += n + 1;", "    }"]
+
+
+def account(*parts: list[str]) -> str:
+    lines = ACCOUNT[:4] + [line for part in parts for line in part] + ACCOUNT[4:]
+    return "\n".join(lines)
+
+
+class Repo:
+    """A fresh repository whose commits get fixed authors and dates; `shas` by name (R1, R2, ...)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.shas = root, {}
+        root.mkdir(parents=True)
+        self.git("init", "-q", "-b", "main")
+
+    def git(self, *args: str, env: dict[str, str] | None = None) -> str:
+        base = {"PATH": os.environ["PATH"], "HOME": str(self.root), "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_CONFIG_GLOBAL": os.devnull}
+        return subprocess.run(["git", "-C", str(self.root), *args], env={**base, **(env or {})}, check=True,
+                              capture_output=True, text=True).stdout
+
+    def commit(self, name: str, author: str, date: str, message: str, files: dict[str, str],
+               committed: str | None = None) -> None:
+        for path, text in files.items():
+            (self.root / path).parent.mkdir(parents=True, exist_ok=True)
+            (self.root / path).write_text(text)
+            self.git("add", path)
+        self.git("commit", "-q", "-m", message, env=people(author, date, committed))
+        self.shas[name] = self.git("rev-parse", "HEAD").strip()
+
+
+def people(author: str, date: str, committed: str | None = None) -> dict[str, str]:
+    return {"GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{author}@example.org", "GIT_COMMITTER_NAME": author,
+            "GIT_COMMITTER_EMAIL": f"{author}@example.org", "GIT_AUTHOR_DATE": date,
+            "GIT_COMMITTER_DATE": committed or date}
+
+
+def build(root: Path) -> Repo:
+    r = Repo(root)
+    info = "/** Accounts. */\npackage bank;\n"
+    r.commit("R1", "Alice", "2021-01-01T10:00:00+00:00", "Add account",
+             {"src/bank/Account.java": account(), "src/bank/package-info.java": info, "README.md": "# Bank\n"})
+    r.commit("R2", "Bob", "2021-01-05T10:00:00+00:00", "Add deposit", {"src/bank/Account.java": account(DEPOSIT)})
+    r.commit("R3", "Alice", "2021-01-10T10:00:00+00:00", "Document the package",
+             {"src/bank/package-info.java": "/** Accounts and their audit. */\n" + info})
+    r.commit("R4", "Bob", "2021-01-02T10:00:00+00:00", "Add audit log",
+             {"src/bank/Audit.java": "package bank;\nclass Audit {\n    int n;\n}\n",
+              "src/bank/Account.java": account(DEPOSIT, ["    Audit audit;"])},
+             committed="2021-01-20T10:00:00+00:00")
+    r.git("checkout", "-q", "-b", "feature")
+    withdraw = ["    void withdraw(int n) {", "        balance -= n;", "    }"]
+    r.commit("R5", "Carol", "2021-01-25T10:00:00+00:00", "Add withdraw",
+             {"src/bank/Account.java": account(DEPOSIT, ["    Audit audit;"], withdraw)})
+    r.git("checkout", "-q", "main")
+    r.git("merge", "-q", "--no-ff", "feature", "-m", "Merge branch 'feature'",
+          env=people("Alice", "2021-01-28T10:00:00+00:00"))
+    r.shas["M"] = r.git("rev-parse", "HEAD").strip()
+    fixed = [DEPOSIT[0], "        balance += n;", DEPOSIT[2]]
+    r.commit("R6", "Alice", "2021-02-01T10:00:00+00:00", "Fix deposit bug",
+             {"src/bank/Account.java": account(fixed, ["    Audit audit;"], withdraw),
+              "src/bank/package-info.java": "/** Accounts, audited. */\n" + info})
+    return r
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
+    return build(tmp_path_factory.mktemp("bank") / "bank")
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh $SWEEPER_CACHE per test: the state file of one test never serves another."""
+    monkeypatch.setenv("SWEEPER_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def mined(repo: Repo, folder: Path, **options) -> dict[str, dict]:
+    """`from-git`'s records of the repository by commit name (every commit kept: no settle window)."""
+    out = folder / f"mined-{len(options)}-{sorted(options.items())}.jsonl.gz".replace(" ", "")
+    mine(MiningOptions(repo=repo.root, task="jitdp", out=out, settle_days=0, quiet=True, **options))
+    names = {sha: name for name, sha in repo.shas.items()}
+    with gzip.open(out, "rt") as lines:
+        return {names[row["commit"]]: row for row in map(json.loads, lines)}
+
+
+def test_metrics_equal_the_training_datas(repo: Repo, tmp_path: Path) -> None:
+    """Every commit from-git keeps gets the same 14 values, message, date and diff from `commit_records`."""
+    rows = mined(repo, tmp_path)
+    assert sorted(rows) == ["R1", "R2", "R4", "R5", "R6"]  # R3 changes package-info.java alone, M is a merge
+    found = commit_records(repo.root, ["HEAD~4..HEAD", repo.shas["R2"]])  # HEAD~4 is R2 (first parents)
+    names = {sha: name for name, sha in repo.shas.items()}
+    assert [names[r.id] for r in found.records] == ["R4", "R5", "R6", "R2"]
+    for record in found.records:
+        row = rows[names[record.id]]
+        assert record.features == row["features"], names[record.id]
+        assert (record.message, record.diff, record.date.isoformat()) == (row["message"], row["diff"], row["date"])
+    assert found.notes == [f"commit {repo.shas[name][:12]}: {why}: not scored (`sweeper data from-git` leaves such "
+                           "commits out of the training data too)"
+                           for name, why in (("R3", "changes no source file"), ("M", "a merge commit"))]
+
+
+def test_the_state_file_spares_rereading_the_history(repo: Repo, tmp_path: Path) -> None:
+    first = commit_records(repo.root, ["HEAD"])
+    again = commit_records(repo.root, ["HEAD"])
+    assert first.history_commits == again.history_commits == 7
+    assert (first.reused["commits"], again.reused["commits"]) == (0, 7)
+    assert again.records == first.records
+    older = commit_records(repo.root, [repo.shas["R2"]])  # only the history up to the commit asked for counts
+    assert older.history_commits == 2 and older.records[0].features == mined(repo, tmp_path)["R2"]["features"]
+
+
+def test_history_follows_commit_dates_by_default(repo: Repo, tmp_path: Path) -> None:
+    """R4 was written on Jan 2 but committed on Jan 20. By commit date Bob had made R2 before it (exp 1) and
+    Account.java last changed on Jan 5 (R2), 3 days after R4's author date: age -3, as JIT-Defects4J's data has
+    negative ages. By author date R4 comes second: Bob's first commit, Account.java last changed on Jan 1."""
+    by_commit, by_author = mined(repo, tmp_path)["R4"]["features"], mined(repo, tmp_path, history_order="author")
+    assert (by_commit["exp"], by_commit["age"]) == (1.0, -3.0 / 2)  # Audit.java is new: age 0, mean over 2 files
+    assert (by_author["R4"]["features"]["exp"], by_author["R4"]["features"]["age"]) == (0.0, 1.0 / 2)
+    assert by_author["R2"]["features"]["exp"] == 1.0  # and R2 now follows Bob's R4
+
+
+def test_package_info_files_are_left_out_unless_asked(repo: Repo, tmp_path: Path) -> None:
+    default, counted = mined(repo, tmp_path), mined(repo, tmp_path, package_info=True)
+    assert (default["R1"]["features"]["nf"], default["R1"]["features"]["la"]) == (1, 5)
+    assert (counted["R1"]["features"]["nf"], counted["R1"]["features"]["la"]) == (2, 7)
+    assert (default["R6"]["features"]["nf"], default["R6"]["features"]["la"], default["R6"]["features"]["ld"]) == \
+        (1, 1, 1)
+    assert "R3" not in default and counted["R3"]["features"]["nf"] == 1
+
+
+def test_revisions_ranges_and_errors(repo: Repo, tmp_path: Path) -> None:
+    shas = repo.shas
+    assert resolve_revisions(repo.root, [f"{shas['R4']}..main~1"]) == [shas["R5"], shas["M"]]
+    assert resolve_revisions(repo.root, ["HEAD", shas["R2"], "HEAD"]) == [shas["R6"], shas["R2"]]
+    assert commit_records(repo.root, ["HEAD..HEAD"]).notes == ["no commits in HEAD..HEAD"]
+    with pytest.raises(SweeperError, match="unknown branch or revision 'nope'"):
+        resolve_revisions(repo.root, ["nope"])
+    with pytest.raises(SweeperError, match="unknown range 'nope..HEAD'"):
+        resolve_revisions(repo.root, ["nope..HEAD"])
+    shallow = tmp_path / "shallow"
+    subprocess.run(["git", "clone", "-q", "--depth", "2", f"file://{repo.root}", str(shallow)], check=True)
+    with pytest.raises(SweeperError, match="a shallow clone: .* `git fetch --unshallow`"):
+        commit_records(shallow, ["HEAD"])
