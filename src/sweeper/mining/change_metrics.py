@@ -4,10 +4,14 @@ JIT-Defects4J (the labels and `features` of shared/data/jitdp) inherits CommitGu
 (Rosen et al., FSE 2015). Replayed here and checked against the shared file (bench/mining_agreement.py: all
 13 metrics but `fix` equal on every commons-codec (152) and commons-io (229) commit), its conventions are:
 
-- Only source files count (`paths.CODE_EXTENSIONS`); a commit that touches none is not part of the history.
+- Only source files count (`paths.CODE_EXTENSIONS`), less `package-info.java` files (`--package-info` counts
+  them); a commit that touches none is not part of the history.
 - The history is every commit of every ref (`--history all`; `branch` keeps the mined branch's only),
-  replayed in author-time order. Files are known by path: a renamed file starts a new history at its new
-  path (its lines so far are not carried over); a deleted path keeps its history if it comes back.
+  replayed in commit-date order (`--history-order author` for author dates): a commit rebased long after it was
+  written sees the commits made meanwhile, and its `age` can be negative (the shared data has such ages). Times
+  within the metrics (`age`, `rexp`) are author times. Files are known by path: a renamed file starts a new
+  history at its new path (its lines so far are not carried over); a deleted path keeps its history if it comes
+  back.
 - Size: `la`, `ld` lines added and deleted (`git log --numstat -M`, binary files 0), not normalised by `lt`.
 - Diffusion: `nf` files, `ns` subsystems (first folder, "root" for top-level files), `nd` folders,
   `entropy` = -sum p log2 p over files with p the file's share of la+ld (not divided by log2 nf).

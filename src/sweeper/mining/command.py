@@ -86,7 +86,8 @@ def cmd_data_from_git(args: argparse.Namespace) -> int:
         repo=args.repo, task=args.task, out=args.out, project=args.project, branch=args.branch,
         since=parse_date(args.since, "--since"), until=parse_date(args.until, "--until", end_of_day=True),
         max_commits=args.max_commits, max_diff_lines=args.max_diff_lines,
-        history=args.history, history_order=args.history_order, package_info=args.package_info, extensions=extensions, fix_pattern=args.fix_pattern,
+        history=args.history, history_order=args.history_order, package_info=args.package_info,
+        extensions=extensions, fix_pattern=args.fix_pattern,
         issue_pattern=args.issue_pattern, not_fix_pattern=args.not_fix_pattern,
         fix_commits=args.fix_commits, ignore_revs=args.ignore_revs,
         szz_tests=args.szz_tests, settle_days=args.settle_days, progress_every=args.progress_every))
