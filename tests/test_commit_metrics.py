@@ -107,3 +107,15 @@ def test_from_git_options_for_the_other_rules(repo: Repo, tmp_path: Path, capsys
     rows = {row["commit"]: row["features"] for row in map(json.loads, out.read_text().splitlines())}
     assert rows[repo.shas["R4"]]["exp"] == 0.0 and rows[repo.shas["R1"]]["nf"] == 2
     assert json.loads(capsys.readouterr().out)["kept"] == 6  # R3 counts with its package-info.java
+
+
+def test_predict_reads_revisions_written_after_its_options() -> None:
+    from sweeper.cli import parse, parser
+
+    args = parse(parser(), ["predict", "RUN", "--repo", "clone", "HEAD~5..HEAD", "main", "--fail-above", "0.8"])
+    assert (args.run_id, args.inputs, str(args.repo), args.fail_above) == ("RUN", ["HEAD~5..HEAD", "main"], "clone",
+                                                                          0.8)
+    with pytest.raises(SystemExit):
+        parse(parser(), ["predict", "RUN", "--repo", "clone", "HEAD", "--no-such-option"])
+    with pytest.raises(SystemExit):
+        parse(parser(), ["ui", "--port", "5001", "extra"])  # other commands take no trailing positionals

@@ -22,7 +22,7 @@ from sweeper.mining.command import add_data_command
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sweeper` console script."""
-    args = parser().parse_args(argv)
+    args = parse(parser(), argv)
     try:
         return int(args.command(args) or 0)
     except SweeperError as error:
@@ -42,6 +42,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.command.__name__.removeprefix('cmd_')} broke: {type(error).__name__}: {first} "
               "(set SWEEPER_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+
+
+def parse(root: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; positionals after an option go to the sub-command's `trailing` list, so `predict RUN --repo
+    PATH REV ...` reads as written (argparse alone takes the positionals before the first option only)."""
+    args, extra = root.parse_known_args(argv)
+    trailing = getattr(args, "trailing", None)
+    if extra and (trailing is None or any(item.startswith("-") for item in extra)):
+        root.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        getattr(args, trailing).extend(extra)
+    return args
 
 
 def mlflow_refusal(error: Exception, args: argparse.Namespace) -> str | None:
@@ -147,7 +159,7 @@ def parser() -> argparse.ArgumentParser:
                             '"features"}')
     guess.add_argument("--fail-above", type=probability, metavar="P",
                        help="exit with status 1 when any commit's probability is above P (0 to 1)")
-    guess.set_defaults(command=cmd_predict)
+    guess.set_defaults(command=cmd_predict, trailing="inputs")
 
     export = commands.add_parser("export", parents=[tracking], help="write a trial's model as a standalone folder")
     export.add_argument("run_id", help="MLflow run id of a completed trial, or models:/NAME/VERSION")
