@@ -119,3 +119,19 @@ def test_predict_reads_revisions_written_after_its_options() -> None:
         parse(parser(), ["predict", "RUN", "--repo", "clone", "HEAD", "--no-such-option"])
     with pytest.raises(SystemExit):
         parse(parser(), ["ui", "--port", "5001", "extra"])  # other commands take no trailing positionals
+
+
+def test_commits_of_one_commit_date_replay_parents_first(tmp_path: Path) -> None:
+    """A rebased series applied within one second (commons-lang has one): the parent counts before its child,
+    whichever sha sorts first."""
+    for attempt in range(20):  # the shas follow from the content: find a child whose sha sorts before its parent's
+        r = Repo(tmp_path / f"series-{attempt}")
+        r.commit("P", "Dan", "2021-03-01T10:00:00+00:00", f"Add swap ({attempt})", {"src/A.java": "class A {}\n"},
+                 committed="2021-04-28T12:58:11+00:00")
+        r.commit("C", "Dan", "2021-03-23T10:00:00+00:00", "Add shift", {"src/A.java": "class A {\n}\n"},
+                 committed="2021-04-28T12:58:11+00:00")
+        if r.shas["C"] < r.shas["P"]:
+            break
+    rows = mined(r, tmp_path)
+    assert (rows["P"]["features"]["exp"], rows["C"]["features"]["exp"]) == (0.0, 1.0)
+    assert rows["C"]["features"]["age"] == 22.0  # since the parent's author date

@@ -76,7 +76,8 @@ def branch_shas(repo: Path, tip: str) -> list[str]:
 
 
 def walk(repo: Path, tip: str, all_refs: bool) -> Iterator[Any]:
-    """PyDriller commits reachable from `tip` (and from every ref when `all_refs`), oldest author date first."""
+    """PyDriller commits reachable from `tip` (and from every ref when `all_refs`), oldest author date first, no
+    commit before its parents (`git rev-list --author-date-order --reverse`)."""
     from pydriller import Repository
 
     yield from Repository(str(repo), only_in_branch=tip, include_refs=all_refs or None,
@@ -98,12 +99,14 @@ HISTORY_ORDERS = ("commit", "author")
 
 def in_history_order(commits: Iterable[Any], order: str) -> list[Any]:
     """Commits in the order the history metrics replay them: by commit date (JIT-Defects4J's order, the default:
-    a commit rebased months after it was written counts the author's commits made meanwhile) or by author date;
-    ties by sha."""
+    a commit rebased months after it was written counts the author's commits made meanwhile), commits of one commit
+    date in the order given (`walk`'s: parents first, as `git log --reverse` has them; commons-lang has a series of
+    rebased commits applied within a second); or by author date, ties by sha."""
     if order not in HISTORY_ORDERS:
         raise SweeperError(f"--history-order: unknown order '{order}' (choose commit or author)")
-    when = commit_time if order == "commit" else author_time
-    return sorted(commits, key=lambda c: (when(c), c.hash))
+    if order == "commit":
+        return sorted(commits, key=commit_time)  # stable: ties keep the walk's order
+    return sorted(commits, key=lambda c: (author_time(c), c.hash))
 
 
 def change_of(commit: Any) -> Change:
