@@ -15,7 +15,7 @@ prints how long after an inducing commit its fix came (what `--settle-days` must
     python bench/mining_agreement.py /tmp/commons-codec SHARED --quick            # 300 commits of the period
     python bench/mining_agreement.py /tmp/commons-codec SHARED --work /tmp/codec  # keep the output and state
     python bench/mining_agreement.py /tmp/commons-codec SHARED --work /tmp/codec \
-        --history-order author --package-info     # the rules before JIT-Defects4J's: reuses /tmp/codec's state
+        --history-order author --package-info --sexp-first-commit all   # the rules before JIT-Defects4J's
     python bench/mining_agreement.py /tmp/click ../shared/data/cmg/python-commits.jsonl.gz --task cmg \
         --branch 2c8cd3ac958a                                                     # commit/message pairs
 
@@ -64,6 +64,7 @@ def main() -> None:
     args.add_argument("--pydriller", action="store_true", help="also label with PyDriller's plain SZZ")
     args.add_argument("--history-order", choices=("commit", "author"), default="commit")
     args.add_argument("--package-info", action="store_true", help="count package-info.java files in the metrics")
+    args.add_argument("--sexp-first-commit", choices=("last-file", "all"), default="last-file")
     args.add_argument("--work", type=Path, help="folder for the mined file and its state, kept (a re-run with other "
                                                "metric rules reuses the commits read and the blames)")
     options = args.parse_args()
@@ -89,7 +90,8 @@ def jitdp(options: Any, project: str, shared: dict[str, Any], out: Path) -> tupl
     summary = mine(MiningOptions(repo=options.repo, task="jitdp", out=out, project=project, since=since, until=until,
                                  branch=options.branch, max_commits=300 if options.quick else None,
                                  history=options.history, history_order=options.history_order,
-                                 package_info=options.package_info, fix_pattern=options.fix_pattern,
+                                 package_info=options.package_info,
+                                 first_subsystems=options.sexp_first_commit == "all", fix_pattern=options.fix_pattern,
                                  not_fix_pattern=options.not_fix_pattern, issue_pattern=options.issue_pattern,
                                  szz_tests=options.szz_tests, progress_every=1000))
     seconds = time.monotonic() - started
@@ -101,7 +103,8 @@ def jitdp(options: Any, project: str, shared: dict[str, Any], out: Path) -> tupl
         sections.append(pydriller_labels(options.repo, blames, shared, mined))
     settings = {"repo": str(options.repo), "project": project, "period": f"{since.date()} to {until.date()}",
                 "history": options.history, "history order": options.history_order,
-                "package-info.java counted": options.package_info, "fix pattern": options.fix_pattern,
+                "package-info.java counted": options.package_info,
+                "sexp first commit": options.sexp_first_commit, "fix pattern": options.fix_pattern,
                 "not-fix pattern": options.not_fix_pattern, "issue pattern": options.issue_pattern,
                 "szz tests": options.szz_tests, "mining seconds": round(seconds, 1),
                 "commits read": summary["commits_read"], "kept": summary["kept"], "dropped": summary["dropped"],

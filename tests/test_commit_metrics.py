@@ -135,3 +135,15 @@ def test_commits_of_one_commit_date_replay_parents_first(tmp_path: Path) -> None
     rows = mined(r, tmp_path)
     assert (rows["P"]["features"]["exp"], rows["C"]["features"]["exp"]) == (0.0, 1.0)
     assert rows["C"]["features"]["age"] == 22.0  # since the parent's author date
+
+
+def test_an_authors_first_commit_counts_in_its_last_files_subsystem(tmp_path: Path) -> None:
+    """JIT-Defects4J's sexp: Eve's first commit touches `api` and `core` but counts for `core` (its last file)
+    only, so her next commit, in both, has sexp (0 + 1) / 2; counting each subsystem gives (1 + 1) / 2."""
+    r = Repo(tmp_path / "two")
+    r.commit("F", "Eve", "2021-05-01T10:00:00+00:00", "Start",
+             {"api/A.java": "class A {}\n", "core/B.java": "class B {}\n"})
+    r.commit("N", "Eve", "2021-05-02T10:00:00+00:00", "Grow",
+             {"api/A.java": "class A { }\n", "core/B.java": "class B { }\n"})
+    assert mined(r, tmp_path)["N"]["features"]["sexp"] == 0.5
+    assert mined(r, tmp_path, first_subsystems=True)["N"]["features"]["sexp"] == 1.0

@@ -68,6 +68,9 @@ def add_data_command(commands: Any) -> None:
     szz.add_argument("--history-order", choices=("commit", "author"), default="commit",
                      help="the order the history metrics replay commits in: commit date, as JIT-Defects4J (default), "
                           "or author date")
+    szz.add_argument("--sexp-first-commit", choices=("last-file", "all"), default="last-file",
+                     help="sexp: an author's first commit counts in the subsystem of its last file, as JIT-Defects4J "
+                          "(default), or in each subsystem it touched")
     mine.add_argument("--package-info", action="store_true",
                       help="count package-info.java files in the change metrics (JIT-Defects4J leaves them out)")
     mine.add_argument("--progress-every", type=positive, default=500, help="a progress line every N commits")
@@ -87,6 +90,7 @@ def cmd_data_from_git(args: argparse.Namespace) -> int:
         since=parse_date(args.since, "--since"), until=parse_date(args.until, "--until", end_of_day=True),
         max_commits=args.max_commits, max_diff_lines=args.max_diff_lines,
         history=args.history, history_order=args.history_order, package_info=args.package_info,
+        first_subsystems=args.sexp_first_commit == "all",
         extensions=extensions, fix_pattern=args.fix_pattern,
         issue_pattern=args.issue_pattern, not_fix_pattern=args.not_fix_pattern,
         fix_commits=args.fix_commits, ignore_revs=args.ignore_revs,

@@ -53,6 +53,7 @@ class MiningOptions:
     history: str = "all"
     history_order: str = "commit"
     package_info: bool = False
+    first_subsystems: bool = False
     extensions: frozenset[str] = CODE_EXTENSIONS
     fix_pattern: str | None = DEFAULT_FIX_PATTERN
     issue_pattern: str | None = None
@@ -174,7 +175,7 @@ def jitdp_records(repo: Path, project: str, history: list[Any], branch: list[Any
             counts["merge-commit" if commit.merge else "unsettled"] += 1
             wanted.discard(commit.hash)
     diffs = show_diffs(repo, [c.hash for c in window if c.hash in wanted])
-    metrics = History(options.extensions, options.package_info)
+    metrics = History(options.extensions, options.package_info, options.first_subsystems)
     progress = Progress("computing metrics", len(wanted), options.progress_every, options.quiet)
     for commit in needed:
         change = changes[commit.hash]
