@@ -109,7 +109,8 @@ def test_text_output_exit_status_and_registered_version(expert: Expert, bank: Re
                        "--fail-above", f"{limit:.6f}", cwd=tmp_path, env=env, timeout=600)
         assert done.returncode == status, done.stderr[-3000:]
     bad = sweeper("predict", expert.run_id, "--repo", str(bank.root), "nope..HEAD", cwd=tmp_path, env=env)
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: ") and "unknown range 'nope..HEAD'" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: ")
+    assert "unknown range 'nope..HEAD'" in bad.stderr
     assert "usage:" in sweeper("predict", expert.run_id, "--fail-above", "2", cwd=tmp_path, env=env).stderr
 
 
