@@ -2,7 +2,8 @@
 
 JIT-Defects4J (the labels and `features` of shared/data/jitdp) inherits CommitGuru's implementation
 (Rosen et al., FSE 2015). Replayed here and checked against the shared file (bench/mining_agreement.py: all
-13 metrics but `fix` equal on every commons-codec (152) and commons-io (229) commit), its conventions are:
+13 metrics but `fix` equal on every commit of commons-codec, -io, -net, -lang, -configuration, -vfs and -scxml;
+commons-beanutils `ndev` and commons-collections still differ, see BENCHMARKS.md), its conventions are:
 
 - Only source files count (`paths.CODE_EXTENSIONS`), less `package-info.java` files (`--package-info` counts
   them); a commit that touches none is not part of the history.
