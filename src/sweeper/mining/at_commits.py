@@ -8,7 +8,8 @@ The history before the commits is replayed with the miner's own code (its walk o
 order, each commit's file changes, `History`, the fix rule), so a commit gets the values a `from-git` data file made
 with the default options gives it. Only the history up to the newest commit asked for is read, and each commit's
 file changes are kept in a state file (`from-git`'s format) under `$SWEEPER_CACHE/commit-metrics`, one per clone:
-the first run on a clone reads its history once (about 200 commits a second), later runs only what is new.
+the first run on a clone reads its history once (commons-lang's 10,215 commits: 112 s on a busy 2-core machine),
+later runs only what is new (then 9 s for the metrics of HEAD~5..HEAD there, most of it walking the refs).
 """
 
 from __future__ import annotations
