@@ -32,6 +32,7 @@ from sweeper.errors import SweeperError
 from sweeper.spec import Spec
 from sweeper.sweep.callbacks import TrackingCallback
 from sweeper.tracking.client import Tracker
+from sweeper.tracking.datasets import split_inputs
 from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, Role, State, Tag, window_metric_name
 
 # --- baselines ------------------------------------------------------------------------------------------
@@ -47,10 +48,12 @@ def log_baselines(tracker: Tracker, spec: Spec, dataset: Dataset, parent_run_id:
         return
     config = spec.base_trial()
     labels = {record.id: record.label for record in dataset.records}
+    inputs = split_inputs(config, dataset)  # the split the baselines fitted on, as the trials log theirs
     for result in results:
         run_id = tracker.start_trial(spec.name, parent_run_id, sweep_id, result.name, baseline_params(result, config),
                                      {Tag.ROLE: Role.BASELINE, Tag.BASELINE: result.name,
                                       Tag.DATA_DIGEST: dataset.digest})
+        tracker.log_datasets(run_id, inputs)
         if result.skipped:
             print(f"baseline {result.name} skipped: {result.skipped}", flush=True)
             tracker.set_tags(run_id, {Tag.FAILURE: result.skipped[:500]})
