@@ -230,7 +230,7 @@ def test_baselines_and_repeats_are_child_runs_apart_from_the_trials(sweep: TinyS
 @pytest.mark.slow
 def test_best_shows_the_baselines_as_rows_after_the_ranking(sweep: TinySweep) -> None:
     out = sweeper("best", sweep.sweep_id, "--json", "--tracking-uri", sweep.uri, cwd=sweep.workdir)
-    rows = json.loads(out.stdout)
+    rows = json.loads(out.stdout)["runs"]
     roles = [row["role"] for row in rows]
     assert roles == ["trial"] * roles.count("trial") + ["baseline"] * 2
     assert rows[0]["run_id"] == sweep.summary["best_run_id"]

@@ -1,22 +1,30 @@
 """The verdict's rules on hand-made sweeps (a clear winner, nothing resolvable, a baseline that wins, a cheaper
 configuration within noise of the best, seeds that do not back a gap), the factor effects against scipy's bootstrap of
-scikit-learn's AUC, and the resolution figure against a simulation."""
+an AUC by hand, the resolution figure against a simulation; and (slow) one verdict from `sweeper run --json`,
+`sweeper best --json`, the parent run's note and artifact, and the report, on the session's tiny sweep."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 from scipy import stats
 from sklearn.metrics import roc_auc_score
+
+from harness import sweeper
+from services import MlflowServer
 
 from sweeper.metrics.resolution import resolvable_auc, split_resolution
 from sweeper.report.effects import factor_effects, level_of
 from sweeper.report.verdict import RESOLVE_MORE, verdict
 from sweeper.spec import parse_spec
 from sweeper.tracking.sweeps import Predictions, SweepDetails, SweepRecord, TrialRun
+from tiny_sweep import tiny_sweep
 
 SEARCH = {"method": {"choice": ["full", "lora", "adapter"]}, "features": {"choice": ["none", "expert"]}}
 
@@ -43,11 +51,12 @@ def run(name: str, number: int, labels: list[int], scores: list[float], role: st
                                                         for i, (y, s) in enumerate(zip(labels, scores))})
 
 
-def sweep(runs: list[tuple[TrialRun, Predictions]], search: dict = SEARCH, repeats: list[TrialRun] = ()) -> SweepDetails:
+def sweep(runs: list[tuple[TrialRun, Predictions | None]], search: dict = SEARCH,
+          repeats: list[TrialRun] = ()) -> SweepDetails:
     spec = parse_spec({"name": "x", "search": search}, "x")
     return SweepDetails(SweepRecord("s", "p", "0", "auc", "max"), "x", {}, {}, spec,
                         [r for r, _ in runs if r.role == "trial"], [r for r, _ in runs if r.role == "baseline"],
-                        list(repeats), {r.run_id: p for r, p in runs})
+                        list(repeats), {r.run_id: p for r, p in runs if p is not None})
 
 
 def test_a_clear_winner_beats_the_baseline_and_its_factor_matters() -> None:
@@ -120,7 +129,7 @@ def test_the_cheapest_configuration_within_noise_of_the_best_is_the_one_to_use()
     runs[0][0].metrics["best_auc"] = 1.0  # the best by the sweep's ranking, whatever the noise gave
     found = verdict(sweep(runs))
     chosen = found.chosen
-    assert chosen.a.name == "trial-1" and chosen.b.name == "trial-0" and chosen.side == 0  # trainable params break the tie
+    assert chosen.a.name == "trial-1" and chosen.b.name == "trial-0" and chosen.side == 0  # fewer params: trial-1
     assert chosen.difference.low <= 0 <= chosen.difference.high
     assert found.cost == "train_flops"
     difference = chosen.difference
@@ -202,3 +211,41 @@ def test_the_resolution_figure_matches_a_simulation_of_paired_auc_differences() 
     assert resolvable_auc(positives, negatives) == pytest.approx(simulated, rel=0.15)
     assert split_resolution("jitdp", [1] * positives + [0] * negatives).value == resolvable_auc(positives, negatives)
 
+
+
+def test_runs_without_predictions_are_not_called_unresolvable() -> None:
+    labels, rng = labels_of(7)
+    runs = [run("trial-0", 0, labels, noisy(labels, rng, 2.0), method="lora", features="expert"),
+            run("trial-1", 1, labels, noisy(labels, rng, 0.2), method="full", features="none")]
+    found = verdict(sweep([(trial, None) for trial, _ in runs]))
+    assert found.sentences == ["No comparison can be made: the runs logged no validation predictions "
+                               "(`predictions.csv`; a sweep from an older release?).",
+                               "Use trial-0 (lora, features expert), the best trial: no predictions to test cheaper "
+                               "configurations against it."]
+
+
+@pytest.mark.slow
+def test_run_best_the_note_the_artifact_and_the_report_give_one_verdict(
+        mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> None:
+    sweep = tiny_sweep(mlflow_server.uri, tmp_path_factory.mktemp("tiny-sweep"))
+    text = sweep.summary["verdict"]  # `sweeper run --json`
+    assert text and text.split(". ")[-1].startswith(("Use trial-", "If a fine-tuned model is wanted all the same"))
+    best = json.loads(sweeper("best", sweep.sweep_id, "--json", "--tracking-uri", sweep.uri, cwd=sweep.workdir).stdout)
+    assert best["verdict"] == text
+    client = MlflowClient(sweep.uri)
+    parent = client.get_run(sweep.parent_run_id)
+    assert parent.data.tags["mlflow.note.content"].startswith(f"**Verdict**: {text}\n")
+    folder = tmp_path_factory.mktemp("verdict")
+    stored = json.loads(Path(client.download_artifacts(sweep.parent_run_id, "verdict.json", str(folder))).read_text())
+    assert stored["verdict"] == text and stored["cost"] == "train_flops"
+    commits, positives = (int(parent.data.metrics[name]) for name in ("validation_commits", "validation_positives"))
+    assert stored["resolution"]["commits"] == commits and stored["resolution"]["positives"] == positives
+    assert parent.data.metrics["resolvable_difference"] == pytest.approx(resolvable_auc(positives, commits - positives))
+    assert {c["factor"] for c in stored["comparisons"]} >= {"baseline", "method"}
+    out = tmp_path_factory.mktemp("report")
+    done = sweeper("report", sweep.sweep_id, "--out", str(out), "--tracking-uri", sweep.uri, cwd=sweep.workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    markdown = (out / "report.md").read_text()
+    assert markdown.split("\n## ", 1)[1].startswith(f"Verdict\n\n**{text}**")
+    assert (out / "forest.png").stat().st_size > 10_000
+    assert client.get_run(sweep.parent_run_id).data.tags["mlflow.note.content"].startswith(f"**Verdict**: {text}\n")

@@ -66,9 +66,10 @@ def verdict_section(found: Verdict, out: Path) -> Section:
                   "(p < 0.05, same sign). Cost: configurations are ranked by estimated training FLOPs (hardware-free: "
                   "comparable across machines), then trainable parameters; by measured training seconds (comparable "
                   "within one device kind only) where a trial logged no FLOPs. This verdict ranked by "
-                  f"{COSTS.get(found.cost, found.cost)}." + (f" Resolution: {found.resolution.sentence}; before the first "
-                                                            "trial the sweep logged it as `resolvable_difference`."
-                                                            if found.resolution else ""))
+                  f"{COSTS.get(found.cost, found.cost)}.")
+    if found.resolution is not None:
+        blocks.append(f"Resolution: {found.resolution.sentence}. Before its first trial the sweep logged this figure "
+                      "as `resolvable_difference` (`sweeper.metrics.resolution` says how it is computed).")
     return Section("Verdict", blocks)
 
 

@@ -91,7 +91,11 @@ def verdict(details: SweepDetails) -> Verdict:
     chosen = choose(details, best, metric, cost)
     nothing = not any(c.side for c in against) and not any(factor.clear for factor in factors)
     sentences = [baseline_sentence(details, best, baseline, against, metric)] if baseline else []
-    if nothing:
+    compared = [*against, *(c for factor in factors for c in factor.comparisons)]
+    if compared and all(c.difference is None for c in compared):
+        sentences = ["No comparison can be made: the runs logged no validation predictions (`predictions.csv`; a "
+                     "sweep from an older release?)."]
+    elif nothing:
         sentences = [nothing_sentence(details, best, baseline, against, factors, metric, resolution)]
     elif factors:
         sentences.append(factor_sentence(factors, metric, resolution))
@@ -113,7 +117,8 @@ def sweep_resolution(details: SweepDetails) -> Resolution | None:
     if RESOLVABLE_DIFFERENCE in details.metrics:
         positives = details.metrics.get(VALIDATION_POSITIVES)
         return Resolution(details.metrics[RESOLVABLE_DIFFERENCE], "auc" if details.task == "jitdp" else "bleu",
-                          int(details.metrics.get(VALIDATION_COMMITS, 0)), None if positives is None else int(positives))
+                          int(details.metrics.get(VALIDATION_COMMITS, 0)),
+                          None if positives is None else int(positives))
     return None
 
 
