@@ -21,6 +21,7 @@ from services import MlflowServer
 
 from sweeper.metrics.resolution import resolvable_auc, split_resolution
 from sweeper.report.effects import factor_effects, level_of
+from sweeper.report.sections import heldout_section
 from sweeper.report.verdict import RESOLVE_MORE, verdict
 from sweeper.spec import parse_spec
 from sweeper.tracking.sweeps import Predictions, SweepDetails, SweepRecord, TrialRun
@@ -75,7 +76,7 @@ def test_a_clear_winner_beats_the_baseline_and_its_factor_matters() -> None:
     assert "`features` matters (expert over none: AUC +" in found.sentences[1]
     assert "no clear effect" not in found.text
     assert found.sentences[2] == ("Use trial-0 (lora, features expert), the best trial, at 1e+12 training FLOPs (100 s "
-                                  "of training): no cheaper configuration is within noise of it.")
+                                  "of training): none is cheaper.")
     assert len(found.sentences) == 3
 
 
@@ -139,6 +140,29 @@ def test_the_cheapest_configuration_within_noise_of_the_best_is_the_one_to_use()
                                    "(500 s against 4000 s of training).")
 
 
+def test_held_out_figures_are_the_chosen_configurations_and_the_baselines_and_never_move_the_choice() -> None:
+    labels, rng = labels_of(2)
+    scores = noisy(labels, rng, 2.5)
+    runs = [run("trial-0", 0, labels, scores, flops=4e13, method="full", features="expert"),
+            run("trial-1", 1, labels, [s + 0.02 * rng.normal() for s in scores], flops=5e12, method="lora",
+                features="expert"),
+            run("lapredict", -1, labels, noisy(labels, rng, 1.0), "baseline")]
+    texts = []
+    for test_auc in (0.6, 0.9):  # the best trial's held-out figure, low then high
+        for trial, _ in runs:
+            trial.metrics.update({"best_test_auc": test_auc, "test_auc_ci_low": test_auc - 0.1,
+                                  "test_auc_ci_high": test_auc + 0.05})
+        runs[0][0].metrics["best_test_auc"] = 1.0 - test_auc
+        details = sweep(runs)
+        found = verdict(details)
+        texts.append(found.text)
+        rows = heldout_section(details, found).blocks[1].rows
+        assert [row[:3] for row in rows] == [
+            ["trial-1", "chosen configuration", f"{test_auc:.3f} [{test_auc - 0.1:.3f}, {test_auc + 0.05:.3f}]"],
+            ["lapredict (baseline)", "baseline", f"{test_auc:.3f} [{test_auc - 0.1:.3f}, {test_auc + 0.05:.3f}]"]]
+    assert texts[0] == texts[1]
+
+
 def test_seeds_whose_spread_covers_the_gap_leave_it_unresolved_and_their_spread_is_shown() -> None:
     labels, rng = labels_of(4)
     runs = [run("trial-0", 0, labels, noisy(labels, rng, 3.0), method="lora", features="expert", flops=1e12),
@@ -152,6 +176,9 @@ def test_seeds_whose_spread_covers_the_gap_leave_it_unresolved_and_their_spread_
     assert method.difference.low > 0 and method.repeats.p_value > 0.05 and method.side == 0
     welch = stats.ttest_ind(seeds["run-trial-0"], seeds["run-trial-1"], equal_var=False)
     assert method.repeats.p_value == pytest.approx(welch.pvalue)
+    d = method.difference
+    assert (f"`method` is not clear over seeds (lora over full: AUC {d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}] on "
+            f"these commits; over 3 seeds {method.repeats.difference:+.3f}, Welch p = {welch.pvalue:.2g})") in found.text
     values = seeds["run-trial-0"]
     assert (f"over 3 seeds its AUC is {np.mean(values):.3f} ± {np.std(values, ddof=1):.3f} (sd)"
             in found.sentences[-1])
