@@ -271,7 +271,7 @@ def test_report_decides_each_pair_with_intervals_and_shows_baselines(sweep: Tiny
     elif top[6].startswith(best_baseline):
         assert verdict.startswith(f"The best baseline, {best_baseline} (AUC {baselines[best_baseline]:.3f} ["), verdict
     else:
-        assert verdict.startswith(("No fine-tuned configuration resolvably beats the best baseline, "
+        assert verdict.startswith(("No fine-tuned configuration resolvably beats the best baseline, ",
                                    "Nothing in this sweep is resolvable: ")), verdict
     assert "scores above the best baseline" not in markdown
     rows = {row["method"]: row for row in table(markdown, "Decision")}

@@ -20,6 +20,7 @@ from harness import sweeper
 from services import MlflowServer
 
 from sweeper.metrics.resolution import resolvable_auc, split_resolution
+from sweeper.metrics.text import sentence_bleu
 from sweeper.report.effects import factor_effects, level_of
 from sweeper.report.sections import heldout_section
 from sweeper.report.verdict import RESOLVE_MORE, verdict
@@ -206,6 +207,27 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """The share of (defective, clean) pairs the scores order right, ties counting half."""
     positive, negative = scores[labels == 1][:, None], scores[labels == 0][None, :]
     return float((positive > negative).mean() + 0.5 * (positive == negative).mean())
+
+
+def test_message_generation_effects_resample_per_commit_sentence_bleu() -> None:
+    references = ["fix typo in readme", "add test for parser", "bump version", "remove dead code", "update docs"] * 8
+    written = {"good": list(references), "bad": [reference.split()[0] for reference in references]}
+    runs = [(TrialRun(f"run-{name}", name, number, method, "complete", {"method": method},
+                      {"best_eval_loss": loss, "train_flops": 1e12}),
+             Predictions(("id", "reference", "prediction"), {f"c{i}": (r, p) for i, (r, p)
+                                                            in enumerate(zip(references, written[quality]))}))
+            for number, (name, method, quality, loss) in enumerate([("trial-0", "lora", "good", 1.0),
+                                                                    ("trial-1", "full", "bad", 2.0)])]
+    spec = parse_spec({"name": "x", "task": "cmg", "metric": "eval_loss", "mode": "min",
+                       "search": {"method": {"choice": ["full", "lora"]}}}, "x")
+    details = SweepDetails(SweepRecord("s", "p", "0", "eval_loss", "min"), "x", {}, {}, spec,
+                           [trial for trial, _ in runs], [], [], {trial.run_id: found for trial, found in runs})
+    found = verdict(details)
+    method = found.factors[0].comparisons[0]
+    per_commit = [sentence_bleu(r, g) - sentence_bleu(r, b) for r, g, b in zip(references, *written.values())]
+    assert method.difference.value == pytest.approx(np.mean(per_commit)) and method.side == 1
+    assert found.sentences[0].startswith(f"`method` matters (lora over full: BLEU {np.mean(per_commit):+.3f} [")
+    assert found.resolution.metric == "bleu" and found.resolution.commits == len(references)
 
 
 def test_numeric_keys_are_binned_per_decade_on_a_log_scale_and_in_tertiles_otherwise() -> None:

@@ -22,7 +22,7 @@ sentence B-Norm BLEU over commits) before the first trial; r is 0.5 as for AUC.
     >>> round(auc_standard_error(0.75, 22, 378), 4)
     0.0613
     >>> split_resolution("jitdp", [1] * 22 + [0] * 378).sentence
-    '400 validation commits, 22 defective: differences below about 0.12 AUC cannot be resolved (95 %, paired)'
+    '400 validation commits, 22 defective: differences below about 0.12 AUC cannot be resolved'
 """
 
 from __future__ import annotations
@@ -52,8 +52,7 @@ class Resolution:
     def sentence(self) -> str:
         defective = f", {self.positives} defective" if self.positives is not None else ""
         shown = f"{self.value:.2f} AUC" if self.metric == "auc" else f"{self.value:.1f} BLEU"
-        return (f"{self.commits} validation commits{defective}: differences below about {shown} cannot be resolved "
-                "(95 %, paired)")
+        return f"{self.commits} validation commits{defective}: differences below about {shown} cannot be resolved"
 
 
 def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
