@@ -298,3 +298,10 @@ def test_run_best_the_note_the_artifact_and_the_report_give_one_verdict(
     assert markdown.split("\n## ", 1)[1].startswith(f"Verdict\n\n**{text}**")
     assert (out / "forest.png").stat().st_size > 10_000
     assert client.get_run(sweep.parent_run_id).data.tags["mlflow.note.content"].startswith(f"**Verdict**: {text}\n")
+
+
+def test_a_sweep_with_nothing_to_compare_only_says_what_to_use() -> None:
+    labels, rng = labels_of(8)
+    runs = [run("trial-0", 0, labels, noisy(labels, rng, 1.0), method="lora", features="none")]
+    assert verdict(sweep(runs)).sentences == ["Use trial-0 (lora, features none), the best trial, at 1e+12 training "
+                                              "FLOPs (100 s of training): none is cheaper."]

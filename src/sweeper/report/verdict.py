@@ -95,7 +95,7 @@ def verdict(details: SweepDetails) -> Verdict:
     if compared and all(c.difference is None for c in compared):
         sentences = ["No comparison can be made: the runs logged no validation predictions (`predictions.csv`; a "
                      "sweep from an older release?)."]
-    elif nothing:
+    elif nothing and compared:
         sentences = [nothing_sentence(details, best, baseline, against, factors, metric, resolution)]
     elif factors:
         sentences.append(factor_sentence(factors, metric, resolution))
