@@ -17,6 +17,7 @@ training seconds (`train_seconds`, comparable within one device kind only). Both
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,13 +237,13 @@ def short(value: str) -> str:
 def cost_text(trial: TrialRun, cost: str, against: TrialRun | None = None) -> str:
     """`1.2e+13 training FLOPs (35 s of training)`, or against another trial's: `2e+12 against 1e+13 training FLOPs
     (20 s against 95 s of training)`; by seconds alone where the ranking went by seconds."""
-    def pair(name: str, text: str) -> str:
-        value = text.format(trial.metrics.get(name, math.nan))
-        return value if against is None else f"{value} against {text.format(against.metrics.get(name, math.nan))}"
-    seconds = pair("train_seconds", "{:.0f} s")
+    def pair(name: str, shown: Callable[[float], str]) -> str:
+        value = shown(trial.metrics.get(name, math.nan))
+        return value if against is None else f"{value} against {shown(against.metrics.get(name, math.nan))}"
+    seconds = pair("train_seconds", lambda value: f"{value:.1f} s" if value < 100 else f"{value:.0f} s")
     if cost != "train_flops":
         return f"{seconds} of training (no training FLOPs logged)"
-    return f"{pair('train_flops', '{:.2g}')} training FLOPs ({seconds} of training)"
+    return f"{pair('train_flops', lambda value: f'{value:.2g}')} training FLOPs ({seconds} of training)"
 
 
 def seeds(comparison: Comparison) -> str:
