@@ -94,7 +94,7 @@ def test_nothing_resolvable_says_so_with_the_resolution_and_what_would_resolve_i
     assert "no searched factor (`method` and `features`) has a clear effect" in found.sentences[0]
     assert (f"{len(labels)} validation commits, {positives} defective: differences below about {figure:.2f} AUC "
             "cannot be resolved") in found.text
-    assert RESOLVE_MORE in found.text and "`data.split: {kind: time, folds: 4}`" in found.text
+    assert RESOLVE_MORE in found.text and "`data.split: {kind: time, valid: 0.5, folds: 4}`" in found.text
     best = max(runs[:2], key=lambda r: r[0].metrics["best_auc"])[0]
     cheaper = runs[1][0]  # within noise and cheaper: chosen, whichever is best
     assert found.chosen.a is cheaper

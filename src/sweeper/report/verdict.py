@@ -32,8 +32,9 @@ from sweeper.tracking.schema import RESOLVABLE_DIFFERENCE, VALIDATION_COMMITS, V
 from sweeper.tracking.sweeps import SweepDetails, SweepRecord, TrialRun, load_sweep, ranked, searched_params
 
 COSTS_RANKED = ("train_flops", "train_seconds")  # the first every candidate logged ranks; trainable params break ties
-RESOLVE_MORE = ("more validation commits, `sweep.repeats: 3` or rolling evaluation "
-                "(`data.split: {kind: time, folds: 4}`) would resolve smaller differences")
+RESOLVE_MORE = ("more validation commits (rolling evaluation validates on more of the history without training on less: "
+                "`data.split: {kind: time, valid: 0.5, folds: 4}`) or `sweep.repeats: 3` would resolve smaller "
+                "differences")
 
 
 @dataclass(frozen=True)
