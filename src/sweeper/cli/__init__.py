@@ -119,10 +119,12 @@ def parser() -> argparse.ArgumentParser:
             job.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
         job.set_defaults(command=handler)
 
-    best = commands.add_parser("best", parents=[tracking], help="rank the trials of a sweep (the latest by default)")
+    best = commands.add_parser("best", parents=[tracking], help="rank the trials of a sweep (the latest by default) "
+                                                                "and give its verdict")
     best.add_argument("sweep", nargs="?", help="sweep id (default: the latest sweep)")
     best.add_argument("--experiment", help="only sweeps of this spec name")
-    best.add_argument("--json", action="store_true", help="a JSON list, best first")
+    best.add_argument("--json", action="store_true", help='JSON: {"verdict": ..., "runs": [trials best first, '
+                                                          'then baselines]}')
     best.set_defaults(command=cmd_best)
 
     again = commands.add_parser("reproduce", parents=[tracking], help="re-run a trial from its logged params")

@@ -59,6 +59,8 @@ def print_outcome(summary: Any, as_json: bool) -> int:
     sweep = find_sweep(tracker, summary.sweep_id)
     print_ranking(best_per_method(ranked(trial_runs(tracker, sweep), sweep.metric, sweep.mode)), sweep.metric,
                   "best trial per method", baselines(tracker, sweep))
+    if summary.verdict:
+        print(f"verdict: {summary.verdict}")
     if as_json:
         print(json.dumps(summary_as_dict(summary)))
     if counts[State.FAILED] and counts[State.FAILED] == sum(counts.values()):
