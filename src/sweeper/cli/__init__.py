@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from sweeper.cli.maintenance import add_cache_command
+from sweeper.cli.maintenance import add_cache_command, add_check_command
 from sweeper.cli.models import cmd_export, cmd_predict, cmd_register, cmd_reproduce
 from sweeper.cli.results import cmd_best, cmd_dashboard, cmd_report, cmd_ui
 from sweeper.cli.sweeps import cmd_logs, cmd_resume, cmd_run, cmd_status, cmd_stop, cmd_submit
@@ -195,6 +195,7 @@ def parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8080)
     dashboard.set_defaults(command=cmd_dashboard)
 
+    add_check_command(commands)
     add_cache_command(commands)
     add_data_command(commands)
     return root

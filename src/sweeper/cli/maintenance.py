@@ -1,4 +1,5 @@
-"""The commands that look after this machine's state: `cache` (list and trim what the caches hold)."""
+"""The commands that need no Ray: `check` (a spec and its data, as a sweep checks them before its first trial) and
+`cache` (list and trim what the caches hold)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ import datetime
 import json
 
 from sweeper.errors import SweeperError
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from sweeper.spec import load_spec
+    from sweeper.sweep.preflight import check_before_trials
+
+    spec = load_spec(args.spec)
+    dataset, _ = check_before_trials(spec, args.spec)  # prints the resolution line
+    searched = ", ".join(spec.search) or "nothing"
+    print(f"{args.spec}: ok: {spec.task}, {len(dataset.records)} commits read from {spec.data.path}, backbone "
+          f"{spec.backbone}; {spec.sweep.trials} trials searching {searched}")
+    return 0
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -52,6 +65,15 @@ def megabytes(size: int) -> str:
 
 def when(stamp: float) -> str:
     return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
+
+
+def add_check_command(commands: argparse._SubParsersAction) -> None:
+    check = commands.add_parser("check", help="check a spec and its data in seconds, without Ray",
+                                description="Load the spec, read and split its data, apply every method the search "
+                                            "can pick to the backbone's shapes, and print what the validation split "
+                                            "can resolve: what `sweeper run` checks before its first trial.")
+    check.add_argument("spec", help="YAML sweep spec")
+    check.set_defaults(command=cmd_check)
 
 
 def add_cache_command(commands: argparse._SubParsersAction) -> None:

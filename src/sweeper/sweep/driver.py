@@ -19,18 +19,15 @@ from ray import tune
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from sweeper.backbone import embedded_backbone_dir
 from sweeper.cache import cache_dir
-from sweeper.config import EMBEDDED_BACKBONE
 from sweeper.data.records import Dataset
-from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
-from sweeper.metrics.resolution import Resolution, split_resolution
 from sweeper.report.verdict import log_verdict, sweep_verdict
 from sweeper.spec import Spec, format_objectives
 from sweeper.sweep.callbacks import TrackingCallback
 from sweeper.sweep.followups import RepeatSearcher, RepeatTracking, log_baselines, plan_repeats
-from sweeper.sweep.preflight import preflight
+from sweeper.cache.frozen import trim_to_budget
+from sweeper.sweep.preflight import check_before_trials
 from sweeper.sweep.progress import ProgressCallback
 from sweeper.sweep.pruning import OptunaPruningScheduler, make_pruner
 from sweeper.sweep.search import OptunaSearcher, direction, make_sampler, name_objectives, study_objectives
@@ -83,6 +80,10 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
     """Run the trials of `spec` (those still to run, when resuming) through Ray Tune, recorded in MLflow and Optuna."""
     sweep_id = sweep_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     dataset, resolution = check_before_trials(spec, source)
+    trimmed = trim_to_budget()
+    if trimmed:
+        print(f"frozen-prefix cache: {len(trimmed)} least recently used entries removed "
+              f"({sum(entry.size for entry in trimmed) / 2**20:.0f} MB) to stay within its budget", flush=True)
     study_storage = resume.study_storage if resume else (
         spec.tracking.study or default_study_storage(spec.tracking.storage, sweep_id))
     study = open_study(spec, sweep_id, study_storage)
@@ -136,19 +137,6 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
         best = spec.sweep.register_best
         register_run(tracker, summary.best_run_id, best if isinstance(best, str) else spec.name)
     return summary
-
-
-def check_before_trials(spec: Spec, source: str) -> tuple[Dataset, Resolution]:
-    """Mistakes cost seconds, not a failed trial each: the backbone is built or found, the data read, validated
-    and split (an unknown project is an error here), and every method the search can pick applied to the
-    backbone's shapes. Printed too: the smallest difference the validation split can resolve."""
-    if spec.backbone == EMBEDDED_BACKBONE:
-        embedded_backbone_dir()
-    dataset, splits = trial_splits(spec.base_trial())
-    preflight(spec, source)
-    resolution = split_resolution(spec.task, [record.label for record in splits.valid])
-    print(f"resolution: {resolution.sentence}", flush=True)
-    return dataset, resolution
 
 
 def open_study(spec: Spec, sweep_id: str, storage: str) -> optuna.Study:
