@@ -96,12 +96,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="YAML spec file")
     run.add_argument("--json", action="store_true", help="print the sweep summary as JSON at the end")
     run.add_argument("--sweep-id", help="name the sweep (default: spec name and start time)")
+    run.add_argument("--verbose", action="store_true", help="let Ray's own hints and warnings through too")
     run.set_defaults(command=cmd_run)
 
     resume = commands.add_parser("resume", parents=[tracking], help="continue an interrupted sweep")
     resume.add_argument("sweep", help="the sweep id (`sweeper best` and the MLflow UI show it)")
     resume.add_argument("--study", help="Optuna storage URL, if the logged one hides a password")
     resume.add_argument("--json", action="store_true", help="print the sweep summary as JSON at the end")
+    resume.add_argument("--verbose", action="store_true", help="let Ray's own hints and warnings through too")
     resume.set_defaults(command=cmd_resume)
 
     cluster = argparse.ArgumentParser(add_help=False)
