@@ -13,6 +13,9 @@ prints how long after an inducing commit its fix came (what `--settle-days` must
     python bench/mining_agreement.py /tmp/commons-codec SHARED --history branch   # history of master only
     python bench/mining_agreement.py /tmp/commons-codec SHARED --pydriller        # + plain PyDriller SZZ
     python bench/mining_agreement.py /tmp/commons-codec SHARED --quick            # 300 commits of the period
+    python bench/mining_agreement.py /tmp/commons-codec SHARED --work /tmp/codec  # keep the output and state
+    python bench/mining_agreement.py /tmp/commons-codec SHARED --work /tmp/codec \
+        --history-order author --package-info --sexp-first-commit all   # the rules before JIT-Defects4J's
     python bench/mining_agreement.py /tmp/click ../shared/data/cmg/python-commits.jsonl.gz --task cmg \
         --branch 2c8cd3ac958a                                                     # commit/message pairs
 
@@ -59,13 +62,20 @@ def main() -> None:
     args.add_argument("--issue-pattern")
     args.add_argument("--szz-tests", action="store_true")
     args.add_argument("--pydriller", action="store_true", help="also label with PyDriller's plain SZZ")
+    args.add_argument("--history-order", choices=("commit", "author"), default="commit")
+    args.add_argument("--package-info", action="store_true", help="count package-info.java files in the metrics")
+    args.add_argument("--sexp-first-commit", choices=("last-file", "all"), default="last-file")
+    args.add_argument("--work", type=Path, help="folder for the mined file and its state, kept (a re-run with other "
+                                               "metric rules reuses the commits read and the blames)")
     options = args.parse_args()
     project = options.project or options.repo.resolve().name
     shared = {row["commit"]: row for row in read_jsonl(options.shared) if row["project"] == project}
     if not shared:
         sys.exit(f"{options.shared}: no rows of project {project!r} (use --project)")
     with tempfile.TemporaryDirectory() as folder:  # fresh: a state file from other options holds other fixes' blames
-        out = Path(folder) / f"{project}.jsonl.gz"
+        if options.work:
+            options.work.mkdir(parents=True, exist_ok=True)
+        out = (options.work or Path(folder)) / f"{project}.jsonl.gz"
         title, settings, sections = (jitdp(options, project, shared, out) if options.task == "jitdp"
                                      else cmg(options, project, shared, out))
     common.print_report(title, settings, sections)
@@ -79,7 +89,9 @@ def jitdp(options: Any, project: str, shared: dict[str, Any], out: Path) -> tupl
     started = time.monotonic()
     summary = mine(MiningOptions(repo=options.repo, task="jitdp", out=out, project=project, since=since, until=until,
                                  branch=options.branch, max_commits=300 if options.quick else None,
-                                 history=options.history, fix_pattern=options.fix_pattern,
+                                 history=options.history, history_order=options.history_order,
+                                 package_info=options.package_info,
+                                 first_subsystems=options.sexp_first_commit == "all", fix_pattern=options.fix_pattern,
                                  not_fix_pattern=options.not_fix_pattern, issue_pattern=options.issue_pattern,
                                  szz_tests=options.szz_tests, progress_every=1000))
     seconds = time.monotonic() - started
@@ -90,7 +102,9 @@ def jitdp(options: Any, project: str, shared: dict[str, Any], out: Path) -> tupl
     if options.pydriller:
         sections.append(pydriller_labels(options.repo, blames, shared, mined))
     settings = {"repo": str(options.repo), "project": project, "period": f"{since.date()} to {until.date()}",
-                "history": options.history, "fix pattern": options.fix_pattern,
+                "history": options.history, "history order": options.history_order,
+                "package-info.java counted": options.package_info,
+                "sexp first commit": options.sexp_first_commit, "fix pattern": options.fix_pattern,
                 "not-fix pattern": options.not_fix_pattern, "issue pattern": options.issue_pattern,
                 "szz tests": options.szz_tests, "mining seconds": round(seconds, 1),
                 "commits read": summary["commits_read"], "kept": summary["kept"], "dropped": summary["dropped"],

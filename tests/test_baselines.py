@@ -20,6 +20,8 @@ from sweeper.data.features import FEATURE_NAMES, count_added_lines, feature_matr
 from sweeper.data.records import CommitRecord, read_records, sample_records
 from sweeper.data.split import Splits, split_records
 from sweeper.errors import DataError
+from sweeper.sweep.followups import baseline_metrics
+from sweeper.tracking.sweeps import TrialRun
 
 CI_KEYS = {f"{m}_ci_{side}" for m in ("auc", "f1", "mcc", "precision", "recall", "max_f1") for side in ("low", "high")}
 
@@ -86,7 +88,7 @@ def test_perfectly_separable_la_gives_auc_1() -> None:
     lapredict, = fit_baselines(train, {"valid": valid, "test": valid[:10]}, names=["lapredict"], resamples=100)
     assert lapredict.metrics["valid"]["auc"] == lapredict.metrics["valid"]["max_f1"] == 1.0
     assert lapredict.metrics["valid"]["auc_ci_low"] == 1.0
-    assert lapredict.metrics["test"]["auc"] == 1.0 and "auc_ci_low" not in lapredict.metrics["test"]
+    assert lapredict.metrics["test"]["auc"] == lapredict.metrics["test"]["auc_ci_low"] == 1.0  # the held-out section's
 
 
 def test_without_features_lapredict_counts_the_diff_and_expert_lr_is_skipped() -> None:
@@ -115,3 +117,14 @@ def test_unlabelled_record_is_an_error_and_unknown_name_too() -> None:
         fit_baselines(train, {"valid": [unlabelled]})
     with pytest.raises(ValueError, match="unknown baseline"):
         fit_baselines(train, {"valid": train}, names=["svm"])
+
+
+def test_a_baselines_test_figures_are_logged_under_the_names_the_held_out_section_reads() -> None:
+    train = [commit(i, int(i % 5 == 0), 100 + i if i % 5 == 0 else i % 7) for i in range(60)]
+    valid = [commit(100 + i, int(i % 4 == 0), 300 - i if i % 4 == 0 else i % 9) for i in range(20)]
+    lapredict, = fit_baselines(train, {"valid": valid, "test": valid[::-1]}, names=["lapredict"], resamples=50)
+    logged = baseline_metrics(lapredict)
+    run = TrialRun("r", "lapredict", -1, "lapredict", "complete", {}, logged, role="baseline")
+    test = lapredict.metrics["test"]
+    assert run.value("test_auc") == test["auc"] and run.interval("test_auc") == (test["auc_ci_low"], test["auc_ci_high"])
+    assert run.interval("auc") == (lapredict.metrics["valid"]["auc_ci_low"], lapredict.metrics["valid"]["auc_ci_high"])

@@ -13,7 +13,7 @@ from services import MlflowServer
 @pytest.mark.slow
 def test_sweep_survives_worker_nodes_killed_again_and_again(mlflow_server: MlflowServer,
                                                             tmp_path_factory: pytest.TempPathFactory) -> None:
-    outcome = run_chaos(tmp_path_factory.mktemp("chaos"), mlflow_server.uri, trials=4, kills=3, seed=1)
+    outcome = run_chaos(tmp_path_factory.mktemp("chaos"), mlflow_server.uri, trials=2, kills=3, seed=1)
     print("\n" + "\n".join(outcome.lines()))
     assert len(outcome.kills) == 3 and outcome.retries == 3, "each kill of a held trial's node is one retry"
     failed = [check for check in outcome.checks if not check.ok]

@@ -128,7 +128,7 @@ def test_reproduce_from_an_empty_folder_with_only_uri_and_s3(finished_sweep: tup
     env |= {**s3_server.env, "MLFLOW_TRACKING_URI": mlflow_server.uri}
     best = json.loads(sweeper("best", "--experiment", "cluster-sweep", "--json", env=env, inherit=False,
                               cwd=tmp_path).stdout)
-    out = sweeper("reproduce", best[0]["run_id"], "--json", env=env, inherit=False, cwd=tmp_path)
+    out = sweeper("reproduce", best["runs"][0]["run_id"], "--json", env=env, inherit=False, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     outcome = json.loads(out.stdout)
     assert outcome["original"]["auc"] == outcome["reproduced"]["auc"] == best[0]["auc"]

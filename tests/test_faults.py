@@ -92,7 +92,7 @@ def faulty_sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathF
     is killed with SIGKILL and the hold is lifted."""
     folder = tmp_path_factory.mktemp("faults")
     paths = [GOOD, str(bad_data(folder)), str(folder / "missing.jsonl")]
-    spec = write_spec(folder, "faults", {"data.sample": 200, "data.max_length": 48, "defaults.epochs": 4,
+    spec = write_spec(folder, "faults", {"data.sample": 200, "data.max_length": 48, "defaults.epochs": 2,
                                          "search": {"data.path": {"choice": paths}}, "sweep.trials": 3,
                                          "sweep.searcher": "grid"})
     ray_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
@@ -165,7 +165,7 @@ def test_lost_worker_is_retried_and_ends_as_the_trial_run_alone(faulty_sweep: Fa
     assert {key: run.data.metrics[final_metric_name(key)] for key in alone.metrics} == alone.metrics
     for key in alone.history[0]:
         history = client.get_metric_history(run.info.run_id, key)
-        assert [metric.step for metric in history] == [1, 2, 3, 4]  # each evaluation logged once, none lost
+        assert [metric.step for metric in history] == [1, 2]  # each evaluation logged once, none lost
         assert [metric.value for metric in sorted(history, key=lambda m: m.step)] == [row[key] for row in alone.history]
     assert (logged / PREDICTIONS_FILE).read_bytes() == (tmp_path / "alone" / PREDICTIONS_FILE).read_bytes()
     print(f"\nretried after: {tags['sweeper.retry_reason'][:90]}\nbest metrics equal to the trial run alone: "

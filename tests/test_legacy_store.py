@@ -76,7 +76,7 @@ def test_the_fixture_is_what_the_readme_says(store: Store) -> None:
 
 
 def test_best_ranks_the_completed_trials_by_their_stored_auc(store: Store) -> None:
-    ranked = last_json(sweeper("best", "--tracking-uri", store.uri, "--json", cwd=store.folder))
+    ranked = last_json(sweeper("best", "--tracking-uri", store.uri, "--json", cwd=store.folder))["runs"]
     assert [(t["run_id"], t["method"], t["auc"]) for t in ranked] == [
         (t.run_id, t.method, t.best_auc) for t in store.complete()]
 

@@ -29,6 +29,7 @@ from sweeper.report.analysis import pareto_front, sweep_totals
 from sweeper.report.document import Document, Image as DocImage, Section, Table
 from sweeper.report.figures import AxisScale
 from sweeper.report.sections import decision_section
+from sweeper.report.verdict import verdict
 from sweeper.spec import parse_spec
 from sweeper.sweep.followups import RepeatSearcher, plan_repeats
 from sweeper.tracking.sweeps import Predictions, SweepDetails, SweepRecord, TrialRun
@@ -229,7 +230,7 @@ def test_baselines_and_repeats_are_child_runs_apart_from_the_trials(sweep: TinyS
 @pytest.mark.slow
 def test_best_shows_the_baselines_as_rows_after_the_ranking(sweep: TinySweep) -> None:
     out = sweeper("best", sweep.sweep_id, "--json", "--tracking-uri", sweep.uri, cwd=sweep.workdir)
-    rows = json.loads(out.stdout)
+    rows = json.loads(out.stdout)["runs"]
     roles = [row["role"] for row in rows]
     assert roles == ["trial"] * roles.count("trial") + ["baseline"] * 2
     assert rows[0]["run_id"] == sweep.summary["best_run_id"]
@@ -242,7 +243,8 @@ def test_best_shows_the_baselines_as_rows_after_the_ranking(sweep: TinySweep) ->
 @pytest.mark.slow
 def test_report_decides_each_pair_with_intervals_and_shows_baselines(sweep: TinySweep, report: Path) -> None:
     markdown = (report / "report.md").read_text()
-    assert markdown.split("\n## ", 2)[1].startswith("Decision\n")  # the first section
+    titles = re.findall(r"^## (.+)$", markdown, re.M)
+    assert titles[:3] == ["Verdict", "Effects of the searched factors", "Decision"]
     section = markdown.split("## Decision\n", 1)[1].split("\n## ", 1)[0]
     auc = {method: sweep.best_run(method).data.metrics["best_auc"] for method in ("full", "adapter", "lora")}
     baselines = {run.data.tags["sweeper.baseline"]: run.data.metrics["best_auc"]
@@ -262,9 +264,16 @@ def test_report_decides_each_pair_with_intervals_and_shows_baselines(sweep: Tiny
         assert value == pytest.approx(auc[a] - auc[b], abs=5e-4)  # the paired difference, read from predictions.csv
         assert low <= value <= high
         assert (match[6] == "no clear difference") == (low <= 0 <= high)
-    top = max(auc[m] for m in methods)
-    beaten = f"No fine-tuned trial beats the best baseline ({best_baseline}, AUC {baselines[best_baseline]:.3f} ["
-    assert (beaten in section) == (top <= baselines[best_baseline])
+    top = next(match for (a, b), match in found.items() if a == methods[0] and b.endswith("(baseline)"))
+    verdict = markdown.split("## Verdict\n\n**", 1)[1].split("**", 1)[0]
+    if top[6] == f"{methods[0]} is better":  # the verdict claims what the best trial's paired interval says
+        assert verdict.startswith("A fine-tuned configuration beats the best baseline: "), verdict
+    elif top[6].startswith(best_baseline):
+        assert verdict.startswith(f"The best baseline, {best_baseline} (AUC {baselines[best_baseline]:.3f} ["), verdict
+    else:
+        assert verdict.startswith(("No fine-tuned configuration resolvably beats the best baseline, ",
+                                   "Nothing in this sweep is resolvable: ")), verdict
+    assert "scores above the best baseline" not in markdown
     rows = {row["method"]: row for row in table(markdown, "Decision")}
     assert {"lapredict (baseline)", "expert_lr (baseline)"} <= set(rows)
     for method in methods:
@@ -384,8 +393,9 @@ def test_decision_says_plainly_when_no_trial_beats_the_best_baseline() -> None:
     section = decision_section(sweep_of(runs))
     text = "\n".join(block for block in section.blocks if isinstance(block, str))
     base = runs["lapredict"][0].metrics
-    assert (f"**No fine-tuned trial beats the best baseline (lapredict, AUC {base['best_auc']:.3f} "
-            f"[{base['auc_ci_low']:.3f}, {base['auc_ci_high']:.3f}])") in text
+    assert verdict(sweep_of(runs)).sentences[0].startswith(
+        f"The best baseline, lapredict (AUC {base['best_auc']:.3f} [{base['auc_ci_low']:.3f}, "
+        f"{base['auc_ci_high']:.3f}]), beats every fine-tuned configuration")
     auc = {name: run.metrics["best_auc"] for name, (run, _) in runs.items()}
     first, second = sorted(("full", "lora"), key=lambda m: -auc[m])
     assert f"{first} vs {second}: AUC {auc[first] - auc[second]:+.3f} [" in text
@@ -405,9 +415,8 @@ def test_decision_names_the_trial_that_beats_the_baseline() -> None:
     runs = {"lora": with_auc("trial-000-lora", "lora", labels, noisy(labels, rng, 3.0)),
             "lapredict": with_auc("lapredict", "lapredict", labels, noisy(labels, rng, 0.5), "baseline")}
     text = "\n".join(block for block in decision_section(sweep_of(runs)).blocks if isinstance(block, str))
-    assert "No fine-tuned trial beats" not in text
-    assert "The best fine-tuned trial, trial-000-lora (AUC " in text
-    assert "scores above the best baseline (lapredict" in text
+    assert verdict(sweep_of(runs)).sentences[0].startswith("A fine-tuned configuration beats the best baseline: "
+                                                            "trial-000-lora (lora) beats lapredict (AUC ")
     assert re.search(r"^lora vs lapredict \(baseline\): AUC \+\d\.\d{3} \[\+\d\.\d{3}, \+\d\.\d{3}\]: lora is better$",
                      text, re.M)
 

@@ -90,7 +90,7 @@ def test_peft_artifacts_hold_only_what_trained(sweep: TinySweep) -> None:
 
 def test_best_and_reproduce_give_the_same_metric(sweep: TinySweep, tmp_path: Path) -> None:
     rows = last_json(sweeper("best", sweep.sweep_id, "--tracking-uri", sweep.uri, "--json", cwd=tmp_path))
-    ranked = [row for row in rows if row["role"] == "trial"]  # then come the baselines
+    ranked = [row for row in rows["runs"] if row["role"] == "trial"]  # then come the baselines
     assert ranked and ranked[0]["run_id"] == sweep.summary["best_run_id"]
     assert [t["auc"] for t in ranked] == sorted((t["auc"] for t in ranked), reverse=True)
     outcome = last_json(sweeper("reproduce", ranked[0]["run_id"], "--tracking-uri", sweep.uri, "--json",

@@ -10,7 +10,9 @@ A trial folder (written by `run_trial`, logged as the MLflow run's artifacts)::
                       predict and export scale new commits' features with it (`FeatureScaler.to_json`)
 
 A checkpoint folder (Ray Tune's, to resume a trial whose worker died) holds `model/` and `training_state.pt`:
-the optimiser, schedule, training progress and random number generators' states.
+the optimiser, schedule, training progress and random number generators' states; with `features: expert` also
+`feature_scaler.json`, since a pruned trial's last checkpoint is what its run logs, and its weights are of no use to
+predict, export or register without the scaler.
 """
 
 from __future__ import annotations
@@ -90,12 +92,16 @@ def read_predictions(folder: Path) -> list[Prediction]:
 
 
 def save_checkpoint(folder: Path, model: TrainableModel, config: TrialConfig, progress: Any,
-                    optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler) -> None:
+                    optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
+                    scaler: FeatureScaler | None = None) -> None:
     """Everything the steps after this point depend on: trained weights, optimiser, schedule, progress and the
-    random number generators, so a trial resumed from here goes on as if it had never stopped."""
+    random number generators, so a trial resumed from here goes on as if it had never stopped; and what scoring the
+    weights needs (the expert features' scaler), so a pruned trial's weights can be used."""
     folder.mkdir(parents=True, exist_ok=True)
     with timed("trial.checkpoint"):
         save_trained(model, config, folder / MODEL_DIR)
+        if scaler is not None:
+            (folder / SCALER_FILE).write_text(scaler.to_json())
         torch.save({"progress": progress, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                     "weights": {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad},
                     "rng": rng_states()}, folder / STATE_FILE)

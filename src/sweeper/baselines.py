@@ -136,8 +136,8 @@ def fit_baselines(train: Sequence[CommitRecord], splits: dict[str, Sequence[Comm
                   names: Sequence[str] = BASELINES, *, resamples: int = 1000, seed: int = 0) -> list[BaselineResult]:
     """Fit each named baseline on `train` and score every split (e.g. {"valid": ..., "test": ...}).
 
-    The validation split (key "valid") gets bootstrap intervals (`resamples`, `seed`; none when 0) and keeps its
-    scores.
+    Every split gets bootstrap intervals (`resamples`, `seed`; none when 0; the test split's for the report's
+    held-out section); the validation split (key "valid") keeps its scores.
     Baselines whose inputs are missing (expert_lr without features) or whose training split has one class
     come back with `skipped` set; a record without a label is an error (`DataError`).
     """
@@ -169,11 +169,11 @@ def _fit(name: str, inputs: Inputs, labels: dict[str, np.ndarray], splits: dict[
     for split in splits:
         scores = model.predict_proba(inputs.matrices[split])[:, 1]
         metrics[split] = classification_metrics(labels[split].tolist(), scores.tolist())
-        if split == VALID:
-            valid_scores = scores.tolist()
-        if split == VALID and resamples:
+        if resamples:
             metrics[split] |= flat_intervals(classification_intervals(labels[split], scores, resamples=resamples,
                                                                       seed=seed))
+        if split == VALID:
+            valid_scores = scores.tolist()
     return BaselineResult(name, inputs.description, metrics, [r.id for r in splits.get(VALID, [])], valid_scores,
                           seconds, int(model.coef_.size + model.intercept_.size))
 

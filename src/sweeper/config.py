@@ -11,7 +11,9 @@ A sweep samples values into a `TrialConfig`; MLflow logs it flattened (`lora.ran
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, create_model,
@@ -100,7 +102,8 @@ class SplitConfig(Section):
 class DataConfig(Section):
     """Where the commits come from and how they are split and encoded."""
 
-    path: str = Field("bundled:jitdp", description="file path, s3:// URI or bundled:jitdp / bundled:cmg")
+    path: str = Field("bundled:jitdp", description="file path (relative to the folder the command runs in), s3:// URI "
+                                                    "or bundled:jitdp / bundled:cmg")
     sample: int | None = Field(None, gt=0, description="keep this many records (seeded, order kept)")
     seed: int | None = Field(None, description="seed of the sample, the random split and the training fraction; "
                                                "default: the trial's seed (repeats set it, so a new training seed "
@@ -119,6 +122,15 @@ class DataConfig(Section):
     pad_to: int | None = Field(None, ge=16, le=4096,
                                description="pad every batch to this many tokens, unbucketed (the study's recipe: 512); "
                                            "default: pad each length-bucketed batch to its own longest input")
+
+    @field_validator("path")
+    @classmethod
+    def absolute_path(cls, value: str) -> str:
+        """A relative file path is the command's folder's: made absolute where the spec is read, since Ray's workers
+        run each trial in a folder of their own."""
+        if "://" in value or value.startswith("bundled:") or Path(value).expanduser().is_absolute():
+            return value
+        return os.path.abspath(value)
 
     @model_validator(mode="after")
     def rolling_trains_on_everything(self) -> "DataConfig":

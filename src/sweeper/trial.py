@@ -270,7 +270,7 @@ def train(built: Built, data: Prepared, config: TrialConfig, device: torch.devic
                 report(Evaluation(len(progress.history), epoch, step.number, metrics,
                                   progress.train_seconds + progress.eval_seconds,
                                   functools.partial(save_checkpoint, model=model, config=config, progress=progress,
-                                                    optimizer=optimizer, schedule=schedule),
+                                                    optimizer=optimizer, schedule=schedule, scaler=data.task.scaler),
                                   last=step.number == total_steps or progress.stalled(config.patience),
                                   tags=tags or {}))
             if progress.stalled(config.patience):

@@ -6,7 +6,7 @@ rename publishes the result whole; the same cache serves `sweeper train`, `repro
 outlives a restarted worker and a resumed sweep, and the frozen layers' output, memory-mapped, is shared between
 concurrent trials by the OS page cache without a copy per trial and without holding it all in memory.
 A cache folder is named by a digest of everything its content depends on, so a stale entry is never read;
-delete `$SWEEPER_CACHE/encoded` or `$SWEEPER_CACHE/frozen` to free the space.
+`sweeper cache` lists the entries and trims them (`inventory.py`); a sweep trims the frozen-prefix cache to its budget.
 """
 
 from __future__ import annotations
@@ -37,14 +37,20 @@ def digest(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def cached_folder(kind: str, key: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
+ABOUT_FILE = "about.json"  # in each entry: what it was built for (backbone, data), for `sweeper cache`
+
+
+def cached_folder(kind: str, key: str, build: Callable[[Path], None],
+                  about: dict[str, str] | None = None) -> tuple[Path, bool]:
     """`$SWEEPER_CACHE/kind/key`, made by `build(folder)` if it is missing; and whether this call built it.
+    `about` (what the entry was built for) is written beside the content.
 
     One process of the node builds under a file lock while the others wait; it builds into a temporary folder
     beside the target and renames it into place, so a reader never sees a half-written entry.
     """
     target = cache_dir() / kind / key
     if target.is_dir():
+        os.utime(target)  # its last use, for `sweeper cache` and the sweep's trim (least recently used first)
         return target, False
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{target}.lock"):
@@ -53,6 +59,7 @@ def cached_folder(kind: str, key: str, build: Callable[[Path], None]) -> tuple[P
         partial = Path(tempfile.mkdtemp(prefix=f"{key}.", suffix=".partial", dir=target.parent))
         try:
             build(partial)
+            (partial / ABOUT_FILE).write_text(json.dumps(about or {}))
             partial.rename(target)
         finally:
             shutil.rmtree(partial, ignore_errors=True)

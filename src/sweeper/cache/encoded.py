@@ -49,7 +49,8 @@ def encoded_splits(task: Task, splits: Splits, tokenizer: PreTrainedTokenizerBas
     key = encoding_key(config, data_digest, parts, tokenizer)
     if key not in _recent:
         folder, _ = cached_folder("encoded", key, lambda into: save(into, tuple(task.encode(part, tokenizer)
-                                                                                for part in parts)))
+                                                                                for part in parts)),
+                                  about={"backbone": config.backbone, "data": config.data.path})
         _recent[key] = load(folder)
         while len(_recent) > 2:
             _recent.popitem(last=False)

@@ -46,6 +46,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
 from sweeper.cache import cache_dir, cached_folder, digest
+from sweeper.cache.inventory import Entry, entries, trim
 from sweeper.data.batching import collate, length_bucketed_batches
 from sweeper.errors import MethodError
 from sweeper.methods.roles import count_layers, head_names, resolve_targets, select_layers, weight_modules
@@ -64,7 +65,8 @@ ENCODERS = ("bert", "roberta", "xlm-roberta", "camembert")  # embeddings, then `
 # applied inside the layers (rotary): GPT-2 adds position embeddings beside its token embeddings, and is not here.
 ROTARY_DECODERS = ("llama", "mistral", "qwen2", "qwen3", "starcoder2")
 PREFIX_BATCH = 32  # commits per forward pass while building: fixed, so the states do not depend on a trial key
-BUDGET_VARIABLE = "SWEEPER_FROZEN_CACHE_GB"
+BUDGET_VARIABLE = "SWEEPER_FROZEN_CACHE_GB"  # the frozen-prefix cache's budget on a node, in GB
+DEFAULT_BUDGET_GB = 20.0
 STORAGE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 STATES, INDEX, META = "states.npy", "index.npy", "meta.json"
 
@@ -155,7 +157,7 @@ def use_frozen_cache(model: TrainableModel, plan: Prefix | str, config: TrialCon
     room = allowed_bytes()
     if size > room:
         return CacheUse(f"off: the cache would take {size / 2**30:.2f} GB, more than the {room / 2**30:.2f} GB "
-                        f"allowed (half the free disk, at most ${BUDGET_VARIABLE})")
+                        f"allowed (half the free disk, at most ${BUDGET_VARIABLE}, default {DEFAULT_BUDGET_GB:g})")
     key = digest({"format": FORMAT, "encoding": encoding_key, "prefix": [plan.kind, plan.layer],
                   "model": [hf.config.model_type, type(hf).__name__, getattr(hf.config, "_attn_implementation", "")],
                   "weights": plan.weights, "storage": str(dtype), "precision": precision,
@@ -163,7 +165,8 @@ def use_frozen_cache(model: TrainableModel, plan: Prefix | str, config: TrialCon
                   "batch": PREFIX_BATCH})
     filled: list[int] = []
     folder, built = cached_folder("frozen", key, lambda into: filled.append(
-        build(into, hf, plan, rows, config, pad_id, device, dtype, hidden)))
+        build(into, hf, plan, rows, config, pad_id, device, dtype, hidden)),
+        about={"backbone": config.backbone, "data": config.data.path, "layer": str(plan.layer)})
     states = FrozenStates.open(folder, rows, dtype, hidden)
     serve(hf, plan, states, pad_id)
     note = f"layer {plan.layer}: {'built' if built else 'reused'} {key[:12]} ({size / 2**20:.1f} MB {precision})"
@@ -214,13 +217,22 @@ def unpadded(ids: list[int], pad_id: int) -> tuple[int, ...]:
     return tuple(ids[:end])
 
 
+def budget_bytes() -> int:
+    """The frozen-prefix cache's budget on this node: `$SWEEPER_FROZEN_CACHE_GB`, 20 GB by default. A sweep trims
+    the cache to it before its first trial, least recently used entries first (`trim_to_budget`)."""
+    return int(float(os.environ.get(BUDGET_VARIABLE, DEFAULT_BUDGET_GB)) * 2**30)
+
+
 def allowed_bytes() -> int:
-    """Half the free disk under `$SWEEPER_CACHE`, at most `$SWEEPER_FROZEN_CACHE_GB` when set."""
+    """What one new entry may take: half the free disk under `$SWEEPER_CACHE`, at most the budget."""
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
-    room = shutil.disk_usage(root).free // 2
-    limit = os.environ.get(BUDGET_VARIABLE)
-    return min(room, int(float(limit) * 2**30)) if limit else room
+    return min(shutil.disk_usage(root).free // 2, budget_bytes())
+
+
+def trim_to_budget() -> list[Entry]:
+    """Remove the least recently used frozen-prefix entries until the rest fit the budget; the removed ones."""
+    return trim(entries(kinds=("frozen",)), max_size=budget_bytes())
 
 
 def weights_digest(modules: list[nn.Module]) -> str:

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from sweeper.cli.maintenance import add_cache_command, add_check_command
 from sweeper.cli.models import cmd_export, cmd_predict, cmd_register, cmd_reproduce
 from sweeper.cli.results import cmd_best, cmd_dashboard, cmd_report, cmd_ui
 from sweeper.cli.sweeps import cmd_logs, cmd_resume, cmd_run, cmd_status, cmd_stop, cmd_submit
@@ -22,7 +23,7 @@ from sweeper.mining.command import add_data_command
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sweeper` console script."""
-    args = parser().parse_args(argv)
+    args = parse(parser(), argv)
     try:
         return int(args.command(args) or 0)
     except SweeperError as error:
@@ -44,6 +45,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def parse(root: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; positionals after an option go to the sub-command's `trailing` list, so `predict RUN --repo
+    PATH REV ...` reads as written (argparse alone takes the positionals before the first option only)."""
+    args, extra = root.parse_known_args(argv)
+    trailing = getattr(args, "trailing", None)
+    if extra and (trailing is None or any(item.startswith("-") for item in extra)):
+        root.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        getattr(args, trailing).extend(extra)
+    return args
+
+
 def mlflow_refusal(error: Exception, args: argparse.Namespace) -> str | None:
     """One line if `error` is an MLflow server refusing the credentials (401) or the user (403), else None."""
     if "mlflow" not in sys.modules:  # no MLflow call was made
@@ -51,6 +64,17 @@ def mlflow_refusal(error: Exception, args: argparse.Namespace) -> str | None:
     from sweeper.tracking.auth import refusal
 
     return refusal(error, getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def probability(text: str) -> float:
+    """A number from 0 to 1, for --fail-above."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability from 0 to 1, got {text!r}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,12 +96,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="YAML spec file")
     run.add_argument("--json", action="store_true", help="print the sweep summary as JSON at the end")
     run.add_argument("--sweep-id", help="name the sweep (default: spec name and start time)")
+    run.add_argument("--verbose", action="store_true", help="let Ray's own hints and warnings through too")
     run.set_defaults(command=cmd_run)
 
     resume = commands.add_parser("resume", parents=[tracking], help="continue an interrupted sweep")
     resume.add_argument("sweep", help="the sweep id (`sweeper best` and the MLflow UI show it)")
     resume.add_argument("--study", help="Optuna storage URL, if the logged one hides a password")
     resume.add_argument("--json", action="store_true", help="print the sweep summary as JSON at the end")
+    resume.add_argument("--verbose", action="store_true", help="let Ray's own hints and warnings through too")
     resume.set_defaults(command=cmd_resume)
 
     cluster = argparse.ArgumentParser(add_help=False)
@@ -95,10 +121,12 @@ def parser() -> argparse.ArgumentParser:
             job.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
         job.set_defaults(command=handler)
 
-    best = commands.add_parser("best", parents=[tracking], help="rank the trials of a sweep (the latest by default)")
+    best = commands.add_parser("best", parents=[tracking], help="rank the trials of a sweep (the latest by default) "
+                                                                "and give its verdict")
     best.add_argument("sweep", nargs="?", help="sweep id (default: the latest sweep)")
     best.add_argument("--experiment", help="only sweeps of this spec name")
-    best.add_argument("--json", action="store_true", help="a JSON list, best first")
+    best.add_argument("--json", action="store_true", help='JSON: {"verdict": ..., "runs": [trials best first, '
+                                                          'then baselines]}')
     best.set_defaults(command=cmd_best)
 
     again = commands.add_parser("reproduce", parents=[tracking], help="re-run a trial from its logged params")
@@ -118,12 +146,29 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's MLflow run")
     report.set_defaults(command=cmd_report)
 
-    guess = commands.add_parser("predict", parents=[tracking],
-                                help="defect probability (or, for a cmg run, a message) of commits (`git show`, a diff or JSONL)")
+    guess = commands.add_parser(
+        "predict", parents=[tracking],
+        help="defect probability (or, for a cmg run, a message) of commits (`git show`, a diff, JSONL, or --repo)",
+        description="Score commits with a trial's model: from a file or standard input (`git show` output, a diff or "
+                    "JSON Lines), or, with --repo, commits of a local clone by revision, their 14 change metrics "
+                    "computed from its history as `sweeper data from-git` computes them.",
+        epilog="Exit status: 0 when scored; 1 with --fail-above P when a commit's probability is above P (for a CI job "
+               "or a git hook to act on); 2 on an error (a message on stderr). Examples: "
+               "`sweeper predict RUN_ID --repo . origin/main..HEAD --fail-above 0.8`; "
+               "`git show HEAD | sweeper predict models:/NAME/1 --json`.")
     guess.add_argument("run_id", help="MLflow run id of a completed trial, or models:/NAME/VERSION")
-    guess.add_argument("file", nargs="?", help="input file (default: standard input)")
-    guess.add_argument("--json", action="store_true", help='{"run_id": ..., "probability": ...} or {..., "message": ...} (a list for several)')
-    guess.set_defaults(command=cmd_predict)
+    guess.add_argument("inputs", nargs="*", metavar="FILE | REV",
+                       help="input file (default: standard input); with --repo, the commits: revisions (HEAD, a sha) "
+                            "and ranges (main..feature, HEAD~5..HEAD), default HEAD")
+    guess.add_argument("--repo", type=Path, metavar="PATH",
+                       help="a local clone (full history, not shallow): score the commits REV ... name in it")
+    guess.add_argument("--json", action="store_true",
+                       help='{"run_id": ..., "probability": ...} or {..., "message": ...} (a list for several); with '
+                            '--repo always a list of {"commit", "probability", "threshold", "decision", "subject", '
+                            '"features"}')
+    guess.add_argument("--fail-above", type=probability, metavar="P",
+                       help="exit with status 1 when any commit's probability is above P (0 to 1)")
+    guess.set_defaults(command=cmd_predict, trailing="inputs")
 
     export = commands.add_parser("export", parents=[tracking], help="write a trial's model as a standalone folder")
     export.add_argument("run_id", help="MLflow run id of a completed trial, or models:/NAME/VERSION")
@@ -151,5 +196,8 @@ def parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     dashboard.add_argument("--port", type=int, default=8080)
     dashboard.set_defaults(command=cmd_dashboard)
+
+    add_check_command(commands)
+    add_cache_command(commands)
     add_data_command(commands)
     return root

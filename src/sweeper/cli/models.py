@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from sweeper.cli.common import quiet_downloads
 from sweeper.errors import SweeperError
@@ -31,17 +32,25 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     quiet_downloads()
-    from sweeper.trained.predict import decode_input, predict_text
     from sweeper.tracking.client import Tracker
 
-    if args.file:
-        if not Path(args.file).is_file():
-            raise SweeperError(f"{args.file}: file not found")
-        data, source = Path(args.file).read_bytes(), args.file
+    tracker = Tracker.connect(args.tracking_uri)
+    if args.repo is not None:
+        return predict_commits(args, tracker)
+    from sweeper.trained.predict import decode_input, predict_text
+
+    if len(args.inputs) > 1:
+        raise SweeperError(f"one input file at a time, got {len(args.inputs)} (to score commits of a clone by "
+                           "revision, add --repo PATH)")
+    file = args.inputs[0] if args.inputs else None
+    if file:
+        if not Path(file).is_file():
+            raise SweeperError(f"{file}: file not found")
+        data, source = Path(file).read_bytes(), file
     else:
         data, source = sys.stdin.buffer.read(), "<stdin>"
     text, notes = decode_input(data, source)
-    predictions = predict_text(Tracker.connect(args.tracking_uri), args.run_id, text, source, notes)
+    predictions = predict_text(tracker, args.run_id, text, source, notes)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     shown = [p.message if p.message is not None else f"{p.probability:.6f}" for p in predictions]
@@ -54,7 +63,44 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         for prediction, text in zip(predictions, shown):
             print(f"{prediction.id}\t{text}")
-    return 0
+    return verdict(predictions, args.fail_above)
+
+
+def predict_commits(args: argparse.Namespace, tracker: Any) -> int:
+    """`predict --repo`: one line per commit (sha, probability, decision, subject), or a JSON list."""
+    from sweeper.trained.predict import THRESHOLD_METRIC, predict_repo
+
+    notes: list[str] = []
+    predictions, records = predict_repo(tracker, args.run_id, args.repo, args.inputs or ["HEAD"], notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([{"run_id": args.run_id, "commit": p.id, "probability": p.probability,
+                           "threshold": p.threshold, "decision": p.decision,
+                           "subject": r.message.split("\n", 1)[0], "features": r.features}
+                          for p, r in zip(predictions, records)]))
+    else:
+        if predictions and predictions[0].threshold is not None:
+            print(f"threshold {predictions[0].threshold:.6f} (the run's {THRESHOLD_METRIC}): at or above it a "
+                  "commit is called defect-inducing", file=sys.stderr)
+        for p, r in zip(predictions, records):
+            cells = [p.id[:12], f"{p.probability:.6f}", *([p.decision] if p.decision else []),
+                     r.message.split("\n", 1)[0]]
+            print("\t".join(cells))
+    return verdict(predictions, args.fail_above)
+
+
+def verdict(predictions: list[Any], fail_above: float | None) -> int:
+    """The exit status: 1 when `--fail-above P` is given and a commit's probability is above P, else 0."""
+    if fail_above is None:
+        return 0
+    if any(p.probability is None for p in predictions):
+        raise SweeperError("--fail-above compares defect probabilities: this run generates commit messages")
+    above = [p for p in predictions if p.probability is not None and p.probability > fail_above]
+    if above:
+        print(f"{len(above)} of {len(predictions)} commits above {fail_above:g}: "
+              f"{', '.join(p.id[:12] for p in above)}", file=sys.stderr)
+    return 1 if above else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -14,6 +14,8 @@ from sweeper.errors import SweeperError
 
 
 def cmd_best(args: argparse.Namespace) -> int:
+    quiet_downloads()  # the verdict reads the runs' predictions
+    from sweeper.report.verdict import sweep_verdict
     from sweeper.tracking.client import Tracker
     from sweeper.tracking.sweeps import find_sweep, ranked, trial_runs
 
@@ -21,10 +23,12 @@ def cmd_best(args: argparse.Namespace) -> int:
     sweep = find_sweep(tracker, args.sweep, args.experiment)
     trials = ranked(trial_runs(tracker, sweep), sweep.metric, sweep.mode)
     fitted = baselines(tracker, sweep)
-    if args.json:  # the trials best first, then the baselines (role: baseline)
-        print(json.dumps([run.as_dict(sweep.metric) for run in [*trials, *fitted]]))
+    found = sweep_verdict(tracker, sweep)
+    if args.json:  # the verdict, and the trials best first, then the baselines (role: baseline)
+        print(json.dumps({"verdict": found.text, "runs": [run.as_dict(sweep.metric) for run in [*trials, *fitted]]}))
     else:
         print_ranking(trials, sweep.metric, f"sweep {sweep.sweep_id}: completed trials, best first", fitted)
+        print(f"verdict: {found.text}")
     return 0
 
 

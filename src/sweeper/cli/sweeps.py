@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sweeper.sweep.driver import run_sweep
 
     signal.signal(signal.SIGTERM, interrupt)  # `sweeper stop` / `ray job stop` send SIGTERM
+    quiet_ray(args.verbose)
     summary = run_sweep(spec, Path(args.spec).read_text(encoding="utf-8"), args.tracking_uri, args.sweep_id, args.spec)
     return print_outcome(summary, args.json)
 
@@ -41,8 +43,18 @@ def cmd_resume(args: argparse.Namespace) -> int:
     source = f"{SPEC_FILE} of sweep {args.sweep}"
     spec = parse_spec(yaml.safe_load(spec_text), source, spec_text)
     signal.signal(signal.SIGTERM, interrupt)
+    quiet_ray(args.verbose)
     print(f"resuming {args.sweep}: {state.finished} of {spec.sweep.trials} trials had ended")
     return print_outcome(run_sweep(spec, spec_text, tracker.uri, args.sweep, source, resume=state), args.json)
+
+
+def quiet_ray(verbose: bool) -> None:
+    """Ray's own hints (its experiment box, "View detailed results here", TensorBoard, the token-auth notice) stay out
+    of the user's terminal unless `--verbose`: sweeper prints each trial's progress and where the results are."""
+    if verbose:
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's older reporter, which prints nothing at verbose=0
+    logging.getLogger("ray").setLevel(logging.ERROR)
 
 
 def print_outcome(summary: Any, as_json: bool) -> int:
@@ -59,6 +71,8 @@ def print_outcome(summary: Any, as_json: bool) -> int:
     sweep = find_sweep(tracker, summary.sweep_id)
     print_ranking(best_per_method(ranked(trial_runs(tracker, sweep), sweep.metric, sweep.mode)), sweep.metric,
                   "best trial per method", baselines(tracker, sweep))
+    if summary.verdict:
+        print(f"verdict: {summary.verdict}")
     if as_json:
         print(json.dumps(summary_as_dict(summary)))
     if counts[State.FAILED] and counts[State.FAILED] == sum(counts.values()):

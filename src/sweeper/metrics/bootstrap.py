@@ -422,6 +422,25 @@ DISPLAY = {"auc": "AUC", "f1": "F1", "mcc": "MCC", "max_f1": "max F1", "bleu": "
            "rouge_l": "ROUGE-L", "exact_match": "exact match", "eval_loss": "eval loss"}
 
 
+def resolved(difference: Difference | None, repeats: RepeatComparison | None = None) -> int:
+    """+1 when A - B is resolvably above 0, -1 when below, 0 when not resolved.
+
+    Resolved: the paired interval over the commits excludes 0 and, where both sides have repeats with a spread
+    (Welch's p defined), the seeds agree: p < 0.05 with the same sign. A gap the seeds' own spread covers is a gap
+    between two trainings, not between two configurations.
+
+        >>> resolved(Difference(0.05, 0.02, 0.08)), resolved(Difference(0.01, -0.02, 0.04))
+        (1, 0)
+    """
+    if difference is None or math.isnan(difference.low) or math.isnan(difference.high):
+        return 0
+    side = 1 if difference.low > 0 else -1 if difference.high < 0 else 0
+    if side and repeats is not None and not math.isnan(repeats.p_value):
+        if repeats.p_value >= 0.05 or (repeats.difference > 0) != (side > 0):
+            return 0
+    return side
+
+
 def decision(name_a: str, name_b: str, metric: str, difference: Difference, repeats: RepeatComparison | None = None,
              higher_is_better: bool = True) -> str:
     """One sentence on A vs B: the paired difference, its interval and what it means; the repeats if given.
@@ -436,11 +455,14 @@ def decision(name_a: str, name_b: str, metric: str, difference: Difference, repe
     """
     label = DISPLAY.get(metric, metric)
     head = f"{name_a} vs {name_b}: {label} {difference.value:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]: "
+    side = resolved(difference, repeats)
     if math.isnan(difference.low) or math.isnan(difference.high):
         verdict = "interval undefined"
-    elif difference.low > 0 or difference.high < 0:
-        a_wins = (difference.low > 0) == higher_is_better
+    elif side:
+        a_wins = (side > 0) == higher_is_better
         verdict = f"{name_a if a_wins else name_b} is better"
+    elif difference.low > 0 or difference.high < 0:
+        verdict = "no clear difference over seeds (the interval excludes 0 on these commits only)"
     else:
         verdict = "no clear difference"
     sentence = head + verdict

@@ -2,12 +2,17 @@
 
 JIT-Defects4J (the labels and `features` of shared/data/jitdp) inherits CommitGuru's implementation
 (Rosen et al., FSE 2015). Replayed here and checked against the shared file (bench/mining_agreement.py: all
-13 metrics but `fix` equal on every commons-codec (152) and commons-io (229) commit), its conventions are:
+13 metrics but `fix` equal on every commit of commons-codec, -io, -net, -lang, -configuration, -vfs and -scxml;
+commons-beanutils `ndev` and commons-collections still differ, see BENCHMARKS.md), its conventions are:
 
-- Only source files count (`paths.CODE_EXTENSIONS`); a commit that touches none is not part of the history.
+- Only source files count (`paths.CODE_EXTENSIONS`), less `package-info.java` files (`--package-info` counts
+  them); a commit that touches none is not part of the history.
 - The history is every commit of every ref (`--history all`; `branch` keeps the mined branch's only),
-  replayed in author-time order. Files are known by path: a renamed file starts a new history at its new
-  path (its lines so far are not carried over); a deleted path keeps its history if it comes back.
+  replayed in commit-date order (`--history-order author` for author dates): a commit rebased long after it was
+  written sees the commits made meanwhile, and its `age` can be negative (the shared data has such ages). Times
+  within the metrics (`age`, `rexp`) are author times. Files are known by path: a renamed file starts a new
+  history at its new path (its lines so far are not carried over); a deleted path keeps its history if it comes
+  back.
 - Size: `la`, `ld` lines added and deleted (`git log --numstat -M`, binary files 0), not normalised by `lt`.
 - Diffusion: `nf` files, `ns` subsystems (first folder, "root" for top-level files), `nd` folders,
   `entropy` = -sum p log2 p over files with p the file's share of la+ld (not divided by log2 nf).
@@ -21,7 +26,10 @@ JIT-Defects4J (the labels and `features` of shared/data/jitdp) inherits CommitGu
 - `nuc`: sum over the files of their earlier changes at this path (a commit touching two of them counts
   twice, unlike Kamei's "unique changes").
 - `exp`: the author's earlier commits; `rexp`: sum of 1 / (1 + years before this commit) over them;
-  `sexp`: mean over the commit's subsystems of the author's earlier commits touching that subsystem.
+  `sexp`: mean over the commit's subsystems of the author's earlier commits touching that subsystem, where
+  an author's first commit counts in one subsystem only, that of its last file (JIT-Defects4J's quirk: with it
+  every commons-vfs `sexp` is the shared one, without it 7 of 222 are 1 or 0.5 higher, all by authors whose
+  first commit spanned two subsystems; `--sexp-first-commit all` counts each subsystem).
   Authors are matched by name.
 - `fix`: 1 when the commit is a bug fix by the same rule SZZ uses (szz.FixDetector); JIT-Defects4J's
   flag is a keyword match further filtered by the JIRA issue type, which a clone alone cannot tell.
@@ -34,7 +42,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sweeper.mining.commits import Change, FileChange
-from sweeper.mining.paths import CODE_EXTENSIONS, directory, is_code, subsystem
+from sweeper.mining.paths import CODE_EXTENSIONS, directory, is_code, is_package_info, subsystem
 
 DAY = 86400.0
 
@@ -60,13 +68,17 @@ class AuthorHistory:
 class History:
     """Replays commits oldest first; `features` of a commit reads the history before it, `add` extends it."""
 
-    def __init__(self, extensions: frozenset[str] = CODE_EXTENSIONS) -> None:
+    def __init__(self, extensions: frozenset[str] = CODE_EXTENSIONS, package_info: bool = False,
+                 first_subsystems: bool = False) -> None:
         self.extensions = extensions
+        self.package_info = package_info  # count package-info.java files (JIT-Defects4J does not)
+        self.first_subsystems = first_subsystems  # an author's first commit counts in each subsystem it touched
         self.files: dict[str, FileHistory] = {}
         self.authors: dict[str, AuthorHistory] = defaultdict(AuthorHistory)
 
     def code_files(self, change: Change) -> list[FileChange]:
-        return [f for f in change.files if is_code(f.path, self.extensions)]
+        return [f for f in change.files
+                if is_code(f.path, self.extensions) and (self.package_info or not is_package_info(f.path))]
 
     def features(self, change: Change, fix: bool) -> dict[str, float]:
         """The 14 metrics of `change` against the history so far (call before `add`)."""
@@ -113,8 +125,11 @@ class History:
             history.last_time = change.time
             history.authors = authors
         mine = self.authors[change.author]
+        subsystems = [subsystem(f.path) for f in files]
+        if not mine.times and not self.first_subsystems:  # JIT-Defects4J: the first commit's last file's only
+            subsystems = subsystems[-1:]
         mine.times.append(change.time)
-        mine.subsystems.append(frozenset(subsystem(f.path) for f in files))
+        mine.subsystems.append(frozenset(subsystems))
 
 
 def entropy(changed_lines: list[int]) -> float:

@@ -65,6 +65,14 @@ def add_data_command(commands: Any) -> None:
                           f"yet (default {DEFAULT_SETTLE_DAYS:g})")
     szz.add_argument("--history", choices=("all", "branch"), default="all",
                      help="commits the history metrics count: every ref, as JIT-Defects4J (default), or the branch's")
+    szz.add_argument("--history-order", choices=("commit", "author"), default="commit",
+                     help="the order the history metrics replay commits in: commit date, as JIT-Defects4J (default), "
+                          "or author date")
+    szz.add_argument("--sexp-first-commit", choices=("last-file", "all"), default="last-file",
+                     help="sexp: an author's first commit counts in the subsystem of its last file, as JIT-Defects4J "
+                          "(default), or in each subsystem it touched")
+    mine.add_argument("--package-info", action="store_true",
+                      help="count package-info.java files in the change metrics (JIT-Defects4J leaves them out)")
     mine.add_argument("--progress-every", type=positive, default=500, help="a progress line every N commits")
     mine.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     mine.set_defaults(command=cmd_data_from_git)
@@ -81,7 +89,9 @@ def cmd_data_from_git(args: argparse.Namespace) -> int:
         repo=args.repo, task=args.task, out=args.out, project=args.project, branch=args.branch,
         since=parse_date(args.since, "--since"), until=parse_date(args.until, "--until", end_of_day=True),
         max_commits=args.max_commits, max_diff_lines=args.max_diff_lines,
-        history=args.history, extensions=extensions, fix_pattern=args.fix_pattern,
+        history=args.history, history_order=args.history_order, package_info=args.package_info,
+        first_subsystems=args.sexp_first_commit == "all",
+        extensions=extensions, fix_pattern=args.fix_pattern,
         issue_pattern=args.issue_pattern, not_fix_pattern=args.not_fix_pattern,
         fix_commits=args.fix_commits, ignore_revs=args.ignore_revs,
         szz_tests=args.szz_tests, settle_days=args.settle_days, progress_every=args.progress_every))

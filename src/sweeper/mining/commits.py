@@ -7,7 +7,7 @@ separately (`record_fields`), so commits of other branches cost only their numst
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,7 +76,8 @@ def branch_shas(repo: Path, tip: str) -> list[str]:
 
 
 def walk(repo: Path, tip: str, all_refs: bool) -> Iterator[Any]:
-    """PyDriller commits reachable from `tip` (and from every ref when `all_refs`), oldest author date first."""
+    """PyDriller commits reachable from `tip` (and from every ref when `all_refs`), oldest author date first, no
+    commit before its parents (`git rev-list --author-date-order --reverse`)."""
     from pydriller import Repository
 
     yield from Repository(str(repo), only_in_branch=tip, include_refs=all_refs or None,
@@ -86,6 +87,26 @@ def walk(repo: Path, tip: str, all_refs: bool) -> Iterator[Any]:
 def author_time(commit: Any) -> int:
     """Author time in epoch seconds, read from GitPython (PyDriller's datetime fails on impossible offsets)."""
     return int(commit._c_object.authored_date)
+
+
+def commit_time(commit: Any) -> int:
+    """Committer time in epoch seconds (later than the author time for a rebased or cherry-picked commit)."""
+    return int(commit._c_object.committed_date)
+
+
+HISTORY_ORDERS = ("commit", "author")
+
+
+def in_history_order(commits: Iterable[Any], order: str) -> list[Any]:
+    """Commits in the order the history metrics replay them: by commit date (JIT-Defects4J's order, the default:
+    a commit rebased months after it was written counts the author's commits made meanwhile), commits of one commit
+    date in the order given (`walk`'s: parents first, as `git log --reverse` has them; commons-lang has a series of
+    rebased commits applied within a second); or by author date, ties by sha."""
+    if order not in HISTORY_ORDERS:
+        raise SweeperError(f"--history-order: unknown order '{order}' (choose commit or author)")
+    if order == "commit":
+        return sorted(commits, key=commit_time)  # stable: ties keep the walk's order
+    return sorted(commits, key=lambda c: (author_time(c), c.hash))
 
 
 def change_of(commit: Any) -> Change:

@@ -51,6 +51,9 @@ class MiningOptions:
     max_commits: int | None = None
     max_diff_lines: int = 400
     history: str = "all"
+    history_order: str = "commit"
+    package_info: bool = False
+    first_subsystems: bool = False
     extensions: frozenset[str] = CODE_EXTENSIONS
     fix_pattern: str | None = DEFAULT_FIX_PATTERN
     issue_pattern: str | None = None
@@ -78,7 +81,8 @@ def mine(options: MiningOptions) -> dict[str, Any]:
     with clean_git_environment():
         on_branch = set(walking.branch_shas(repo, tip))
         all_refs = options.task == "jitdp" and options.history == "all"
-        history = sorted(walking.walk(repo, tip, all_refs), key=lambda c: (walking.author_time(c), c.hash))
+        order = options.history_order if options.task == "jitdp" else "author"  # cmg writes by author date
+        history = walking.in_history_order(walking.walk(repo, tip, all_refs), order)
         branch = [c for c in history if c.hash in on_branch]
         window = [c for c in branch if in_window(walking.author_time(c), options)][:options.max_commits]
         summary: dict[str, Any] = {"repo": str(repo), "task": options.task, "project": project,
@@ -154,8 +158,7 @@ def jitdp_records(repo: Path, project: str, history: list[Any], branch: list[Any
     state = MiningState(state_path(options.out), {"path": str(repo), "roots": sorted(roots)}, hygiene.key())
     reused = {"commits": 0, "blames": 0}
     try:
-        last = walking.author_time(window[-1]) if window else 0
-        needed = [c for c in history if walking.author_time(c) <= last]
+        needed = history[:history.index(window[-1]) + 1] if window else []
         changes = read_changes(needed, state, reused, options)
         first = walking.author_time(window[0]) if window else None
         fixes = [c for c in branch if first is not None and walking.author_time(c) >= first and not c.merge
@@ -172,7 +175,7 @@ def jitdp_records(repo: Path, project: str, history: list[Any], branch: list[Any
             counts["merge-commit" if commit.merge else "unsettled"] += 1
             wanted.discard(commit.hash)
     diffs = show_diffs(repo, [c.hash for c in window if c.hash in wanted])
-    metrics = History(options.extensions)
+    metrics = History(options.extensions, options.package_info, options.first_subsystems)
     progress = Progress("computing metrics", len(wanted), options.progress_every, options.quiet)
     for commit in needed:
         change = changes[commit.hash]

@@ -31,6 +31,12 @@ def is_code(path: str, extensions: frozenset[str] = CODE_EXTENSIONS) -> bool:
     return "." in name and name.rsplit(".", 1)[1].lower() in extensions
 
 
+def is_package_info(path: str) -> bool:
+    """A Java package's documentation file: JIT-Defects4J's change metrics leave it out (with it left out, every
+    commons-codec and commons-io commit that touches one gets the shared file's la, nf, nd and entropy)."""
+    return path.rsplit("/", 1)[-1] == "package-info.java"
+
+
 def is_test(path: str) -> bool:
     return TEST_PATH.search(path) is not None
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from sweeper.report.analysis import Decision, decide
 from sweeper.report.document import Image
 from sweeper.report.sections import build_document, missing_text
+from sweeper.report.verdict import log_verdict, verdict
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.notes import write_sweep_note
 from sweeper.tracking.schema import REPORT_FOLDER, REPORT_HTML
@@ -30,12 +31,13 @@ class WrittenReport:
 
 
 def write_report(tracker: Tracker, sweep: SweepRecord, out: Path, log: bool = True) -> WrittenReport:
-    """Write report.md, report.html and the figures to `out`; log them to the sweep's parent run under report/ and
-    put the decision and a link to the report in the run's description."""
+    """Write report.md, report.html and the figures to `out`; log them to the sweep's parent run under report/, the
+    verdict as `verdict.json`, and put the verdict, the decision and a link to the report in the run's description."""
     out.mkdir(parents=True, exist_ok=True)
     details = load_sweep(tracker, sweep)
     decision = decide(details)
-    document = build_document(details, out, decision)
+    found = verdict(details)
+    document = build_document(details, out, decision, found)
     (out / "report.md").write_text(document.markdown(), encoding="utf-8")
     (out / REPORT_HTML).write_text(document.html(), encoding="utf-8")
     images = [block.path for section in document.sections for block in section.blocks if isinstance(block, Image)]
@@ -43,10 +45,11 @@ def write_report(tracker: Tracker, sweep: SweepRecord, out: Path, log: bool = Tr
     if log:
         for path in files:
             tracker.log_file(sweep.run_id, path, REPORT_FOLDER)
-        write_sweep_note(tracker, sweep, decision_lines(decision))
+        log_verdict(tracker, sweep, found)
+        write_sweep_note(tracker, sweep, decision_lines(decision), found.text)
     return WrittenReport(files, sweep.run_id if log else None, missing_text(details) if details.missing() else None)
 
 
 def decision_lines(decision: Decision) -> list[str]:
-    """The decision in the sweep's description: the verdict against the best baseline and one line per pair."""
-    return [*([decision.verdict] if decision.verdict else []), *(pair.sentence for pair in decision.pairs)]
+    """The decision in the sweep's description: one line per pair (the verdict has a place of its own)."""
+    return [pair.sentence for pair in decision.pairs]

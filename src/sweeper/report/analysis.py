@@ -106,13 +106,12 @@ class Pair:
 
 @dataclass(frozen=True)
 class Decision:
-    """What the report's first section says: the metric decided on, the validation set, the verdict against the
-    best baseline (None without baselines), each pair, each method's repeat values, and notes on what is missing."""
+    """The pairs of the report's Decision section: the metric decided on, the validation set, each pair, each method's
+    repeat values, and notes on what is missing. (What they come to is the verdict's: `sweeper.report.verdict`.)"""
 
     metric: str
     commits: int
     positives: int | None  # defective validation commits (JIT-DP)
-    verdict: str | None
     pairs: list[Pair]
     repeats: dict[str, list[float]]  # method -> the values of the metric of its best trial's repeats, by seed
     notes: list[str]
@@ -161,9 +160,7 @@ def decide(details: SweepDetails) -> Decision:
     first = next((details.predictions[run.run_id] for run in contenders if run.run_id in details.predictions), None)
     commits = len(first.rows) if first else 0
     positives = sum(row[0] == "1" for row in first.rows.values()) if first and first.task == "jitdp" else None
-    top = next(iter(ranked(details.trials, metric, "max")), None)
-    return Decision(metric, commits, positives, verdict(top, next(iter(baselines), None), metric), pairs, repeats,
-                    notes)
+    return Decision(metric, commits, positives, pairs, repeats, notes)
 
 
 def uncompared_methods(details: SweepDetails, compared: set[str]) -> list[str]:
@@ -222,21 +219,6 @@ def repeats_of(details: SweepDetails, trial: TrialRun, metric: str) -> list[tupl
     found = [(int(run.params.get("seed", -1)), run.value(metric)) for run in details.repeats
              if run.repeat_of == trial.run_id and run.state == State.COMPLETE]
     return sorted((seed, value) for seed, value in found if value is not None)
-
-
-def verdict(top: TrialRun | None, baseline: TrialRun | None, metric: str) -> str | None:
-    """Whether the best fine-tuned trial on `metric` (`top`) beats the best baseline on the point value, said
-    plainly; None without a baseline."""
-    if baseline is None:
-        return None
-    shown = f"{baseline.method}, {value_text(baseline, metric)}"
-    if top is None:
-        return f"No fine-tuned trial completed; the best baseline is {shown}."
-    if (top.value(metric) or 0.0) <= (baseline.value(metric) or 0.0):
-        return (f"No fine-tuned trial beats the best baseline ({shown}): the best trial, {top.name}, scores "
-                f"{value_text(top, metric)}.")
-    return (f"The best fine-tuned trial, {top.name} ({value_text(top, metric)}), scores above the best baseline "
-            f"({shown}); the paired intervals below say whether the gap is more than noise.")
 
 
 def value_text(run: TrialRun, metric: str, named: bool = True) -> str:

@@ -1,4 +1,5 @@
-"""The report's PNG figures (matplotlib, Agg): Pareto fronts, learning curves, importances, parallel coordinates.
+"""The report's PNG figures (matplotlib, Agg): the verdict's forest plot, Pareto fronts, learning curves, importances,
+parallel coordinates.
 
 Figures are built with `matplotlib.figure.Figure`, never pyplot, so no GUI backend or global state is used.
 """
@@ -16,6 +17,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from sweeper.methods import METHODS  # noqa: E402
 from sweeper.report.analysis import FRONT_COSTS, FractionBest, pareto_front, train_fraction  # noqa: E402
+from sweeper.metrics.bootstrap import DISPLAY  # noqa: E402
+from sweeper.report.verdict import Verdict  # noqa: E402
 from sweeper.tracking.schema import COSTS, State  # noqa: E402
 from sweeper.tracking.sweeps import SweepDetails, TrialRun, searched_keys, searched_params  # noqa: E402
 
@@ -33,6 +36,27 @@ def color(method: str) -> str:
 def save(figure: Figure, path: Path) -> Path:
     figure.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
     return path
+
+
+def forest_figure(found: Verdict, path: Path) -> Path | None:
+    """Each comparison of the verdict a line: its paired difference (A - B) and 95 % interval against zero, the
+    baselines' first; resolved ones solid, the rest hollow and grey."""
+    lines = [c for c in found.comparisons() if c.difference is not None]
+    if not lines:
+        return None
+    figure = Figure(figsize=(8.0, 0.9 + 0.38 * len(lines)), layout="constrained")
+    axes = figure.add_subplot(1, 1, 1)
+    for row, comparison in enumerate(reversed(lines)):
+        d = comparison.difference
+        solid = bool(comparison.side)
+        axes.errorbar([d.value], [row], xerr=[[d.value - d.low], [d.high - d.value]], fmt="o",
+                      color="black" if solid else "#888888", markerfacecolor="black" if solid else "white", capsize=3)
+    axes.axvline(0.0, color="#d62728", linewidth=1.0, linestyle="--")
+    axes.set_yticks(range(len(lines)),
+                    [f"{c.factor}: {c.name_a} - {c.name_b}" for c in reversed(lines)], fontsize=8)
+    axes.set_xlabel(f"difference in validation {DISPLAY.get(found.metric, found.metric)} (A - B), paired 95 % interval")
+    axes.set_title("The verdict's comparisons: solid = resolved, hollow = not")
+    return save(figure, path)
 
 
 def pareto_figure(details: SweepDetails, path: Path, optuna_set: list[TrialRun] | None = None,

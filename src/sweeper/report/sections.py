@@ -1,4 +1,5 @@
-"""The sections of a sweep's report: the decision (methods and baselines compared with intervals), overview, totals,
+"""The sections of a sweep's report: the verdict, every searched factor's effect, the decision (methods and baselines
+compared with intervals), the held-out test figures, overview, totals,
 the best trial per group, metric vs cost, Pareto sets, learning curves, hyper-parameter importances, every trial and
 every repeat."""
 
@@ -16,21 +17,28 @@ from sweeper.report import figures
 from sweeper.report.analysis import (FRONT_COSTS, RESAMPLES, Decision, backbone_params, best_per, best_per_fraction,
                                      decide, pareto_front, repeats_of, spread, sweep_totals, value_text)
 from sweeper.report.document import Block, Document, Image, Section, Table
+from sweeper.report.effects import Comparison
 from sweeper.report.importance import load_study, param_importances
+from sweeper.report.verdict import Verdict, verdict
 from sweeper.spec import parse_objectives
 from sweeper.tasks import task_class
 from sweeper.tracking.schema import COSTS, Role, State, Tag
 from sweeper.tracking.sweeps import SweepDetails, TrialRun, ranked, searched_params
 
 
-def build_document(details: SweepDetails, out: Path, decision: Decision | None = None) -> Document:
-    """Every section of the report, the decision first (`decide(details)` unless given); figures are written to
-    `out` as they are made."""
+def build_document(details: SweepDetails, out: Path, decision: Decision | None = None,
+                   found: Verdict | None = None) -> Document:
+    """Every section of the report, the verdict first (`verdict(details)` unless given), then the factors' effects
+    and the decision (`decide(details)` unless given); figures are written to `out` as they are made."""
     record = details.record
+    found = found or verdict(details)
     study, why = load_study(details.tags.get(Tag.OPTUNA_STORAGE), record.sweep_id)
     multi = (study is not None and len(study.directions) > 1) or bool(details.tags.get(Tag.OBJECTIVES))
     return Document(f"Sweep report: {record.sweep_id}", [
+        verdict_section(found, out),
+        effects_section(details, found),
         decision_section(details, decision),
+        *([heldout_section(details, found)] if heldout_runs(details, found) else []),
         overview(details),
         totals_section(details),
         best_section("Best trial per method", "method", details, lambda t: t.method,
@@ -46,11 +54,96 @@ def build_document(details: SweepDetails, out: Path, decision: Decision | None =
     ])
 
 
+def verdict_section(found: Verdict, out: Path) -> Section:
+    """The verdict in bold, its comparisons as a forest plot, and how to read both."""
+    blocks: list[Block] = [f"**{found.text}**"]
+    path = figures.forest_figure(found, out / "forest.png")
+    if path is not None:
+        blocks.append(Image(path, "each comparison the verdict rests on: the paired difference of the two runs' "
+                                  "validation metric with its 95 % interval; the dashed line is no difference"))
+    blocks.append(f"Resolved: the paired bootstrap 95 % interval on the same validation commits ({RESAMPLES:,} "
+                  "resamples, seeded) excludes 0 and, where both sides were repeated over seeds, Welch's test agrees "
+                  "(p < 0.05, same sign). Cost: configurations are ranked by estimated training FLOPs (hardware-free: "
+                  "comparable across machines), then trainable parameters; by measured training seconds (comparable "
+                  "within one device kind only) where a trial logged no FLOPs. This verdict ranked by "
+                  f"{COSTS.get(found.cost, found.cost)}.")
+    if found.resolution is not None:
+        blocks.append(f"Resolution: {found.resolution.sentence}. Before its first trial the sweep logged this figure "
+                      "as `resolvable_difference` (`sweeper.metrics.resolution` says how it is computed).")
+    return Section("Verdict", blocks)
+
+
+def effects_section(details: SweepDetails, found: Verdict) -> Section:
+    """A table per searched factor (and one against the best baseline): each level's best trial, its difference
+    from the best level with its interval, Welch over repeats, and both costs."""
+    blocks: list[Block] = []
+    if found.baselines:
+        blocks.append("Each method's best trial against the best baseline:")
+        blocks.append(effect_table("method", [(c.name_a, c.a, c) for c in found.baselines], found.metric,
+                                   found.baselines[0].name_b))
+    for factor in found.factors:
+        top_name, top = factor.levels[0]
+        blocks.append(f"`{factor.key}`: " + ("a clear effect." if factor.clear else "no clear effect.")
+                      + f" Differences are from the best level, {top_name}.")
+        rows = [(top_name, top, None), *((c.name_b, c.b, c) for c in factor.comparisons)]
+        blocks.append(effect_table(factor.key, rows, found.metric, top_name, reverse=True))
+    if not blocks:
+        return Section("Effects of the searched factors", ["No searched factor has two levels with a completed trial."])
+    blocks.append("A level's row is its best trial; the difference is A - B on the same validation commits with its "
+                  "paired bootstrap 95 % interval (A: the best level; against the baseline, the method). Numeric keys "
+                  "are binned: per decade on a log scale, else in tertiles of the values tried.")
+    return Section("Effects of the searched factors", blocks)
+
+
+def effect_table(key: str, rows: list[tuple[str, TrialRun, Comparison | None]], metric: str, against: str,
+                 reverse: bool = False) -> Table:
+    """One row per level: its best trial, value, difference from `against` (B - A of the comparison when `reverse`),
+    Welch over seeds and both costs."""
+    name = DISPLAY.get(metric, metric)
+    body = []
+    for level, run, comparison in rows:
+        difference, seeds, resolved = "-", "-", "-"
+        if comparison is not None and comparison.difference is not None:
+            d = comparison.difference
+            value, low, high = (-d.value, -d.high, -d.low) if reverse else (d.value, d.low, d.high)
+            difference, resolved = f"{value:+.3f} [{low:+.3f}, {high:+.3f}]", "yes" if comparison.side else "no"
+        if comparison is not None and comparison.repeats is not None:
+            repeats = comparison.repeats
+            seeds = f"{repeats.n_a} vs {repeats.n_b} seeds, p = {repeats.p_value:.2g}"
+        flops = run.metrics.get("train_flops")
+        body.append([level, run.name, value_text(run, metric, named=False), difference, seeds, resolved,
+                     "-" if not flops else f"{flops:.2g}", seconds_text(run.metrics.get("train_seconds")),
+                     count_text(run.metrics.get("trainable_params"))])
+    return Table([key, "best trial", f"{name} [95 % interval]", f"difference from {against} [95 % interval]",
+                  "over seeds (Welch)", "resolved", "training FLOPs", "train time", "trainable params"], body)
+
+
+def heldout_runs(details: SweepDetails, found: Verdict) -> list[TrialRun]:
+    """The chosen configuration and the baselines, those that logged a test value of the verdict's metric."""
+    chosen = [found.chosen.a] if found.chosen else details.completed()[:1]
+    return [run for run in [*chosen, *details.baselines] if run.value(f"test_{found.metric}") is not None]
+
+
+def heldout_section(details: SweepDetails, found: Verdict) -> Section:
+    """Test metrics of the chosen configuration and the baselines, shown once the choice is made."""
+    name = DISPLAY.get(found.metric, found.metric)
+    rows = [[run.name if run.role != Role.BASELINE else f"{run.method} (baseline)",
+             "chosen configuration" if run.role != Role.BASELINE else "baseline",
+             value_text(run, f"test_{found.metric}", named=False), value_text(run, found.metric, named=False)]
+            for run in heldout_runs(details, found)]
+    note = ("The test split, held out: the configuration above was chosen on validation commits alone, and no "
+            "ranking, pruning or verdict reads these figures. Each run scored the test commits once, at its end; the "
+            "intervals are bootstrap intervals over the test commits (\"-\" for runs from before they were logged).")
+    return Section("Held-out test", [note, Table(["run", "role", f"test {name} [95 % interval]",
+                                                  f"validation {name} [95 % interval]"], rows)])
+
+
 def decision_section(details: SweepDetails, decision: Decision | None = None) -> Section:
-    """The decision first: does any trial beat the baselines, and which method beats which, with intervals."""
+    """Which method beats which, and each against the best baseline, with intervals (what they come to: the
+    verdict)."""
     found = decision or decide(details)
     name = DISPLAY.get(found.metric, found.metric)
-    blocks: list[Block] = [f"**{found.verdict}**"] if found.verdict else []
+    blocks: list[Block] = []
     if found.pairs:
         commits = f"{found.commits} validation commits" + (
             f" ({found.positives} defective)" if found.positives is not None else "")

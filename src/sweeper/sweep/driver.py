@@ -19,16 +19,15 @@ from ray import tune
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from sweeper.backbone import embedded_backbone_dir
 from sweeper.cache import cache_dir
-from sweeper.config import EMBEDDED_BACKBONE
 from sweeper.data.records import Dataset
-from sweeper.data.split import trial_splits
 from sweeper.errors import SweeperError
+from sweeper.report.verdict import log_verdict, sweep_verdict
 from sweeper.spec import Spec, format_objectives
 from sweeper.sweep.callbacks import TrackingCallback
 from sweeper.sweep.followups import RepeatSearcher, RepeatTracking, log_baselines, plan_repeats
-from sweeper.sweep.preflight import preflight
+from sweeper.cache.frozen import trim_to_budget
+from sweeper.sweep.preflight import check_before_trials
 from sweeper.sweep.progress import ProgressCallback
 from sweeper.sweep.pruning import OptunaPruningScheduler, make_pruner
 from sweeper.sweep.search import OptunaSearcher, direction, make_sampler, name_objectives, study_objectives
@@ -36,8 +35,9 @@ from sweeper.sweep.space import define_by_run
 from sweeper.sweep.trainable import train_in_ray
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.notes import write_sweep_note
-from sweeper.tracking.schema import (BEST_PREFIX, BEST_VALUE, COMPUTE_SECONDS, PARETO_FILE, PARETO_TRIALS, SPEC_FILE,
-                                     TRIALS_PREFIX, Role, State, Tag)
+from sweeper.tracking.schema import (BEST_PREFIX, BEST_VALUE, COMPUTE_SECONDS, PARETO_FILE, PARETO_TRIALS,
+                                     RESOLVABLE_DIFFERENCE, SPEC_FILE, TRIALS_PREFIX, VALIDATION_COMMITS,
+                                     VALIDATION_POSITIVES, Role, State, Tag)
 from sweeper.tracking.sweeps import SweepRecord, best_per_method, find_sweep, ranked, trial_runs
 
 
@@ -60,6 +60,7 @@ class SweepSummary:
     best_run_id: str | None = None
     baselines: dict[str, float | None] = field(default_factory=dict)  # name -> the metric's validation value
     repeats: dict[str, int] = field(default_factory=dict)  # repeat runs by state
+    verdict: str | None = None  # sweeper.report.verdict's sentences, once the sweep completed
 
     def count(self, state: str) -> int:
         return self.counts.get(state, 0)
@@ -78,7 +79,11 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
               source: str = "spec", resume: InterruptedSweep | None = None) -> SweepSummary:
     """Run the trials of `spec` (those still to run, when resuming) through Ray Tune, recorded in MLflow and Optuna."""
     sweep_id = sweep_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    dataset = check_before_trials(spec, source)
+    dataset, resolution = check_before_trials(spec, source)
+    trimmed = trim_to_budget()
+    if trimmed:
+        print(f"frozen-prefix cache: {len(trimmed)} least recently used entries removed "
+              f"({sum(entry.size for entry in trimmed) / 2**20:.0f} MB) to stay within its budget", flush=True)
     study_storage = resume.study_storage if resume else (
         spec.tracking.study or default_study_storage(spec.tracking.storage, sweep_id))
     study = open_study(spec, sweep_id, study_storage)
@@ -91,6 +96,9 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
         parent_run_id = tracker.start_sweep(spec.name, sweep_id, spec_text, {
             Tag.OPTUNA_STORAGE: redact(study_storage), Tag.METRIC: spec.metric, Tag.MODE: spec.mode},
             searched=list(spec.search))
+    tracker.log_metrics(parent_run_id, {RESOLVABLE_DIFFERENCE: resolution.value, VALIDATION_COMMITS: resolution.commits,
+                                        **({} if resolution.positives is None else
+                                           {VALIDATION_POSITIVES: resolution.positives})})
     trials = spec.sweep.trials - (resume.finished if resume else 0)
     tracking = TrackingCallback(tracker, spec.name, parent_run_id, sweep_id, searcher, dataset)
     print(f"sweep {sweep_id}: {trials} trials{' to go' if resume else ''}, MLflow {tracker.uri} (run {parent_run_id}), "
@@ -117,24 +125,18 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
             summary = summarise(tracker, SweepSummary(sweep_id, parent_run_id, spec.name, tracker.uri, study_storage),
                                 study, spec.metric)
             tracker.end_run(parent_run_id, state)
-            write_sweep_note(tracker, find_sweep(tracker, sweep_id))
+            sweep = find_sweep(tracker, sweep_id)
+            found = sweep_verdict(tracker, sweep) if state == State.COMPLETE else None
+            if found is not None:
+                log_verdict(tracker, sweep, found)
+                summary.verdict = found.text
+            write_sweep_note(tracker, sweep, verdict=summary.verdict)
     if spec.sweep.register_best and summary.best_run_id:
         from sweeper.trained.register import register_run
 
         best = spec.sweep.register_best
         register_run(tracker, summary.best_run_id, best if isinstance(best, str) else spec.name)
     return summary
-
-
-def check_before_trials(spec: Spec, source: str) -> Dataset:
-    """Mistakes cost seconds, not a failed trial each: the backbone is built or found, the data read, validated
-    and split (an unknown project is an error here), and every method the search can pick applied to the
-    backbone's shapes."""
-    if spec.backbone == EMBEDDED_BACKBONE:
-        embedded_backbone_dir()
-    dataset, _ = trial_splits(spec.base_trial())
-    preflight(spec, source)
-    return dataset
 
 
 def open_study(spec: Spec, sweep_id: str, storage: str) -> optuna.Study:
@@ -307,4 +309,4 @@ def summary_as_dict(summary: SweepSummary) -> dict[str, Any]:
     return {"sweep_id": summary.sweep_id, "parent_run_id": summary.parent_run_id, "experiment": summary.experiment,
             "tracking_uri": summary.tracking_uri, "best_value": summary.best_value, "best_run_id": summary.best_run_id,
             "trials": {state: summary.count(state) for state in State.ENDED}, "baselines": summary.baselines,
-            "repeats": summary.repeats}
+            "repeats": summary.repeats, "verdict": summary.verdict}

@@ -32,7 +32,8 @@ from sweeper.errors import SweeperError
 from sweeper.spec import Spec
 from sweeper.sweep.callbacks import TrackingCallback
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, Role, State, Tag, window_metric_name
+from sweeper.tracking.datasets import split_inputs
+from sweeper.tracking.schema import CI_HIGH, CI_LOW, Role, State, Tag, final_metric_name, window_metric_name
 
 # --- baselines ------------------------------------------------------------------------------------------
 
@@ -47,10 +48,12 @@ def log_baselines(tracker: Tracker, spec: Spec, dataset: Dataset, parent_run_id:
         return
     config = spec.base_trial()
     labels = {record.id: record.label for record in dataset.records}
+    inputs = split_inputs(config, dataset)  # the split the baselines fitted on, as the trials log theirs
     for result in results:
         run_id = tracker.start_trial(spec.name, parent_run_id, sweep_id, result.name, baseline_params(result, config),
                                      {Tag.ROLE: Role.BASELINE, Tag.BASELINE: result.name,
                                       Tag.DATA_DIGEST: dataset.digest})
+        tracker.log_datasets(run_id, inputs)
         if result.skipped:
             print(f"baseline {result.name} skipped: {result.skipped}", flush=True)
             tracker.set_tags(run_id, {Tag.FAILURE: result.skipped[:500]})
@@ -83,14 +86,11 @@ def baseline_params(result: BaselineResult, config: TrialConfig) -> dict[str, An
 
 def baseline_metrics(result: BaselineResult) -> dict[str, float]:
     """Under the names trials use: validation metrics as `best_*` (intervals unprefixed, `auc_ci_low`), test
-    metrics as `best_test_*`, and the fit as the costs."""
+    metrics as `best_test_*` (intervals `test_auc_ci_low`), and the fit as the costs."""
     metrics: dict[str, float] = {}
     for split, values in result.metrics.items():
         for name, value in values.items():
-            if name.endswith((CI_LOW, CI_HIGH)):
-                metrics[name] = value
-            else:
-                metrics[BEST_PREFIX + (name if split == VALID else f"{split}_{name}")] = value
+            metrics[final_metric_name(name if split == VALID else f"{split}_{name}")] = value
     costs = {"trainable_params": result.parameters, "total_params": result.parameters,
              "train_seconds": result.fit_seconds, "compute_seconds": result.fit_seconds}
     return metrics | {name: float(value) for name, value in costs.items()}

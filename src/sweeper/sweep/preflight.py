@@ -16,10 +16,13 @@ from typing import Any
 import torch
 from transformers import AutoConfig
 
-from sweeper.backbone import model_from_config, resolve_backbone
-from sweeper.config import TrialConfig
+from sweeper.backbone import embedded_backbone_dir, model_from_config, resolve_backbone
+from sweeper.config import EMBEDDED_BACKBONE, TrialConfig
+from sweeper.data.records import Dataset
+from sweeper.data.split import trial_splits
 from sweeper.errors import MethodError, SpecError, SweeperError
 from sweeper.methods import apply_method
+from sweeper.metrics.resolution import Resolution, split_resolution
 from sweeper.precision import enable_gradient_checkpointing
 from sweeper.spec import Spec, at_line
 from sweeper.tasks.expert_head import install_expert_head
@@ -110,3 +113,16 @@ def preflight(spec: Spec, source: str) -> None:
         check_methods(spec, source)
     except OSError as error:
         raise SweeperError(f"cannot read the configuration of backbone '{spec.backbone}': {error}") from None
+
+
+def check_before_trials(spec: Spec, source: str) -> tuple[Dataset, Resolution]:
+    """Mistakes cost seconds, not a failed trial each: the backbone is built or found, the data read, validated
+    and split (an unknown project is an error here), and every method the search can pick applied to the
+    backbone's shapes. Printed too: the smallest difference the validation split can resolve."""
+    if spec.backbone == EMBEDDED_BACKBONE:
+        embedded_backbone_dir()
+    dataset, splits = trial_splits(spec.base_trial())
+    preflight(spec, source)
+    resolution = split_resolution(spec.task, [record.label for record in splits.valid])
+    print(f"resolution: {resolution.sentence}", flush=True)
+    return dataset, resolution

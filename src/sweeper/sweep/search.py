@@ -69,6 +69,13 @@ class OptunaSearcher(Searcher):
         """Ray pickles the Tuner's settings for its own records; the live study stays behind."""
         return {key: value for key, value in self.__dict__.items() if key != "study"}
 
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to write: the searcher's state is its Optuna study, kept in the study's own storage (`sweeper
+        resume` reloads it from there). Saying so keeps Ray's "save not implemented" warning from the user."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """See `save`: the study is reloaded from its storage, not from Ray's experiment folder."""
+
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         """Metric and mode come from the spec at construction; Tune's copies must agree."""
         return metric in (None, self.metric) and mode in (None, self.mode)

@@ -102,7 +102,8 @@ class DefectPrediction:
         labels = [item.label for item in items]
         test = {f"test_{name}": value for name, value in classification_metrics(labels, scores).items()}
         test["test_f1_at_valid_threshold"] = classification_metrics(labels, scores, best["max_f1_threshold"])["f1"]
-        return test
+        intervals = flat_intervals(classification_intervals(labels, [float(score) for score in scores]))
+        return test | {f"test_{name}": value for name, value in intervals.items()}  # test_auc_ci_low, ...
 
     def intervals(self, items: list[EncodedCommit], predictions: list[Prediction]) -> dict[str, float]:
         """Bootstrap intervals of auc, f1, mcc, precision, recall and max_f1 (1000 resamples, seed 0, BCa)."""

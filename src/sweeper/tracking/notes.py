@@ -1,9 +1,10 @@
 """Run notes: the Markdown the MLflow UI shows as a run's Description.
 
-A trial's note says in one line what it was and how it ended; a sweep's note is its summary: trials by state, the
-best trial per method (with its 95 % interval where the trial logged one), the decision of `sweeper report` once it
-has run, and a link to the report. The driver writes the sweep's note when the sweep ends and the report rewrites it
-with its decision lines (`write_sweep_note`).
+A trial's note says in one line what it was and how it ended; a sweep's note is its summary: its
+verdict first (`sweeper.report.verdict`), trials by state, the best trial per method (with its 95 % interval where
+the trial logged one), the decision of `sweeper report` once it has run, and a link to the report. The driver writes
+the sweep's note with its verdict when the sweep ends and the report rewrites it with its decision lines
+(`write_sweep_note`).
 
     >>> trial_note("lora rank 8, lr 3.2e-4", "pruned", evaluations=2, planned=6)
     'lora rank 8, lr 3.2e-4: pruned at evaluation 2 of 6'
@@ -70,10 +71,12 @@ def interval(metrics: dict[str, float], metric: str) -> tuple[float, float] | No
 
 
 def sweep_note(sweep: SweepRecord, trials: list[TrialRun], decision: list[str] | None = None,
-               report: bool = False) -> str:
-    """The sweep's summary in Markdown (links are relative to the UI, so they work behind any host or prefix)."""
+               report: bool = False, verdict: str | None = None) -> str:
+    """The sweep's summary in Markdown, its verdict first (links are relative to the UI, so they work behind any host
+    or prefix)."""
     counts = {state: sum(1 for trial in trials if trial.state == state) for state in State.ENDED}
-    lines = [f"**Sweep `{sweep.sweep_id}`**: {len(trials)} trials, "
+    lines = [f"**Verdict**: {verdict}", ""] if verdict else []
+    lines += [f"**Sweep `{sweep.sweep_id}`**: {len(trials)} trials, "
              + ", ".join(f"{count} {state}" for state, count in counts.items())
              + f"; ranked by **{sweep.metric}** ({'higher' if sweep.mode == 'max' else 'lower'} is better).", ""]
     best = best_per_method(ranked(trials, sweep.metric, sweep.mode))
@@ -97,10 +100,12 @@ def sweep_note(sweep: SweepRecord, trials: list[TrialRun], decision: list[str] |
     return "\n".join(lines) + "\n"
 
 
-def write_sweep_note(tracker: Tracker, sweep: SweepRecord, decision: list[str] | None = None) -> str:
-    """Write the sweep's note from what MLflow holds now (and `decision`, `sweeper report`'s lines); returns it."""
+def write_sweep_note(tracker: Tracker, sweep: SweepRecord, decision: list[str] | None = None,
+                     verdict: str | None = None) -> str:
+    """Write the sweep's note from what MLflow holds now (and the `verdict`, and `decision`, `sweeper report`'s
+    lines); returns it."""
     report = any(item.path.endswith("/" + REPORT_HTML) for item in tracker.client.list_artifacts(sweep.run_id,
                                                                                                    REPORT_FOLDER))
-    note = sweep_note(sweep, trial_runs(tracker, sweep), decision, report)
+    note = sweep_note(sweep, trial_runs(tracker, sweep), decision, report, verdict)
     tracker.set_note(sweep.run_id, note)
     return note

@@ -143,6 +143,11 @@ TRIALS_PREFIX = "trials_"  # trials_complete, trials_pruned, ...
 BEST_VALUE = "best_value"
 PARETO_TRIALS = "pareto_trials"
 COMPUTE_SECONDS = "compute_seconds"
+# Logged before the first trial (sweeper.metrics.resolution): the smallest difference of the decision metric the
+# validation split resolves at 95 %, and the split's size (defective commits for JIT-DP).
+RESOLVABLE_DIFFERENCE = "resolvable_difference"
+VALIDATION_COMMITS = "validation_commits"
+VALIDATION_POSITIVES = "validation_positives"
 
 # The experiment kind of training runs ("Machine learning"), the one MLflow's UI writes when a user picks its runs
 # view: UIs that choose the page from the kind open the runs table, not the GenAI overview. (MLflow 3.17's UI
@@ -159,6 +164,7 @@ REGISTERED_ARTIFACT = "trial"
 # Artifacts of a sweep's parent run (a trial's own artifact files are laid out by `sweeper.artifacts`).
 SPEC_FILE = "spec.yaml"
 PARETO_FILE = "pareto.json"
+VERDICT_FILE = "verdict.json"  # the verdict and every comparison it rests on (sweeper.report.verdict.Verdict.as_dict)
 ERROR_FOLDER = "error"  # a failed trial's traceback
 REPORT_FOLDER = "report"
 REPORT_HTML = "report.html"  # the report's page, under REPORT_FOLDER

@@ -190,16 +190,16 @@ def best_per_method(trials: list[TrialRun]) -> list[TrialRun]:
     return list(seen.values())
 
 
-def load_sweep(tracker: Tracker, sweep: SweepRecord) -> SweepDetails:
-    """Everything `sweeper report` shows, read from MLflow: trials, baselines, repeats, and the validation
-    predictions of each method's best trial and of every baseline (for paired comparisons)."""
+def load_sweep(tracker: Tracker, sweep: SweepRecord, curves: bool = True) -> SweepDetails:
+    """Everything `sweeper report` shows, read from MLflow: trials (with `curves`, their learning curves and artifact
+    sizes too), baselines, repeats, and the validation predictions of every completed trial and baseline (for paired
+    comparisons: the verdict looks for the cheapest configuration within noise of the best among all of them)."""
     parent = tracker.client.get_run(sweep.run_id)
     spec = logged_spec(tracker, sweep.run_id)
     experiment = tracker.client.get_experiment(sweep.experiment_id).name
-    trials = trial_runs(tracker, sweep, spec, details=True)
-    baselines = trial_runs(tracker, sweep, spec, details=True, role=Role.BASELINE)
-    compared = [*best_per_method(ranked(trials, sweep.metric, sweep.mode)),
-                *ranked(baselines, sweep.metric, sweep.mode)]
+    trials = trial_runs(tracker, sweep, spec, details=curves)
+    baselines = trial_runs(tracker, sweep, spec, details=curves, role=Role.BASELINE)
+    compared = [*ranked(trials, sweep.metric, sweep.mode), *ranked(baselines, sweep.metric, sweep.mode)]
     predictions = {run.run_id: found for run in compared
                    if (found := read_predictions(tracker, run.run_id)) is not None}
     return SweepDetails(sweep, experiment, dict(parent.data.tags), dict(parent.data.metrics), spec, trials, baselines,

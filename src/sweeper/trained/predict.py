@@ -11,13 +11,19 @@ text lines), each with a note saying so; a huge diff costs no more than its firs
 or text that is no commit is an error line.
 
 A run trained with expert features (`features: expert`) reads each commit's 14 change metrics too: give it JSON
-Lines whose records carry a `features` object; it scales them with the trial's saved scaler.
+Lines whose records carry a `features` object, or name commits of a clone and let sweeper compute them from its
+history (`sweeper.mining.at_commits`, the definitions `sweeper data from-git` trains on); it scales them with the
+trial's saved scaler:
+
+    $ sweeper predict RUN_ID --repo . origin/main..HEAD
+    3f2a9c1d0b7e\t0.412500\tclean\tRefuse withdrawals beyond the balance
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -27,8 +33,11 @@ from sweeper.data.features import FEATURE_NAMES
 from sweeper.data.records import CommitRecord
 from sweeper.errors import SweeperError
 from sweeper.tracking.client import Tracker
+from sweeper.tracking.schema import BEST_PREFIX
 
 BINARY_CHANGE = re.compile(r"^(?:Binary files .* differ|GIT binary patch)$", re.MULTILINE)
+THRESHOLD_METRIC = BEST_PREFIX + "max_f1_threshold"  # the validation threshold of the best F1, as the run logged it
+DEFECT, CLEAN = "defect-inducing", "clean"
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,14 @@ class Prediction:
     id: str
     probability: float | None = None
     message: str | None = None
+    threshold: float | None = None  # the run's max-F1 threshold, when it logged one
+
+    @property
+    def decision(self) -> str | None:
+        """`defect-inducing` at or above the threshold (as the run's F1 counts), else `clean`; None without one."""
+        if self.threshold is None or self.probability is None:
+            return None
+        return DEFECT if self.probability >= self.threshold else CLEAN
 
 
 def decode_input(data: bytes, source: str) -> tuple[str, list[str]]:
@@ -79,6 +96,27 @@ def predict_text(tracker: Tracker, run_id: str, text: str, source: str = "<stdin
         notes.extend(left_out(records))
     with downloaded_trial(tracker, run_id) as trial:
         return predict_records(trial, records)
+
+
+def predict_repo(tracker: Tracker, run_id: str, repo: Path, revisions: list[str],
+                 notes: list[str] | None = None) -> tuple[list[Prediction], list[CommitRecord]]:
+    """Score the commits `revisions` name in the clone `repo` (their change metrics computed from its history), each
+    with the run's threshold; the records scored come back too. Commits from-git would leave out (merges, no source
+    file) are not scored: a note each. The clone is read first, so a wrong path or revision fails at once."""
+    from sweeper.mining.at_commits import commit_records
+
+    found = commit_records(repo, revisions)
+    if notes is not None:
+        notes.extend(found.notes + left_out(found.records))
+    with downloaded_trial(tracker, run_id) as trial:
+        if trial.config.task != "jitdp":
+            raise SweeperError(f"--repo scores defect risk: run {trial.run_id} is a {trial.config.task} trial; pipe "
+                               "`git show` output into `sweeper predict` for its messages")
+        if not found.records:
+            return [], []
+        threshold = trial.metrics.get(THRESHOLD_METRIC)
+        scored = predict_records(trial, found.records)
+        return [Prediction(p.id, p.probability, threshold=threshold) for p in scored], found.records
 
 
 def predict_records(trial: TrialArtifacts, records: list[CommitRecord]) -> list[Prediction]:

@@ -65,13 +65,41 @@ class TrialModel(mlflow.pyfunc.PythonModel):
         self.tokenizer = load_tokenizer(self.config.backbone, self.config.task)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """The task's prediction per row. A request the model cannot read (no `features` for a model that needs
+        them, a bad field) raises MlflowException: the scoring server answers 400 with its one message, where any
+        other exception becomes a generic error with a Python stack trace."""
+        from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
         from sweeper.data.commits import parse_commits
 
-        rows = model_input if "date" in model_input else model_input.assign(date=datetime.now(timezone.utc).isoformat())
-        records = parse_commits(rows.to_json(orient="records", lines=True, force_ascii=False), "model input")
-        outputs = self.task.predict_records(self.model, records, self.tokenizer, self.device)
+        try:
+            if self.config.features == "expert":
+                check_features(model_input)
+            rows = (model_input if "date" in model_input
+                    else model_input.assign(date=datetime.now(timezone.utc).isoformat()))
+            records = parse_commits(rows.to_json(orient="records", lines=True, force_ascii=False), "model input")
+            outputs = self.task.predict_records(self.model, records, self.tokenizer, self.device)
+        except SweeperError as error:
+            raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
         column = "message" if self.config.task == "cmg" else "probability"
         return pd.DataFrame({"id": [record.id for record in records], column: outputs})
+
+
+def check_features(rows: pd.DataFrame) -> None:
+    """Every row of a model trained with expert features carries its `features`; else one SweeperError that names
+    the field, the first row without it and what it must hold."""
+    from sweeper.data.features import FEATURE_NAMES
+
+    column = rows["features"] if "features" in rows else pd.Series([None] * len(rows), index=rows.index)
+    missing = [position for position, value in enumerate(column) if not isinstance(value, dict)]
+    if missing:
+        first = missing[0]
+        which = f"row {first + 1}" + (f" (id {rows['id'].iloc[first]})" if "id" in rows else "")
+        raise SweeperError(
+            f"field 'features' is missing in {len(missing)} of {len(rows)} rows, first {which}: this model was "
+            "trained with expert features (features: expert) and needs, in each row, a 'features' object with the "
+            f"commit's 14 change metrics as numbers: {', '.join(FEATURE_NAMES)} (`sweeper data from-git` computes "
+            "them as the training data had them; `sweeper predict MODEL --repo CLONE REV` computes and scores in one)")
 
 
 def signature(task: str) -> Any:
