@@ -68,7 +68,7 @@ def run_rolling(config: TrialConfig, data: Prepared, device: torch.device, outpu
     """Train and score each window of `data.windows` in turn, reporting after each; the pooled result."""
     state = load_state(resume_from) or RollingState()
     history = data.train + data.valid
-    tags = {Tag.ENCODING_KEY: data.encoding_key, **machine_tags()}
+    tags = {Tag.PRECISION: config.precision, Tag.ENCODING_KEY: data.encoding_key, **machine_tags()}
     built = None
     for number, window in enumerate(data.windows, start=1):
         if number <= len(state.windows):  # reported before the checkpoint this trial resumed from
@@ -80,6 +80,7 @@ def run_rolling(config: TrialConfig, data: Prepared, device: torch.device, outpu
         data.task.prepare(part.train, data.tokenizer, device)  # class weights of this window's training commits
         built = build_model(config, data, device)  # the frozen-prefix cache over every split: filled once
         tags.setdefault(Tag.FROZEN_CACHE, built.cache.note)
+        tags.setdefault(Tag.MEMORY_PLAN, built.memory_plan)
         one_class = len({item.label for item in part.valid}) < 2
         with timed("rolling.window"):
             progress = train(built, part, config, device, rank=not one_class)

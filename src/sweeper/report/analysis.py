@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sweeper.metrics.bootstrap import (CLASSIFICATION_METRICS, DISPLAY, TEXT_METRICS, Difference, RepeatComparison,
                                        classification_difference, compare_repeats, decision, paired_difference,
                                        text_statistic)
-from sweeper.tracking.schema import COSTS, Role, State
+from sweeper.tracking.schema import Role, State
 from sweeper.tracking.sweeps import Predictions, SweepDetails, TrialRun, best_per_method, ranked
 
 FRONT_COSTS = ("trainable_params", "train_seconds")  # the costs every report draws a Pareto front on
