@@ -261,7 +261,9 @@ def recover_interrupted(tracker: Tracker, sweep_id: str, study_storage: str | No
     study = optuna.load_study(study_name=sweep_id, storage=storage)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=True)  # the interrupted configuration runs again
+        # The interrupted configuration runs again. Not `skip_if_exists`: it matches the failed trial itself and
+        # never enqueues; a trial leaves RUNNING once, so a second resume cannot queue it twice.
+        study.enqueue_trial(trial.params)
     finished = sum(1 for run in runs if run.data.tags.get(Tag.ROLE) == Role.TRIAL
                    and run.data.tags.get(Tag.STATE) in (State.COMPLETE, State.PRUNED, State.FAILED))
     return Path(spec_text).read_text(encoding="utf-8"), InterruptedSweep(parent.info.run_id, finished, storage)

@@ -19,15 +19,21 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from sweeper.errors import SweeperError
 from sweeper.spec import load_spec
 
 # Where the cluster finds MLflow and S3, from the submitting shell. Never credentials: see job_env.
+NO_AGENT = "No available agent to submit job"  # Ray's answer while a new head's job agent is starting
+AGENT_WAIT_SECONDS = 120
+AGENT_POLL_SECONDS = 2.0
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
 # Names of variables that hold credentials: never put in a job's runtime environment.
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIAL|ACCESS_KEY|PRIVATE_KEY|AUTH", re.IGNORECASE)
@@ -115,12 +121,26 @@ def submit(spec_path: str, address: str, tracking_uri: str | None = None) -> tup
     with tempfile.TemporaryDirectory() as folder:
         shutil.copy(spec_path, Path(folder) / "spec.yaml")
         runtime_env = {"working_dir": folder, "py_modules": [str(Path(sweeper.__file__).parent)], "env_vars": env}
-        try:
-            jobs.submit_job(entrypoint=f"python -m sweeper.cli run spec.yaml --sweep-id {job_id}",
-                            submission_id=job_id, runtime_env=runtime_env)
-        except Exception as error:
-            raise SweeperError(describe_failure(address, error)) from None
+        submit_when_ready(jobs, address, entrypoint=f"python -m sweeper.cli run spec.yaml --sweep-id {job_id}",
+                          submission_id=job_id, runtime_env=runtime_env)
     return job_id, True
+
+
+def submit_when_ready(jobs: Any, address: str, **job: Any) -> None:
+    """Submit, waiting while the cluster says it has no job agent yet: a head node's Jobs API answers seconds before
+    its agent takes jobs ("No available agent to submit job, please try again later"), so a sweep submitted right
+    after `ray start` would fail for nothing. Up to `AGENT_WAIT_SECONDS`; other errors at once."""
+    deadline = time.monotonic() + AGENT_WAIT_SECONDS
+    while True:
+        try:
+            jobs.submit_job(**job)
+            return
+        except Exception as error:  # Ray raises bare exceptions here
+            if NO_AGENT not in str(error) or time.monotonic() > deadline:
+                raise SweeperError(describe_failure(address, error)) from None
+            print(f"the cluster at {address} has no job agent ready yet: waiting (up to {AGENT_WAIT_SECONDS} s)",
+                  file=sys.stderr, flush=True)
+            time.sleep(AGENT_POLL_SECONDS)
 
 
 def status(job_id: str, address: str) -> str:
