@@ -105,7 +105,9 @@ class LocalCluster:
         log = self.folder / f"{name}.log"
         with log.open("w") as out:
             process = subprocess.Popen([str(BIN / "ray"), "start", *args, "--node-ip-address", "127.0.0.1",
-                                        "--temp-dir", str(temp_dir), "--disable-usage-stats"],
+                                        "--temp-dir", str(temp_dir), "--disable-usage-stats",
+                                        # not Ray's default port, which any other Ray on this machine holds
+                                        "--dashboard-agent-listen-port", str(free_port())],
                                        env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             code = process.wait(timeout=START_SECONDS)

@@ -41,7 +41,10 @@ class Cluster:
 
 
 def ray(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([str(BIN / "ray"), *args], env=env, check=True, capture_output=True, timeout=180)
+    """`ray start ...` of one node, its dashboard agent on a free port: Ray's default (52365) is taken by any other
+    Ray on this machine, and a head whose agent cannot bind takes no job ("No available agent to submit job")."""
+    subprocess.run([str(BIN / "ray"), *args, "--dashboard-agent-listen-port", str(free_port())], env=env, check=True,
+                   capture_output=True, timeout=180)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +134,7 @@ def test_reproduce_from_an_empty_folder_with_only_uri_and_s3(finished_sweep: tup
     out = sweeper("reproduce", best["runs"][0]["run_id"], "--json", env=env, inherit=False, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     outcome = json.loads(out.stdout)
-    assert outcome["original"]["auc"] == outcome["reproduced"]["auc"] == best[0]["auc"]
+    assert outcome["original"]["auc"] == outcome["reproduced"]["auc"] == best["runs"][0]["auc"]
 
 
 def test_wrong_token_is_a_clear_error(cluster: Cluster, tmp_path: Path) -> None:

@@ -131,7 +131,8 @@ def cluster(server: AuthServer) -> Iterator[Cluster]:
     node_env.pop("MLFLOW_TRACKING_URI")  # each job names its server (sweeper submit --tracking-uri)
     command = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
                "--num-cpus", "2", "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-               "--dashboard-port", str(dashboard), "--temp-dir", str(temp_dir), "--disable-usage-stats"]
+               "--dashboard-port", str(dashboard), "--temp-dir", str(temp_dir), "--disable-usage-stats",
+               "--dashboard-agent-listen-port", str(free_port())]  # not the default, which another Ray may hold
     log = temp_dir / "ray-start.log"
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=node_env, start_new_session=True)

@@ -206,7 +206,7 @@ def test_a_rolling_sweep_logs_windows_compares_baselines_and_reproduces(mlflow_s
     assert outcome["reproduced"] == outcome["original"]
     best = last_json(sweeper("best", "--experiment", "tiny-rolling", "--json", "--tracking-uri", mlflow_server.uri,
                              cwd=tmp_path))
-    ranked = {row["run_id"]: row["auc"] for row in best if row["role"] == Role.TRIAL}
+    ranked = {row["run_id"]: row["auc"] for row in best["runs"] if row["role"] == Role.TRIAL}
     assert ranked == {run.info.run_id: run.data.metrics["best_auc"] for run in trials}
 
 
