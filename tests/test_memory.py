@@ -42,3 +42,15 @@ def test_a_configuration_that_cannot_fit_fails_before_it_trains(backbone: str, t
         run_trial(config, tmp_path / "trial")
     assert issubclass(MemoryPlanError, SweeperError)  # a sweep records it as the trial's failure, not retried
     assert not (tmp_path / "trial").exists()
+
+
+def test_dimensions_of_an_encoder_with_a_new_decoder_are_its_encoders() -> None:
+    """An EncoderDecoderConfig names no hidden size of its own (a StopIteration here ended CMG trials of an encoder
+    with a new decoder inside Ray without a result)."""
+    from transformers import BertConfig, EncoderDecoderConfig
+
+    from sweeper.memory import dimensions
+
+    encoder = BertConfig(hidden_size=64, intermediate_size=128, num_attention_heads=4, vocab_size=500)
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder, BertConfig(hidden_size=32))
+    assert dimensions(config) == (64, 128, 4, 500)

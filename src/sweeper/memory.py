@@ -76,9 +76,18 @@ class MemoryEstimate:
         return ", ".join(f"{name} {value / 2**30:.2f}" for name, value in parts.items() if value) + " GB"
 
 
+SIZE_NAMES = ("hidden_size", "d_model", "n_embd")
+
+
 def dimensions(config: object) -> tuple[int, int, int, int]:
-    """(hidden, feed-forward, heads, vocabulary) of a model config, whatever the family names them."""
-    hidden = next(getattr(config, name) for name in ("hidden_size", "d_model", "n_embd") if hasattr(config, name))
+    """(hidden, feed-forward, heads, vocabulary) of a model config, whatever the family names them; a composite
+    config (an encoder with a new decoder: `EncoderDecoderConfig`) by its encoder's."""
+    if not any(hasattr(config, name) for name in SIZE_NAMES) and hasattr(config, "encoder"):
+        config = config.encoder
+    hidden = next((getattr(config, name) for name in SIZE_NAMES if hasattr(config, name)), None)
+    if hidden is None:
+        raise SweeperError(f"cannot plan memory for a {type(config).__name__}: it names no hidden size "
+                           f"({', '.join(SIZE_NAMES)})")
     ffn = next((getattr(config, name) for name in ("intermediate_size", "encoder_ffn_dim", "d_ff", "n_inner")
                 if getattr(config, name, None)), 4 * hidden)
     heads = next((getattr(config, name) for name in ("num_attention_heads", "encoder_attention_heads", "num_heads",
