@@ -99,6 +99,25 @@ class SplitConfig(Section):
         return self
 
 
+class StopConfig(Section):
+    """When a sweep may end before its trial budget: `never` (the default: the check still runs after each trial and
+    logs its figures, so a user sees when the sweep could have stopped) or `decided` (no new trial starts once more
+    trials cannot change the answer; see `sweeper.sweep.stopping`).
+
+    Defaults, and why: `min_trials: 6` gives the regret bound's Gaussian process a few points per level of a two- or
+    three-level factor before it is trusted (Optuna's own default, 20, is meant for long studies, not 12-trial
+    sweeps); `patience: 3` asks that the verdict survive three more trials, enough that one lucky trial at the end
+    cannot settle it, few enough that a settled sweep stops well before its budget.
+    """
+
+    when: Literal["never", "decided"] = Field("never", description="never: run every trial, logging the bound and "
+                                              "the error after each; decided: stop starting trials once the "
+                                              "improvement still possible is below the best trial's bootstrap "
+                                              "standard error and the verdict held for `patience` trials")
+    min_trials: int = Field(6, ge=2, description="decided: never stop before this many trials ended")
+    patience: int = Field(3, ge=1, description="decided: the verdict must stay the same over this many ended trials")
+
+
 class DataConfig(Section):
     """Where the commits come from and how they are split and encoded."""
 

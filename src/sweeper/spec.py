@@ -16,8 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, Section, TaskName, TrialConfig, check_features,
-                            check_folds, known_keys, parse_scalar, spec_error, validate_trial)
+from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, Section, StopConfig, TaskName, TrialConfig,
+                            check_features, check_folds, known_keys, parse_scalar, spec_error, validate_trial)
 from sweeper.errors import SpecError, did_you_mean
 from sweeper.tracking.schema import COST_OBJECTIVES
 
@@ -98,6 +98,8 @@ class SweepConfig(Section):
                                                     "Optuna study (no pruning); empty: optimise the metric alone")
     register_best: bool | str = Field(False, description="at the end, register the best trial in the MLflow Model "
                                                          "Registry: true (named after the spec) or a model name")
+    stop: StopConfig = Field(default_factory=StopConfig, description="end the sweep once it is decided (`when: "
+                             "decided`), or only log when it could have (`when: never`, the default)")
 
 
 class TrackingConfig(Section):
@@ -191,6 +193,7 @@ def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
     check_baselines(spec, source, text)
     check_metric(spec, source, text)
     check_objectives(spec, source, text)
+    check_stop(spec, source, text)
     base = spec.base_trial()
     validate_trial(base.model_dump(mode="json"), source)
     return spec
@@ -278,6 +281,27 @@ def check_objectives(spec: Spec, source: str, text: str) -> None:
         raise SpecError(at_line(source, text, ["sweep", "pruner"]), "sweep.pruner",
                         f"Optuna cannot prune a multi-objective study (pruner '{sweep.pruner.kind}' with "
                         "sweep.objectives)", "set pruner: {kind: none} for multi-objective sweeps")
+
+
+def check_stop(spec: Spec, source: str, text: str) -> None:
+    """`sweep.stop: {when: decided}` needs a budget it can stop inside, one metric to bound, and repeats are not
+    trials (they come after the search, whatever stopped it)."""
+    stop = spec.sweep.stop
+    if stop.when != "decided":
+        return
+    if stop.min_trials > spec.sweep.trials:
+        raise SpecError(at_line(source, text, ["sweep", "stop", "min_trials"]), "sweep.stop.min_trials",
+                        f"min_trials ({stop.min_trials}) is larger than sweep.trials ({spec.sweep.trials}): the sweep "
+                        "would end before it could stop", f"set min_trials: {spec.sweep.trials} or less, or raise "
+                        "sweep.trials")
+    if stop.patience >= spec.sweep.trials:
+        raise SpecError(at_line(source, text, ["sweep", "stop", "patience"]), "sweep.stop.patience",
+                        f"patience ({stop.patience}) leaves no trial of sweep.trials ({spec.sweep.trials}) to decide "
+                        "on", f"set patience below {spec.sweep.trials}")
+    if spec.sweep.objectives:
+        raise SpecError(at_line(source, text, ["sweep", "stop", "when"]), "sweep.stop.when",
+                        "a multi-objective sweep has a Pareto set, not one best value to bound",
+                        "set when: never, or remove sweep.objectives")
 
 
 def at_line(source: str, text: str, path: list[str]) -> str:

@@ -32,6 +32,7 @@ from sweeper.sweep.progress import ProgressCallback
 from sweeper.sweep.pruning import OptunaPruningScheduler, make_pruner
 from sweeper.sweep.search import OptunaSearcher, direction, make_sampler, name_objectives, study_objectives
 from sweeper.sweep.space import define_by_run
+from sweeper.sweep.stopping import StopCallback, StopCheck, Stopped
 from sweeper.sweep.trainable import train_in_ray
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.notes import write_sweep_note
@@ -61,6 +62,7 @@ class SweepSummary:
     baselines: dict[str, float | None] = field(default_factory=dict)  # name -> the metric's validation value
     repeats: dict[str, int] = field(default_factory=dict)  # repeat runs by state
     verdict: str | None = None  # sweeper.report.verdict's sentences, once the sweep completed
+    stopped: Stopped | None = None  # why it stopped before its budget (`sweep.stop: {when: decided}`)
 
     def count(self, state: str) -> int:
         return self.counts.get(state, 0)
@@ -101,6 +103,8 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
                                            {VALIDATION_POSITIVES: resolution.positives})})
     trials = spec.sweep.trials - (resume.finished if resume else 0)
     tracking = TrackingCallback(tracker, spec.name, parent_run_id, sweep_id, searcher, dataset)
+    stop = StopCheck(spec, tracker, SweepRecord(sweep_id, parent_run_id, tracker.experiment_id(spec.name), spec.metric,
+                                                spec.mode), study, resume.finished if resume else 0)
     print(f"sweep {sweep_id}: {trials} trials{' to go' if resume else ''}, MLflow {tracker.uri} (run {parent_run_id}), "
           f"Optuna {redact(study_storage)}", flush=True)
 
@@ -109,9 +113,10 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
     try:
         if not tracker.trial_runs(parent_run_id, tracker.experiment_id(spec.name), Role.BASELINE):
             log_baselines(tracker, spec, dataset, parent_run_id, sweep_id)
-        if trials > 0:
+        if trials > 0 and not stop.stopped:  # a resumed decided sweep stays decided
             start_ray()
-            tuner(spec, name, trials, searcher, [tracking, ProgressCallback(spec.metric, searcher, list(spec.search))],
+            tuner(spec, name, trials, searcher, [tracking, StopCallback(stop, tracking, searcher),
+                                                 ProgressCallback(spec.metric, searcher, list(spec.search))],
                   OptunaPruningScheduler(searcher, spec.metric), spec.sweep.time_budget_s).fit()
         tracking.flush()  # the trials' runs are complete in MLflow: the repeats pick the best of them
         run_repeats(spec, name, tracker, SweepRecord(sweep_id, parent_run_id, tracker.experiment_id(spec.name),
@@ -130,7 +135,8 @@ def run_sweep(spec: Spec, spec_text: str, tracking_uri: str | None = None, sweep
             if found is not None:
                 log_verdict(tracker, sweep, found)
                 summary.verdict = found.text
-            write_sweep_note(tracker, sweep, verdict=summary.verdict)
+            summary.stopped = stop.stopped
+            write_sweep_note(tracker, sweep, verdict=stop.note(summary.verdict))
     if spec.sweep.register_best and summary.best_run_id:
         from sweeper.trained.register import register_run
 
@@ -311,4 +317,5 @@ def summary_as_dict(summary: SweepSummary) -> dict[str, Any]:
     return {"sweep_id": summary.sweep_id, "parent_run_id": summary.parent_run_id, "experiment": summary.experiment,
             "tracking_uri": summary.tracking_uri, "best_value": summary.best_value, "best_run_id": summary.best_run_id,
             "trials": {state: summary.count(state) for state in State.ENDED}, "baselines": summary.baselines,
-            "repeats": summary.repeats, "verdict": summary.verdict}
+            "repeats": summary.repeats, "verdict": summary.verdict,
+            "stopped": summary.stopped.as_dict() if summary.stopped else None}

@@ -21,6 +21,7 @@ from ray.tune.search import Searcher
 
 from sweeper.spec import Spec
 from sweeper.sweep.space import Space, grid
+from sweeper.sweep.stopping import record_interval
 from sweeper.timings import timed
 from sweeper.tracking.schema import State
 
@@ -64,6 +65,7 @@ class OptunaSearcher(Searcher):
         self.numbers: dict[str, int] = {}
         self.pruned: set[str] = set()
         self.failed: set[str] = set()
+        self.finished = False  # set by `finish`: the sweep is decided (sweeper.sweep.stopping)
 
     def __getstate__(self) -> dict[str, Any]:
         """Ray pickles the Tuner's settings for its own records; the live study stays behind."""
@@ -80,8 +82,14 @@ class OptunaSearcher(Searcher):
         """Metric and mode come from the spec at construction; Tune's copies must agree."""
         return metric in (None, self.metric) and mode in (None, self.mode)
 
+    def finish(self) -> None:
+        """Start no new trial: `suggest` answers Ray Tune's FINISHED from now on; running trials go on."""
+        self.finished = True
+
     @timed("optuna.suggest")
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.finished:
+            return Searcher.FINISHED
         trial = self.study.ask()
         self.live[trial_id] = trial
         self.numbers[trial_id] = trial.number
@@ -111,6 +119,7 @@ class OptunaSearcher(Searcher):
             self.study.tell(trial, state=TrialState.FAIL)
             self.failed.add(trial_id)
         else:
+            record_interval(trial, result, self.metric)
             self.study.tell(trial, values)
 
     def final_values(self, result: dict | None) -> float | list[float] | None:

@@ -46,6 +46,7 @@ class Tag:
     RAY_NODE = "ray.node_id"
     RAY_HOST = "ray.hostname"
     RAY_NODE_IP = "ray.node_ip"
+    STOPPED = "sweeper.stopped"  # JSON on a sweep's parent run that stopped as decided: reason, trials, bound, error
     NOTE = "mlflow.note.content"  # the Description of a run in the UI, Markdown: what a trial or a sweep came to
     EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment tag: which page the UI opens the experiment on
     DATASET_CONTEXT = "mlflow.data.context"  # tag of a run's dataset input: its split's role (DatasetRole)
@@ -148,6 +149,16 @@ COMPUTE_SECONDS = "compute_seconds"
 RESOLVABLE_DIFFERENCE = "resolvable_difference"
 VALIDATION_COMMITS = "validation_commits"
 VALIDATION_POSITIVES = "validation_positives"
+# The stopping check (sweeper.sweep.stopping), logged after each ended trial at step = trials ended: the improvement
+# still possible (Optuna's regret bound), the best trial's bootstrap standard error, and (when: decided) over how many
+# ended trials the verdict has stayed the same; the trial budget (`sweep.trials`), logged at the start.
+STOP_BOUND = "stop_bound"
+STOP_ERROR = "stop_error"
+STOP_UNCHANGED = "stop_verdict_unchanged"
+BUDGET_TRIALS = "budget_trials"
+# An Optuna trial's user attribute: the bootstrap 95 % interval [low, high] of the sweep's metric, which the stopping
+# check's error evaluator reads back from the study (a resumed sweep's too).
+INTERVAL_ATTR = "sweeper.interval"
 
 # The experiment kind of training runs ("Machine learning"), the one MLflow's UI writes when a user picks its runs
 # view: UIs that choose the page from the kind open the runs table, not the GenAI overview. (MLflow 3.17's UI
