@@ -15,19 +15,25 @@ from sweeper.errors import SweeperError
 
 def cmd_best(args: argparse.Namespace) -> int:
     quiet_downloads()  # the verdict reads the runs' predictions
+    from sweeper.report.budget import trials_used, trials_used_text
     from sweeper.report.verdict import sweep_verdict
     from sweeper.tracking.client import Tracker
     from sweeper.tracking.sweeps import find_sweep, ranked, trial_runs
 
     tracker = Tracker.connect(args.tracking_uri)
     sweep = find_sweep(tracker, args.sweep, args.experiment)
-    trials = ranked(trial_runs(tracker, sweep), sweep.metric, sweep.mode)
+    every = trial_runs(tracker, sweep)
+    trials = ranked(every, sweep.metric, sweep.mode)
     fitted = baselines(tracker, sweep)
     found = sweep_verdict(tracker, sweep)
-    if args.json:  # the verdict, and the trials best first, then the baselines (role: baseline)
-        print(json.dumps({"verdict": found.text, "runs": [run.as_dict(sweep.metric) for run in [*trials, *fitted]]}))
+    parent = tracker.client.get_run(sweep.run_id).data
+    used = trials_used(parent.tags, parent.metrics, len(every))
+    if args.json:  # the verdict, the trials used, and the trials best first, then the baselines (role: baseline)
+        print(json.dumps({"verdict": found.text, "trials": used,
+                          "runs": [run.as_dict(sweep.metric) for run in [*trials, *fitted]]}))
     else:
         print_ranking(trials, sweep.metric, f"sweep {sweep.sweep_id}: completed trials, best first", fitted)
+        print(trials_used_text(used))
         print(f"verdict: {found.text}")
     return 0
 

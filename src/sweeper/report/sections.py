@@ -16,6 +16,7 @@ from sweeper.metrics.bootstrap import DISPLAY
 from sweeper.report import figures
 from sweeper.report.analysis import (FRONT_COSTS, RESAMPLES, Decision, backbone_params, best_per, best_per_fraction,
                                      decide, pareto_front, repeats_of, spread, sweep_totals, value_text)
+from sweeper.report.budget import trials_used, trials_used_text
 from sweeper.report.document import Block, Document, Image, Section, Table
 from sweeper.report.effects import Comparison
 from sweeper.report.importance import load_study, param_importances
@@ -237,6 +238,7 @@ def overview(details: SweepDetails) -> Section:
                      f"`{spec.sweep.pruner.kind}`, backbone `{spec.backbone}`, data `{spec.data.path}` "
                      f"(sample {spec.data.sample or 'all'}), {spec.sweep.resources.cpu:g} CPU / "
                      f"{spec.sweep.resources.gpu:g} GPU per trial.")
+    lines.append(trials_used_text(trials_used(details.tags, details.metrics, len(details.trials))))
     objectives = parse_objectives(details.tags.get(Tag.OBJECTIVES))
     if objectives:
         lines.append("Multi-objective study: " + ", ".join(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import optuna
@@ -35,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune import Callback
 from scipy.stats import norm
 
+from sweeper.report.budget import Stopped, stopped_of
 from sweeper.report.verdict import Verdict, verdict
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.schema import (BUDGET_TRIALS, CI_HIGH, CI_LOW, INTERVAL_ATTR, STOP_BOUND, STOP_ERROR,
@@ -111,25 +111,6 @@ def rounded(value: str) -> str:
         return f"{float(value):.0e}"
     except ValueError:
         return value
-
-
-@dataclass(frozen=True)
-class Stopped:
-    """Why a sweep stopped before its budget, after how many ended trials, and the two figures then."""
-
-    reason: str
-    trials: int
-    bound: float
-    error: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def stopped_of(tags: dict[str, str]) -> Stopped | None:
-    """The decision a parent run's tags record, if the sweep stopped as decided."""
-    text = tags.get(Tag.STOPPED)
-    return Stopped(**json.loads(text)) if text else None
 
 
 class StopCheck:
