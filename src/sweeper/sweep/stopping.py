@@ -91,8 +91,10 @@ def improvement_bound(study: optuna.Study, seed: int) -> float:
 
 
 def answers(found: Verdict, details: SweepDetails) -> Answers:
-    """The verdict's answers, without its figures: beats the baselines (or is beaten, or neither), each factor that
-    matters with its better level, and the cheapest configuration within noise (numbers to one significant digit)."""
+    """The verdict's answers, without its figures: beats the baselines (or is beaten by them, or neither), each factor
+    that matters with its better level, and the cheapest configuration within noise, as its cost (two significant
+    digits) and its values of the factors that matter: by the verdict's own reasoning its other values are
+    interchangeable, so a new trial that only swaps them does not change the answer."""
     sides = {comparison.side for comparison in found.baselines}
     beats = None if not sides else "beats" if 1 in sides else "beaten" if sides == {-1} else "unresolved"
     factors = []
@@ -100,17 +102,12 @@ def answers(found: Verdict, details: SweepDetails) -> Answers:
         strongest = factor.strongest()
         if strongest is not None:
             factors.append((factor.key, strongest.name_a if strongest.side > 0 else strongest.name_b))
-    chosen: tuple[tuple[str, str], ...] = ()
+    chosen: tuple[Any, ...] = ()
     if found.chosen is not None:
-        chosen = tuple(sorted((key, rounded(value)) for key, value in searched_params(details, found.chosen.a).items()))
+        values = searched_params(details, found.chosen.a)
+        chosen = (f"{found.chosen.a.metrics.get(found.cost, math.nan):.2g}",
+                  *sorted((key, values.get(key)) for key, _ in factors))
     return beats, tuple(sorted(factors)), chosen
-
-
-def rounded(value: str) -> str:
-    try:
-        return f"{float(value):.0e}"
-    except ValueError:
-        return value
 
 
 class StopCheck:
