@@ -125,8 +125,8 @@ def parser() -> argparse.ArgumentParser:
                                                                 "and give its verdict")
     best.add_argument("sweep", nargs="?", help="sweep id (default: the latest sweep)")
     best.add_argument("--experiment", help="only sweeps of this spec name")
-    best.add_argument("--json", action="store_true", help='JSON: {"verdict": ..., "runs": [trials best first, '
-                                                          'then baselines]}')
+    best.add_argument("--json", action="store_true", help='JSON: {"verdict": ..., "trials": {budget, ran, '
+                                                          'stopped}, "runs": [trials best first, then baselines]}')
     best.set_defaults(command=cmd_best)
 
     again = commands.add_parser("reproduce", parents=[tracking], help="re-run a trial from its logged params")

@@ -1,0 +1,147 @@
+"""Stop when decided: the bootstrap error evaluator against a hand computation, Optuna's regret bound on a settled and
+an improving study, the spec's checks and the searcher's FINISHED; and (slow) a sweep with a factor of large effect
+that stops as decided, says so in `--json`, the parent run's note and `sweeper best`, and stays decided on resume."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.study import StudyDirection
+from optuna.trial import create_trial
+from ray.tune.search import Searcher
+
+from harness import last_json, sweeper, trial_runs, write_spec
+from services import MlflowServer
+
+from sweeper.errors import SpecError
+from sweeper.spec import parse_spec
+from sweeper.sweep.search import OptunaSearcher
+from sweeper.sweep.stopping import BootstrapErrorEvaluator, improvement_bound, record_interval
+from sweeper.tracking.schema import INTERVAL_ATTR, STOP_BOUND, STOP_ERROR, STOP_UNCHANGED, Tag
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def study_of(points: list[tuple[object, float, float]], distribution: optuna.distributions.BaseDistribution,
+             direction: str = "maximize") -> optuna.Study:
+    """A study of completed trials (x, value, half-width of the value's 95 % interval)."""
+    study = optuna.create_study(direction=direction)
+    for x, value, half in points:
+        study.add_trial(create_trial(params={"x": x}, distributions={"x": distribution}, value=value,
+                                     user_attrs={INTERVAL_ATTR: [value - half, value + half]}))
+    return study
+
+
+def test_the_error_is_the_best_trials_bootstrap_standard_error_by_hand() -> None:
+    """A 95 % interval is +-1.959964 standard errors: [0.70, 0.86] of the best (maximising) trial gives
+    0.16 / 3.919928 = 0.040817; minimising, the lowest trial's [0.20, 0.30] gives 0.10 / 3.919928 = 0.025511."""
+    trials = [create_trial(value=0.55, user_attrs={INTERVAL_ATTR: [0.40, 0.70]}),
+              create_trial(value=0.78, user_attrs={INTERVAL_ATTR: [0.70, 0.86]}),
+              create_trial(value=0.25, user_attrs={INTERVAL_ATTR: [0.20, 0.30]}),
+              create_trial(state=optuna.trial.TrialState.PRUNED)]
+    evaluator = BootstrapErrorEvaluator()
+    assert evaluator.evaluate(trials, StudyDirection.MAXIMIZE) == pytest.approx(0.040817, abs=1e-6)
+    assert evaluator.evaluate(trials, StudyDirection.MINIMIZE) == pytest.approx(0.025511, abs=1e-6)
+    assert math.isnan(evaluator.evaluate([create_trial(value=0.9)], StudyDirection.MAXIMIZE))  # no interval logged
+    assert math.isnan(evaluator.evaluate(trials[3:], StudyDirection.MAXIMIZE))  # nothing completed
+
+
+def test_the_searcher_keeps_the_interval_and_answers_finished_once_told() -> None:
+    study = optuna.create_study(direction="maximize")
+    searcher = OptunaSearcher(study, lambda trial: {"x": trial.suggest_float("x", 0, 1)}, "auc", "max")
+    assert searcher.suggest("a") is not None
+    searcher.on_trial_complete("a", {"auc": 0.8, "auc_ci_low": 0.7, "auc_ci_high": 0.9})
+    assert study.trials[0].user_attrs[INTERVAL_ATTR] == [0.7, 0.9]
+    searcher.finish()
+    assert searcher.suggest("b") == Searcher.FINISHED
+    assert len(study.trials) == 1  # no trial was asked for
+
+
+def test_record_interval_skips_a_missing_or_undefined_interval() -> None:
+    study = optuna.create_study()
+    for result in ({"auc": 0.8}, {"auc_ci_low": math.nan, "auc_ci_high": 0.9}, None):
+        trial = study.ask()
+        record_interval(trial, result, "auc")
+        study.tell(trial, 0.5)
+        assert INTERVAL_ATTR not in study.trials[-1].user_attrs
+
+
+def test_an_improving_search_keeps_a_bound_above_the_error_and_a_settled_one_falls_below() -> None:
+    """Improving: every trial better than the last along x (AUC 0.50 to 0.86 over the lower half of the range, intervals
+    +-0.02, a standard error of 0.0102): Optuna's regret bound stays well above the error, growing as the trend goes on.
+    Settled: a two-level factor with a 0.3 effect and constant noise (sd 0.01; intervals +-0.1 as on a small
+    validation split, error 0.051): the bound falls below the error."""
+    improving = [improvement_bound(study_of([(i / 20, 0.5 + 0.04 * i, 0.02) for i in range(n)],
+                                            FloatDistribution(0, 1)), seed=0) for n in (4, 6, 8, 10)]
+    assert all(bound > 4 * 0.0102 for bound in improving), improving
+    rng = random.Random(0)
+    settled = study_of([(("none", "expert")[i % 2], (0.55, 0.85)[i % 2] + rng.gauss(0, 0.01), 0.1) for i in range(8)],
+                       CategoricalDistribution(["none", "expert"]))
+    error = BootstrapErrorEvaluator().evaluate(settled.trials, settled.direction)
+    assert improvement_bound(settled, seed=0) < error
+    assert math.isnan(improvement_bound(study_of([(0.5, 0.7, 0.1)], FloatDistribution(0, 1)), seed=0))  # one trial
+
+
+@pytest.mark.parametrize("stop, trials, field, words", [
+    ({"when": "decided", "min_trials": 9}, 8, "sweep.stop.min_trials", "min_trials (9) is larger than sweep.trials (8)"),
+    ({"when": "decided", "min_trials": 2, "patience": 8}, 8, "sweep.stop.patience", "patience (8) leaves no trial"),
+    ({"when": "sometimes"}, 8, "sweep.stop.when", "'never' or 'decided'"),
+    ({"when": "decided", "min_trials": 1}, 8, "sweep.stop.min_trials", "greater than or equal to 2"),
+])
+def test_bad_stop_settings_name_the_field_and_the_fix(stop: dict, trials: int, field: str, words: str) -> None:
+    text = f"name: x\nsweep:\n  trials: {trials}\n  stop: {stop}\n"
+    import yaml
+
+    with pytest.raises(SpecError) as error:
+        parse_spec(yaml.safe_load(text), "x.yaml", text)
+    message = str(error.value)
+    assert field in message and words in message and "x.yaml:" in message, message
+
+
+def test_when_never_is_the_default_and_a_small_budget_is_fine_with_it() -> None:
+    spec = parse_spec({"name": "x", "sweep": {"trials": 2}}, "x.yaml")
+    assert spec.sweep.stop.when == "never" and spec.sweep.stop.min_trials > spec.sweep.trials
+
+
+# A factor of large effect (the expert change metrics, about +0.3 AUC on this sample) and a learning rate that hardly
+# matters, on a small stratified validation split: decided well inside the 8-trial budget.
+DECIDED = {"data": {"path": "bundled:jitdp", "sample": 200, "split": {"kind": "random", "valid": 0.4},
+                    "max_length": 32},
+           "search": {"features": {"choice": ["none", "expert"]}, "lr": {"choice": [8.0e-4, 1.0e-3, 1.2e-3]}},
+           "sweep.trials": 8, "sweep.stop": {"when": "decided", "min_trials": 3, "patience": 2}}
+
+
+@pytest.mark.slow
+def test_a_settled_sweep_stops_as_decided_and_stays_decided_on_resume(tmp_path: Path,
+                                                                      mlflow_server: MlflowServer) -> None:
+    uri = mlflow_server.uri
+    spec = write_spec(tmp_path, "decided", DECIDED)
+    summary = last_json(sweeper("run", str(spec), "--sweep-id", "decided-1", "--tracking-uri", uri, "--json",
+                                cwd=tmp_path, timeout=600))
+    stopped = summary["stopped"]
+    assert stopped is not None, summary
+    ran = sum(summary["trials"].values())
+    assert 3 <= stopped["trials"] == ran < 8  # max_concurrent 1: nothing was running when it stopped
+    assert stopped["bound"] < stopped["error"] and "decided after" in stopped["reason"]
+    client = MlflowClient(uri)
+    parent = client.get_run(summary["parent_run_id"])
+    assert "Stopped early, decided after" in parent.data.tags[Tag.NOTE]
+    for name in (STOP_BOUND, STOP_ERROR, STOP_UNCHANGED):  # after each ended trial, at step = trials ended
+        steps = [metric.step for metric in client.get_metric_history(parent.info.run_id, name)]
+        assert steps and max(steps) == ran, (name, steps)
+    assert [m.value for m in client.get_metric_history(parent.info.run_id, STOP_UNCHANGED)][-1] >= 2
+
+    best = last_json(sweeper("best", "decided-1", "--tracking-uri", uri, "--json", cwd=tmp_path))
+    assert best["trials"] == {"budget": 8, "ran": ran, "stopped": stopped}
+    text = sweeper("best", "decided-1", "--tracking-uri", uri, cwd=tmp_path).stdout
+    assert f"{ran} of a budget of 8 trials ran: stopped early, decided after" in text
+
+    resumed = last_json(sweeper("resume", "decided-1", "--tracking-uri", uri, "--json", cwd=tmp_path, timeout=600))
+    assert resumed["stopped"] == stopped and sum(resumed["trials"].values()) == ran
+    assert len(trial_runs(uri, summary["parent_run_id"])) == ran  # no trial started
