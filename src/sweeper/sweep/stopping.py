@@ -164,7 +164,8 @@ class StopCheck:
         return self.stopped
 
     def settled(self, bound: float, error: float) -> bool:
-        return (self.ended >= self.settings.min_trials and self.unchanged >= self.settings.patience
+        """Both conditions, after `min_trials`, and before the budget is spent anyway (no stop at the last trial)."""
+        return (self.settings.min_trials <= self.ended < self.budget and self.unchanged >= self.settings.patience
                 and bound < error)  # False when either is NaN
 
     def note(self, verdict_text: str | None) -> str | None:
