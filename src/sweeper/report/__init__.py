@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeper.report.analysis import Decision, decide
+from sweeper.report.budget import stop_note, stopped_of
 from sweeper.report.document import Image
 from sweeper.report.sections import build_document, missing_text
 from sweeper.report.verdict import log_verdict, verdict
@@ -46,7 +47,7 @@ def write_report(tracker: Tracker, sweep: SweepRecord, out: Path, log: bool = Tr
         for path in files:
             tracker.log_file(sweep.run_id, path, REPORT_FOLDER)
         log_verdict(tracker, sweep, found)
-        write_sweep_note(tracker, sweep, decision_lines(decision), found.text)
+        write_sweep_note(tracker, sweep, decision_lines(decision), stop_note(found.text, stopped_of(details.tags)))
     return WrittenReport(files, sweep.run_id if log else None, missing_text(details) if details.missing() else None)
 
 

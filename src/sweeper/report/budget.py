@@ -43,3 +43,10 @@ def trials_used_text(used: dict[str, Any]) -> str:
     text = f"{used['ran']}{budget} trials ran"
     stopped = used["stopped"]
     return text + (f": stopped early, {stopped['reason']}." if stopped else ".")
+
+
+def stop_note(verdict_text: str | None, stopped: Stopped | None) -> str | None:
+    """The verdict line of the parent run's note, with the reason the sweep stopped early, if it did."""
+    if stopped is None:
+        return verdict_text
+    return f"{verdict_text or ''} Stopped early, {stopped.reason}.".strip()

@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune import Callback
 from scipy.stats import norm
 
-from sweeper.report.budget import Stopped, stopped_of
+from sweeper.report.budget import Stopped, stop_note, stopped_of
 from sweeper.report.verdict import Verdict, verdict
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.schema import (BUDGET_TRIALS, CI_HIGH, CI_LOW, INTERVAL_ATTR, STOP_BOUND, STOP_ERROR,
@@ -170,9 +170,7 @@ class StopCheck:
 
     def note(self, verdict_text: str | None) -> str | None:
         """The parent run's verdict line with the reason the sweep stopped, if it did."""
-        if self.stopped is None:
-            return verdict_text
-        return f"{verdict_text or ''} Stopped early, {self.stopped.reason}.".strip()
+        return stop_note(verdict_text, self.stopped)
 
 
 class Finishing(Protocol):
