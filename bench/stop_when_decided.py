@@ -76,7 +76,14 @@ def run(space: str, seed: int, when: str, options: Any, folder: Path, uri: str) 
     name = f"{space}-{seed}-{when}"
     print(f"  {name} ...", file=sys.stderr, flush=True)
     path = common.write_spec(folder, spec(space, seed, when, options, folder / "ray-results"), f"{name}.yaml")
-    sweep = common.run_sweep(path, uri, folder, name)
+    try:
+        sweep = common.run_sweep(path, uri, folder, name)
+    except RuntimeError as error:  # on a loaded machine Ray's node can time out starting: once more, as a new sweep
+        if "timed out during startup" not in str(error):
+            raise
+        print("  Ray's node timed out starting: once more", file=sys.stderr, flush=True)
+        name += "-again"
+        sweep = common.run_sweep(path, uri, folder, name)
     runs = common.trial_runs(uri, sweep.summary["parent_run_id"])
     tracker = Tracker.connect(uri)
     details = load_sweep(tracker, find_sweep(tracker, name), curves=False)
