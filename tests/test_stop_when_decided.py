@@ -8,6 +8,8 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
+
 import optuna
 import pytest
 from mlflow import MlflowClient
@@ -20,9 +22,11 @@ from harness import last_json, sweeper, trial_runs, write_spec
 from services import MlflowServer
 
 from sweeper.errors import SpecError
+from sweeper.report.verdict import verdict
 from sweeper.spec import parse_spec
 from sweeper.sweep.search import OptunaSearcher
-from sweeper.sweep.stopping import BootstrapErrorEvaluator, improvement_bound, record_interval
+from sweeper.sweep.stopping import BootstrapErrorEvaluator, answers, improvement_bound, record_interval
+from sweeper.tracking.sweeps import Predictions, SweepDetails, SweepRecord, TrialRun
 from sweeper.tracking.schema import INTERVAL_ATTR, STOP_BOUND, STOP_ERROR, STOP_UNCHANGED, Tag
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -86,6 +90,40 @@ def test_an_improving_search_keeps_a_bound_above_the_error_and_a_settled_one_fal
     error = BootstrapErrorEvaluator().evaluate(settled.trials, settled.direction)
     assert improvement_bound(settled, seed=0) < error
     assert math.isnan(improvement_bound(study_of([(0.5, 0.7, 0.1)], FloatDistribution(0, 1)), seed=0))  # one trial
+
+
+def scored_sweep(trials: list[tuple[str, str, float]]) -> SweepDetails:
+    """Completed trials (lr, lora.rank, signal) scored on the same 300 commits (10 % defective): scores separate the
+    classes by `signal` standard deviations; the same FLOPs for every trial."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = [int(value) for value in rng.random(300) < 0.1]
+    runs, predictions = [], {}
+    for number, (lr, rank, signal) in enumerate(trials):
+        scores = [float(1 / (1 + np.exp(-(signal * y + rng.normal())))) for y in labels]
+        run = TrialRun(f"run-{number}", f"trial-{number}", number, "lora", "complete", {"lr": lr, "lora.rank": rank},
+                       {"best_auc": roc_auc_score(labels, scores), "train_flops": 1e12, "trainable_params": 1e5})
+        runs.append(run)
+        predictions[run.run_id] = Predictions(("id", "label", "score"),
+                                              {f"c{i}": (str(y), repr(v)) for i, (y, v) in enumerate(zip(labels, scores))})
+    spec = parse_spec({"name": "x", "baselines": [], "search": {"lr": {"choice": [1e-4, 1e-2]},
+                                                                  "lora.rank": {"choice": [4, 8]}}}, "x")
+    return SweepDetails(SweepRecord("s", "p", "0", "auc", "max"), "x", {}, {}, spec, runs, [], [], predictions)
+
+
+def test_answers_hold_when_a_trial_only_swaps_what_does_not_matter_and_change_when_a_factor_resolves() -> None:
+    """lr 1e-2 learns (signal 3), 1e-4 does not (0), whatever the rank: `lr` matters, the rank does not, and the
+    choice is lr 1e-2 at its cost. A new trial that only swaps the rank leaves the answers as they were; while no
+    trial had learnt, `lr` did not matter."""
+    base = [("0.0001", "4", 0.0), ("0.01", "4", 3.0), ("0.01", "8", 3.0)]
+    details = scored_sweep(base)
+    first = answers(verdict(details), details)
+    assert first == (None, (("lr", "0.01"),), ("1e+12", ("lr", "0.01"))), first
+    more = scored_sweep([*base, ("0.0001", "8", 0.0)])
+    assert answers(verdict(more), more) == first
+    before = scored_sweep([base[0], ("0.0001", "8", 0.0)])
+    assert answers(verdict(before), before)[1] == ()
 
 
 @pytest.mark.parametrize("stop, trials, field, words", [
