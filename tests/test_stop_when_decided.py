@@ -105,8 +105,8 @@ def scored_sweep(trials: list[tuple[str, str, float]]) -> SweepDetails:
         run = TrialRun(f"run-{number}", f"trial-{number}", number, "lora", "complete", {"lr": lr, "lora.rank": rank},
                        {"best_auc": roc_auc_score(labels, scores), "train_flops": 1e12, "trainable_params": 1e5})
         runs.append(run)
-        predictions[run.run_id] = Predictions(("id", "label", "score"),
-                                              {f"c{i}": (str(y), repr(v)) for i, (y, v) in enumerate(zip(labels, scores))})
+        rows = {f"c{i}": (str(y), repr(v)) for i, (y, v) in enumerate(zip(labels, scores))}
+        predictions[run.run_id] = Predictions(("id", "label", "score"), rows)
     spec = parse_spec({"name": "x", "baselines": [], "search": {"lr": {"choice": [1e-4, 1e-2]},
                                                                   "lora.rank": {"choice": [4, 8]}}}, "x")
     return SweepDetails(SweepRecord("s", "p", "0", "auc", "max"), "x", {}, {}, spec, runs, [], [], predictions)
@@ -127,7 +127,8 @@ def test_answers_hold_when_a_trial_only_swaps_what_does_not_matter_and_change_wh
 
 
 @pytest.mark.parametrize("stop, trials, field, words", [
-    ({"when": "decided", "min_trials": 9}, 8, "sweep.stop.min_trials", "min_trials (9) is larger than sweep.trials (8)"),
+    ({"when": "decided", "min_trials": 9}, 8, "sweep.stop.min_trials",
+     "min_trials (9) is larger than sweep.trials (8)"),
     ({"when": "decided", "min_trials": 2, "patience": 8}, 8, "sweep.stop.patience", "patience (8) leaves no trial"),
     ({"when": "sometimes"}, 8, "sweep.stop.when", "'never' or 'decided'"),
     ({"when": "decided", "min_trials": 1}, 8, "sweep.stop.min_trials", "greater than or equal to 2"),
