@@ -25,7 +25,7 @@ from sweeper.errors import SpecError
 from sweeper.report.verdict import verdict
 from sweeper.spec import parse_spec
 from sweeper.sweep.search import OptunaSearcher
-from sweeper.sweep.stopping import BootstrapErrorEvaluator, answers, improvement_bound, record_interval
+from sweeper.sweep.stopping import BootstrapErrorEvaluator, answers, improvement_bound, record_interval, untried
 from sweeper.tracking.sweeps import Predictions, SweepDetails, SweepRecord, TrialRun
 from sweeper.tracking.schema import INTERVAL_ATTR, STOP_BOUND, STOP_ERROR, STOP_UNCHANGED, Tag
 
@@ -90,6 +90,22 @@ def test_an_improving_search_keeps_a_bound_above_the_error_and_a_settled_one_fal
     error = BootstrapErrorEvaluator().evaluate(settled.trials, settled.direction)
     assert improvement_bound(settled, seed=0) < error
     assert math.isnan(improvement_bound(study_of([(0.5, 0.7, 0.1)], FloatDistribution(0, 1)), seed=0))  # one trial
+
+
+def test_a_level_no_completed_trial_had_keeps_the_sweep_undecided() -> None:
+    spec = parse_spec({"name": "x", "search": {"lr": {"choice": [1e-4, 1e-2]}, "lora.rank": {"choice": [4, 8]},
+                                               "adapter.bottleneck": {"choice": [8, 16], "when": {"method": "adapter"}},
+                                               "warmup_ratio": {"float": [0.0, 0.2]}}}, "x.yaml")
+    study = optuna.create_study(direction="maximize")
+    lr, rank = CategoricalDistribution([1e-4, 1e-2]), CategoricalDistribution([4, 8])
+    study.add_trial(create_trial(params={"lr": 1e-4, "lora.rank": 4}, distributions={"lr": lr, "lora.rank": rank},
+                                 value=0.5))
+    study.add_trial(create_trial(params={"lr": 1e-2, "lora.rank": 4}, distributions={"lr": lr, "lora.rank": rank},
+                                 state=optuna.trial.TrialState.PRUNED))
+    assert untried(spec, study) == ["lr 0.01", "lora.rank 8"]  # a pruned trial did not try it; conditional and
+    study.add_trial(create_trial(params={"lr": 1e-2, "lora.rank": 8}, distributions={"lr": lr, "lora.rank": rank},
+                                 value=0.7))  # numeric keys are not levels
+    assert untried(spec, study) == []
 
 
 def scored_sweep(trials: list[tuple[str, str, float]]) -> SweepDetails:

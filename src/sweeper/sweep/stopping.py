@@ -90,6 +90,20 @@ def improvement_bound(study: optuna.Study, seed: int) -> float:
             return math.nan
 
 
+def untried(spec: Any, study: optuna.Study) -> list[str]:
+    """The levels of each unconditional `choice` in the search space that no completed trial has had (`lr 0.01`): the
+    verdict cannot say a factor does not matter while one of its levels is untried, and a Gaussian process over a
+    few trials is as sure of an unseen level as of the ones it saw."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    missing = []
+    for key, distribution in spec.search.items():
+        if distribution.choice is None or distribution.when:
+            continue
+        tried = {repr(trial.params.get(key)) for trial in complete}
+        missing += [f"{key} {value}" for value in distribution.choice if repr(value) not in tried]
+    return missing
+
+
 def answers(found: Verdict, details: SweepDetails) -> Answers:
     """The verdict's answers, without its figures: beats the baselines (or is beaten by them, or neither), each factor
     that matters with its better level, and the cheapest configuration within noise, as its cost (two significant
@@ -115,6 +129,7 @@ class StopCheck:
     after each, and says when the sweep is decided."""
 
     def __init__(self, spec: Any, tracker: Tracker, sweep: SweepRecord, study: optuna.Study, ended: int = 0) -> None:
+        self.spec = spec
         self.settings = spec.sweep.stop
         self.budget = spec.sweep.trials
         self.seed = spec.sweep.seed
@@ -158,15 +173,17 @@ class StopCheck:
         self.stopped = Stopped(
             f"decided after {self.ended} of {self.budget} trials: the improvement still possible "
             f"({bound:.4f} {self.sweep.metric}, Optuna's regret bound) is below the best trial's bootstrap standard "
-            f"error ({error:.4f}), and the verdict stayed the same over the last {self.unchanged} ended trials",
+            f"error ({error:.4f}), every searched choice was tried, and the verdict stayed the same over the last "
+            f"{self.unchanged} ended trials",
             self.ended, bound, error)
         self.tracker.set_tags(self.sweep.run_id, {Tag.STOPPED: json.dumps(self.stopped.as_dict())})
         return self.stopped
 
     def settled(self, bound: float, error: float) -> bool:
-        """Both conditions, after `min_trials`, and before the budget is spent anyway (no stop at the last trial)."""
+        """Both conditions, after `min_trials`, once every level of each searched choice was tried, and before the
+        budget is spent anyway (no stop at the last trial)."""
         return (self.settings.min_trials <= self.ended < self.budget and self.unchanged >= self.settings.patience
-                and bound < error)  # False when either is NaN
+                and bound < error and not untried(self.spec, self.study))  # False when bound or error is NaN
 
     def note(self, verdict_text: str | None) -> str | None:
         """The parent run's verdict line with the reason the sweep stopped, if it did."""
