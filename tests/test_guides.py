@@ -1,0 +1,39 @@
+"""The guides in docs/guides/ are followed as written: each guide's ```python blocks run in order, as one script.
+
+Each guide runs in a fresh interpreter, so what it registers (a method, a task) cannot leak into other tests.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GUIDES = sorted((Path(__file__).resolve().parents[1] / "docs" / "guides").glob("*.md"))
+BLOCK = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
+
+
+def python_blocks(guide: Path) -> list[str]:
+    """The guide's ```python blocks, in order."""
+    return BLOCK.findall(guide.read_text(encoding="utf-8"))
+
+
+def test_blocks_are_found() -> None:
+    """The extraction itself: a guide's fenced blocks, other languages and prose left out."""
+    text = "Intro\n\n```python\na = 1\n```\n\n```bash\nls\n```\n\n```python\nb = a + 1\n```\n"
+    assert BLOCK.findall(text) == ["a = 1\n", "b = a + 1\n"]
+    assert GUIDES, "no guides found: docs/guides/*.md"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guide", GUIDES, ids=[guide.stem for guide in GUIDES])
+def test_guide_runs(guide: Path, tmp_path: Path) -> None:
+    blocks = python_blocks(guide)
+    assert blocks, f"{guide.name} has no ```python block to run"
+    script = tmp_path / f"{guide.stem}.py"
+    script.write_text("\n\n".join(blocks), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{guide.name}'s code failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
