@@ -1,10 +1,12 @@
-"""The guides in docs/guides/ are followed as written: each guide's ```python blocks run in order, as one script.
+"""The docs are followed as written: each guide's ```python blocks run in order, as one script, and the README's
+annotated spec and core commands are the ones the code accepts.
 
 Each guide runs in a fresh interpreter, so what it registers (a method, a task) cannot leak into other tests.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -12,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
-GUIDES = sorted((Path(__file__).resolve().parents[1] / "docs" / "guides").glob("*.md"))
+from sweeper.cli import parser
+from sweeper.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+GUIDES = sorted((ROOT / "docs" / "guides").glob("*.md"))
 BLOCK = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 
 
@@ -37,3 +43,26 @@ def test_guide_runs(guide: Path, tmp_path: Path) -> None:
     script.write_text("\n\n".join(blocks), encoding="utf-8")
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{guide.name}'s code failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+
+
+def fenced(text: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, re.DOTALL | re.MULTILINE)
+
+
+def test_readme_spec_is_valid(tmp_path: Path) -> None:
+    """The README's annotated spec is a spec the code accepts (its comments drift; its keys cannot)."""
+    specs = fenced((ROOT / "README.md").read_text(encoding="utf-8"), "yaml")
+    assert len(specs) == 1, "the README shows one annotated spec"
+    path = tmp_path / "readme.yaml"
+    path.write_text(specs[0], encoding="utf-8")
+    spec = load_spec(path)
+    assert spec.name == "smoke" and "lora.rank" in spec.search
+
+
+def test_readme_commands_exist() -> None:
+    """Each `sweeper COMMAND` the README lists is a command of the CLI."""
+    commands = {name for action in parser()._actions if isinstance(action, argparse._SubParsersAction)
+                for name in action.choices}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^(?:git show HEAD \| )?sweeper (\w+)", "\n".join(fenced(readme, "bash")), re.MULTILINE))
+    assert listed and listed <= commands, f"not commands: {sorted(listed - commands)}"
