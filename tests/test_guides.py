@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from sweeper.cli import parser
-from sweeper.spec import load_spec
+from sweeper.config import TrialConfig, known_keys
+from sweeper.spec import Spec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDES = sorted((ROOT / "docs" / "guides").glob("*.md"))
@@ -50,13 +51,28 @@ def fenced(text: str, language: str) -> list[str]:
 
 
 def test_readme_spec_is_valid(tmp_path: Path) -> None:
-    """The README's annotated spec is a spec the code accepts (its comments drift; its keys cannot)."""
+    """The README's annotated spec, and every whole spec the docs show, is a spec the code accepts."""
     specs = fenced((ROOT / "README.md").read_text(encoding="utf-8"), "yaml")
     assert len(specs) == 1, "the README shows one annotated spec"
-    path = tmp_path / "readme.yaml"
-    path.write_text(specs[0], encoding="utf-8")
-    spec = load_spec(path)
-    assert spec.name == "smoke" and "lora.rank" in spec.search
+    pages = sorted((ROOT / "docs").rglob("*.md"))
+    whole = [block for page in pages for block in fenced(page.read_text(encoding="utf-8"), "yaml")
+             if block.startswith("name:")]
+    assert whole, "the docs show no whole spec (a ```yaml block starting with name:)"
+    for number, text in enumerate(specs + whole):
+        path = tmp_path / f"shown-{number}.yaml"
+        path.write_text(text, encoding="utf-8")
+        assert load_spec(path).search, f"{path.name} searches nothing:\n{text}"
+
+
+def test_documented_keys_exist() -> None:
+    """Each key in the first column of a docs table of keys (`lora.rank`, `data.split.folds`) is one a spec takes."""
+    keys = known_keys(Spec) | known_keys(TrialConfig) | {"data." + key for key in known_keys(TrialConfig)}
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        for table in re.findall(r"^\| key \| meaning \|\n\|---\|---\|\n((?:\|.*\n)+)", text, re.MULTILINE):
+            named = re.findall(r"`([a-z_.]+)`", "\n".join(row.split("|")[1] for row in table.splitlines()))
+            unknown = sorted(set(named) - keys)
+            assert named and not unknown, f"{page.name}: keys a spec does not take: {unknown}"
 
 
 def test_readme_commands_exist() -> None:
