@@ -183,6 +183,7 @@ def api_pages() -> dict[str, str]:
         top = name == "sweeper"
         pages[f"reference/api/{name}.md"] = "\n".join([
             f"# `{name}`", "", f"::: {name}", "    options:",
+            f"      show_root_heading: {str(top).lower()}",
             f"      show_submodules: {str(not top).lower()}",
             f"      members: {'false' if top else 'true'}", "",
             *([f"::: sweeper.{path.stem}" for path in sorted(PACKAGE.glob("*.py")) if path.stem != "__init__"]
