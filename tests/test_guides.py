@@ -20,34 +20,29 @@ from sweeper.spec import Spec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDES = sorted((ROOT / "docs" / "guides").glob("*.md"))
-BLOCK = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 
 
-def python_blocks(guide: Path) -> list[str]:
-    """The guide's ```python blocks, in order."""
-    return BLOCK.findall(guide.read_text(encoding="utf-8"))
+def fenced(text: str, language: str) -> list[str]:
+    """The text's ```LANGUAGE blocks, in order."""
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, re.DOTALL | re.MULTILINE)
 
 
 def test_blocks_are_found() -> None:
     """The extraction itself: a guide's fenced blocks, other languages and prose left out."""
     text = "Intro\n\n```python\na = 1\n```\n\n```bash\nls\n```\n\n```python\nb = a + 1\n```\n"
-    assert BLOCK.findall(text) == ["a = 1\n", "b = a + 1\n"]
+    assert fenced(text, "python") == ["a = 1\n", "b = a + 1\n"]
     assert GUIDES, "no guides found: docs/guides/*.md"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("guide", GUIDES, ids=[guide.stem for guide in GUIDES])
 def test_guide_runs(guide: Path, tmp_path: Path) -> None:
-    blocks = python_blocks(guide)
+    blocks = fenced(guide.read_text(encoding="utf-8"), "python")
     assert blocks, f"{guide.name} has no ```python block to run"
     script = tmp_path / f"{guide.stem}.py"
     script.write_text("\n\n".join(blocks), encoding="utf-8")
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{guide.name}'s code failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-
-
-def fenced(text: str, language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```$", text, re.DOTALL | re.MULTILINE)
 
 
 def test_readme_spec_is_valid(tmp_path: Path) -> None:
