@@ -46,7 +46,8 @@ class SplitConfig(Section):
     (drawn, seeded); `train` names the training projects (default: every project not validating or testing).
     """
 
-    kind: Literal["random", "time", "project"] = "time"
+    kind: Literal["random", "time", "project"] = Field("time", description="random: stratified on the label; "
+                                                       "time: older commits train; project: whole projects")
     valid: Share = Field(0.2, description="share of records (project: list of projects, or share of projects) "
                                            "for validation")
     test: Share = Field(0.0, description="share of records (project: list of projects, or share of projects) "
@@ -169,17 +170,17 @@ class HyperParams(method_sections()):  # type: ignore[misc]
     """What a sweep searches over: the method, its settings and the training recipe."""
 
     method: str = Field("lora", description=f"one of {', '.join(METHODS)}")
-    lr: float = Field(1e-4, gt=0, lt=1)
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(16, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    lr: float = Field(1e-4, gt=0, lt=1, description="AdamW's peak learning rate (linear warm-up and decay)")
+    epochs: int = Field(3, ge=1, description="passes over the training split")
+    batch_size: int = Field(16, ge=1, description="commits per optimiser step")
+    eval_batch_size: int = Field(64, ge=1, description="commits per evaluation batch")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps spent warming up the lr")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW's weight decay")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
     patience: int | None = Field(None, ge=1, description="stop after this many evaluations without improvement")
     eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps as well as each epoch")
     class_weighting: bool = Field(False, description="weight the loss by inverse class frequency")
-    seed: int = 0
+    seed: int = Field(0, description="the seed of everything (the data's sample and split too, unless data.seed)")
     features: Literal["none", "expert"] = Field("none", description="expert: JIT-Fine's head reads the commit's 14 "
                                                 "expert change metrics beside its text (jitdp only)")
     generation: GenerationSettings = GenerationSettings()
@@ -216,7 +217,7 @@ class TrialConfig(HyperParams):
     data: DataConfig = DataConfig()
     backbone: str = Field(EMBEDDED_BACKBONE, description="hub name, local folder, or 'embedded'")
     metric: str = Field("auc", description="the metric that picks the best evaluation")
-    mode: Literal["max", "min"] = "max"
+    mode: Literal["max", "min"] = Field("max", description="max: higher is better; min: lower (eval_loss)")
     threads: int = Field(1, ge=1, description="torch CPU threads; fixed so results repeat exactly")
 
     def flat(self) -> dict[str, Any]:

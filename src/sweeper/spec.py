@@ -30,13 +30,14 @@ class Distribution(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    choice: list[Any] | None = None
-    int_range: tuple[int, int] | None = Field(None, alias="int")
-    float_range: tuple[float, float] | None = Field(None, alias="float")
-    loguniform: tuple[float, float] | None = None
-    step: float | None = Field(None, gt=0)
-    log: bool = False
-    when: dict[str, Any] = Field(default_factory=dict)
+    choice: list[Any] | None = Field(None, description="one of these values")
+    int_range: tuple[int, int] | None = Field(None, alias="int", description="an integer in [low, high]")
+    float_range: tuple[float, float] | None = Field(None, alias="float", description="a float in [low, high]")
+    loguniform: tuple[float, float] | None = Field(None, description="a float in [low, high], on a log scale")
+    step: float | None = Field(None, gt=0, description="int/float: the grid's step")
+    log: bool = Field(False, description="int/float: sample on a log scale")
+    when: dict[str, Any] = Field(default_factory=dict, description="only for trials whose keys have these "
+                                                                   "values, e.g. {method: lora}")
 
     @model_validator(mode="after")
     def one_kind(self) -> "Distribution":
@@ -56,12 +57,14 @@ class Distribution(BaseModel):
 class PrunerConfig(Section):
     """An Optuna pruner and its settings; steps are evaluations (epochs, unless eval_every_steps)."""
 
-    kind: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
+    kind: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = Field(
+        "median", description="Optuna's pruner; none for multi-objective sweeps")
     startup_trials: int = Field(3, ge=0, description="median/percentile: trials to complete before pruning")
     warmup_steps: int = Field(0, ge=0, description="median/percentile: evaluations before a trial can be pruned")
-    percentile: float = Field(50.0, gt=0, lt=100)
+    percentile: float = Field(50.0, gt=0, lt=100, description="percentile: prune trials below this percentile")
     min_resource: int = Field(1, ge=1, description="successive_halving/hyperband: evaluations before the first rung")
-    reduction_factor: int = Field(3, ge=2)
+    reduction_factor: int = Field(3, ge=2, description="successive_halving/hyperband: 1/N of the trials go on "
+                                                       "at each rung")
 
 
 class Objective(Section):
@@ -70,27 +73,27 @@ class Objective(Section):
     `mode` defaults to the spec's `mode` for the first objective (the spec's metric) and to `min` for the cost.
     """
 
-    metric: str
-    mode: Literal["max", "min"] | None = None
+    metric: str = Field(description="the spec's metric, or a cost: trainable_params, train_seconds, ...")
+    mode: Literal["max", "min"] | None = Field(None, description="default: the spec's mode, then min")
 
 
 class Resources(Section):
     """What each trial gets from Ray; `gpu: 0.5` lets two trials share a GPU."""
 
-    cpu: float = Field(1, gt=0)
-    gpu: float = Field(0, ge=0)
+    cpu: float = Field(1, gt=0, description="CPUs per trial; also its torch threads")
+    gpu: float = Field(0, ge=0, description="GPUs per trial; 0.5 puts two trials on one GPU")
 
 
 class SweepConfig(Section):
     """How many trials, how they are chosen and pruned, and how many run at once."""
 
-    trials: int = Field(12, ge=1)
-    time_budget_s: float | None = Field(None, gt=0)
-    searcher: Literal["tpe", "random", "grid"] = "tpe"
+    trials: int = Field(12, ge=1, description="trials the search runs (repeats and baselines are not trials)")
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
+    searcher: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna's sampler")
     pruner: PrunerConfig = PrunerConfig()
-    max_concurrent: int = Field(2, ge=1)
+    max_concurrent: int = Field(2, ge=1, description="trials running at once")
     resources: Resources = Resources()
-    seed: int = 0
+    seed: int = Field(0, description="the sampler's seed")
     repeats: int = Field(0, ge=0, description="after the search, re-train the best configuration of each method with "
                                               "this many more seeds (the trial's seed + 1, + 2, ...); not trials")
     objectives: list[Objective] = Field(default_factory=list,
@@ -112,13 +115,15 @@ class Spec(Section):
     """A sweep: what to train on, what to search, how to run it, where to record it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    task: TaskName = "jitdp"
+    task: TaskName = Field("jitdp", description="jitdp: defect prediction; cmg: commit message generation")
     data: DataConfig = DataConfig()
-    backbone: str = EMBEDDED_BACKBONE
-    metric: str = "auc"
-    mode: Literal["max", "min"] = "max"
-    defaults: HyperParams = HyperParams()
-    search: dict[str, Distribution] = Field(default_factory=dict)
+    backbone: str = Field(EMBEDDED_BACKBONE, description="hub name, local folder, or 'embedded' (a toy built "
+                                                         "offline)")
+    metric: str = Field("auc", description="the metric that ranks trials and picks each trial's best evaluation")
+    mode: Literal["max", "min"] = Field("max", description="max: higher is better; min: lower (eval_loss)")
+    defaults: HyperParams = Field(HyperParams(), description="trial keys set for every trial")
+    search: dict[str, Distribution] = Field(default_factory=dict, description="the searched trial keys, by "
+                                                                          "dotted name")
     baselines: list[str] | None = Field(None, description="baselines fitted on the trials' training split and scored "
                                                           "beside them; default: lapredict and expert_lr for jitdp; "
                                                           "[] for none")
