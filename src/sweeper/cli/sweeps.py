@@ -49,12 +49,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def quiet_ray(verbose: bool) -> None:
-    """Ray's own hints (its experiment box, "View detailed results here", TensorBoard, the token-auth notice) stay out
-    of the user's terminal unless `--verbose`: sweeper prints each trial's progress and where the results are."""
+    """Ray's own hints (its experiment box, "View detailed results here", TensorBoard, the token-auth notice) and
+    MLflow's notes on creating a new store's tables stay out of the user's terminal unless `--verbose`: sweeper
+    prints each trial's progress and where the results are."""
     if verbose:
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's older reporter, which prints nothing at verbose=0
     logging.getLogger("ray").setLevel(logging.ERROR)
+    for store_logger in ("mlflow.store", "alembic"):  # "Creating initial MLflow database tables...", migrations
+        logging.getLogger(store_logger).setLevel(logging.WARNING)
 
 
 def print_outcome(summary: Any, as_json: bool) -> int:
