@@ -16,7 +16,8 @@ from sweeper.config import TrialConfig
 from sweeper.methods import apply_method
 from sweeper.precision import CPU_FLAGS_VARIABLE, autocast, cpu_flags, fast_bf16, hold_frozen_weights, resolve_precision
 from sweeper.tasks.defects import predict
-from sweeper.trial import predict_saved, prepare_data, run_trial
+from sweeper.recipe import predict_saved, prepare_data
+from sweeper.trial import run_trial
 
 CPU = torch.device("cpu")
 

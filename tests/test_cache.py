@@ -22,7 +22,8 @@ from sweeper.data.records import read_records, sample_records
 from sweeper.data.split import split_records
 from sweeper.methods import apply_method
 from sweeper.tasks.defects import predict
-from sweeper.trial import Prepared, predict_saved, prepare_data, run_trial
+from sweeper.recipe import Prepared, predict_saved, prepare_data
+from sweeper.trial import run_trial
 
 CPU = torch.device("cpu")
 TINY = {"data.sample": 120, "data.max_length": 32}

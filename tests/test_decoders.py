@@ -21,7 +21,8 @@ from sweeper.methods import apply_method
 from sweeper.tasks.defects import model_inputs, predict
 from sweeper.tasks.expert_head import ConcatHead, expert_features, install_expert_head
 from sweeper.tasks.messages import MessageGeneration
-from sweeper.trial import prepare_data, run_trial
+from sweeper.recipe import prepare_data
+from sweeper.trial import run_trial
 
 CPU = torch.device("cpu")
 

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from harness import last_json, sweeper, trial_runs, write_spec
 from sweeper.errors import SpecError
 from sweeper.sweep.search import OptunaSearcher, name_objectives, study_objectives
-from sweeper.tracking.sweeps import SweepDetails, SweepRecord, TrialRun
+from sweeper.recorded.sweeps import SweepDetails, SweepRecord, TrialRun
 from sweeper.sweep.space import define_by_run
 from sweeper.spec import format_objectives, load_spec, parse_objectives, parse_spec
 

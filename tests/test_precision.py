@@ -14,11 +14,13 @@ from sweeper.artifacts import TrialArtifacts, read_predictions
 from sweeper.data.split import trial_splits
 from sweeper.errors import SpecError, SweeperError
 from sweeper.methods import apply_method
-from sweeper.precision import accumulate, check_precision, gradient_scaler
+from sweeper.precision import check_precision, gradient_scaler
+from sweeper.step import accumulate
 from sweeper.spec import load_spec
 from sweeper.sweep.preflight import preflight
 from sweeper.trained.predict import predict_records
-from sweeper.trial import prepare_data, run_trial
+from sweeper.recipe import prepare_data
+from sweeper.trial import run_trial
 
 CPU = torch.device("cpu")
 

@@ -21,7 +21,8 @@ from sweeper.data.split import rolling_windows, time_split, trial_splits
 from sweeper.errors import SpecError, SweeperError
 from sweeper.metrics.classification import classification_metrics
 from sweeper.tracking.schema import Role
-from sweeper.trial import prepare_data, run_trial
+from sweeper.recipe import prepare_data
+from sweeper.trial import run_trial
 
 ROLLING = {"data.sample": 160, "data.max_length": 32, "data.split.valid": 0.3, "data.split.folds": 3,
            "lora.layers": "1"}

@@ -23,7 +23,7 @@ from sweeper.metrics.bootstrap import classification_intervals
 from sweeper.spec import load_spec, parse_overrides
 from sweeper.sweep.preflight import preflight
 from sweeper.tasks.defects import read_scored
-from sweeper.trial import prepare_data
+from sweeper.recipe import prepare_data
 
 SMOKE = SEARCH_SPACES / "smoke.yaml"
 CMG = {"task": "cmg", "data.path": "bundled:cmg", "metric": "eval_loss", "mode": "min"}

@@ -39,12 +39,11 @@ from sweeper.tasks import Prediction, Task, task_for
 from sweeper.tasks.expert_head import load_with_expert_head
 from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import Tag
+from sweeper.tracking.schema import PREDICTIONS_FILE, Tag
 
 MODEL_DIR = "model"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.csv"
 SCALER_FILE = "feature_scaler.json"
 STATE_FILE = "training_state.pt"  # checkpoints only: never logged as a result
 

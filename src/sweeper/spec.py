@@ -52,6 +52,14 @@ class Distribution(BaseModel):
             raise ValueError("choice needs at least one value")
         return self
 
+    def applies(self, current: dict[str, Any]) -> bool:
+        """Whether every `when` condition holds for the values chosen so far."""
+        for key, expected in self.when.items():
+            allowed = expected if isinstance(expected, list) else [expected]
+            if current.get(key) not in allowed:
+                return False
+        return True
+
 
 class PrunerConfig(Section):
     """An Optuna pruner and its settings; steps are evaluations (epochs, unless eval_every_steps)."""

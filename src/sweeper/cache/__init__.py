@@ -22,10 +22,7 @@ from typing import Any
 
 from filelock import FileLock
 
-
-def cache_dir() -> Path:
-    """`$SWEEPER_CACHE`, or `~/.cache/sweeper`: the embedded backbones and the caches of this package."""
-    return Path(os.environ.get("SWEEPER_CACHE", Path.home() / ".cache" / "sweeper")).expanduser()
+from sweeper.folders import cache_dir
 
 
 def digest(parts: dict[str, Any]) -> str:

@@ -61,7 +61,7 @@ def print_outcome(summary: Any, as_json: bool) -> int:
     """Counts, the best trial per method, and the exit code: 1 when every trial failed."""
     from sweeper.sweep.driver import summary_as_dict
     from sweeper.tracking.client import Tracker
-    from sweeper.tracking.sweeps import best_per_method, find_sweep, ranked, trial_runs
+    from sweeper.recorded.sweeps import best_per_method, find_sweep, ranked, trial_runs
 
     counts = {state: summary.count(state) for state in State.ENDED}
     repeats = ", ".join(f"{n} {state}" for state, n in summary.repeats.items())

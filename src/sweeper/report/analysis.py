@@ -11,7 +11,7 @@ from sweeper.metrics.bootstrap import (CLASSIFICATION_METRICS, DISPLAY, TEXT_MET
                                        classification_difference, compare_repeats, decision, paired_difference,
                                        text_statistic)
 from sweeper.tracking.schema import Role, State
-from sweeper.tracking.sweeps import Predictions, SweepDetails, TrialRun, best_per_method, ranked
+from sweeper.recorded.sweeps import Predictions, SweepDetails, TrialRun, best_per_method, ranked
 
 FRONT_COSTS = ("trainable_params", "train_seconds")  # the costs every report draws a Pareto front on
 TRAIN_FRACTION = "data.train_fraction"  # the trial key of low-resource sweeps (`DataConfig.train_fraction`)

@@ -20,7 +20,7 @@ from sweeper.report.analysis import FRONT_COSTS, FractionBest, pareto_front, tra
 from sweeper.metrics.bootstrap import DISPLAY  # noqa: E402
 from sweeper.report.verdict import Verdict  # noqa: E402
 from sweeper.tracking.schema import COSTS, State  # noqa: E402
-from sweeper.tracking.sweeps import SweepDetails, TrialRun, searched_keys, searched_params  # noqa: E402
+from sweeper.recorded.sweeps import SweepDetails, TrialRun, searched_keys, searched_params  # noqa: E402
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 DPI = 110

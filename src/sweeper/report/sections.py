@@ -23,7 +23,7 @@ from sweeper.report.verdict import Verdict, verdict
 from sweeper.spec import parse_objectives
 from sweeper.tasks import task_class
 from sweeper.tracking.schema import COSTS, Role, State, Tag
-from sweeper.tracking.sweeps import SweepDetails, TrialRun, ranked, searched_params
+from sweeper.recorded.sweeps import SweepDetails, TrialRun, ranked, searched_params
 
 
 def build_document(details: SweepDetails, out: Path, decision: Decision | None = None,

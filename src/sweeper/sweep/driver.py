@@ -19,7 +19,7 @@ from ray import tune
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from sweeper.cache import cache_dir
+from sweeper.folders import cache_dir
 from sweeper.data.records import Dataset
 from sweeper.errors import SweeperError
 from sweeper.report.verdict import log_verdict, sweep_verdict
@@ -34,11 +34,11 @@ from sweeper.sweep.search import OptunaSearcher, direction, make_sampler, name_o
 from sweeper.sweep.space import define_by_run
 from sweeper.sweep.trainable import train_in_ray
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.notes import write_sweep_note
+from sweeper.recorded.notes import write_sweep_note
 from sweeper.tracking.schema import (BEST_PREFIX, BEST_VALUE, COMPUTE_SECONDS, PARETO_FILE, PARETO_TRIALS,
                                      RESOLVABLE_DIFFERENCE, SPEC_FILE, TRIALS_PREFIX, VALIDATION_COMMITS,
                                      VALIDATION_POSITIVES, Role, State, Tag)
-from sweeper.tracking.sweeps import SweepRecord, best_per_method, find_sweep, ranked, trial_runs
+from sweeper.recorded.sweeps import SweepRecord, best_per_method, find_sweep, ranked, trial_runs
 
 
 # A trial whose worker or node dies resumes from its last checkpoint on another one, twice at most. Failures the trial

@@ -22,7 +22,7 @@ from sweeper.data.records import CommitRecord
 from sweeper.metrics.bootstrap import classification_intervals, flat_intervals
 from sweeper.metrics.classification import classification_metrics
 from sweeper.precision import autocast
-from sweeper.tasks import Evaluated, Prediction
+from sweeper.tasks.base import Evaluated, Prediction
 from sweeper.tasks.expert_head import batch_features, install_expert_head
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from sweeper.data.records import CommitRecord
 from sweeper.metrics.bootstrap import flat_intervals, text_intervals
 from sweeper.metrics.text import generation_metrics
 from sweeper.precision import autocast
-from sweeper.tasks import Evaluated, Prediction
+from sweeper.tasks.base import Evaluated, Prediction
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -17,10 +17,12 @@ from typing import Any
 
 import yaml
 
+from sweeper.config import parse_scalar
 from sweeper.errors import SweeperError
+from sweeper.spec import Spec, parse_spec
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import (BEST_PREFIX, CI_HIGH, CI_LOW, COMPUTE_SECONDS, EPOCH, SPEC_FILE, TRIALS_PREFIX,
-                                     Role, State, Tag)
+from sweeper.tracking.schema import (BEST_PREFIX, CI_HIGH, CI_LOW, COMPUTE_SECONDS, EPOCH, PREDICTIONS_FILE, SPEC_FILE,
+                                     TRIALS_PREFIX, Role, State, Tag)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class SweepDetails:
     experiment: str
     tags: dict[str, str]
     metrics: dict[str, float]
-    spec: Any  # sweeper.spec.Spec, or None when the logged spec no longer validates
+    spec: Spec | None  # None when the logged spec no longer validates
     trials: list[TrialRun]
     baselines: list[TrialRun] = field(default_factory=list)
     repeats: list[TrialRun] = field(default_factory=list)
@@ -153,7 +155,7 @@ def find_sweep(tracker: Tracker, sweep_id: str | None = None, experiment: str | 
                        tags.get(Tag.METRIC, "auc"), tags.get(Tag.MODE, "max"))
 
 
-def trial_runs(tracker: Tracker, sweep: SweepRecord, spec: Any = None, details: bool = False,
+def trial_runs(tracker: Tracker, sweep: SweepRecord, spec: Spec | None = None, details: bool = False,
                role: str = Role.TRIAL) -> list[TrialRun]:
     """Every trial of a sweep (or its baselines, or its repeats: `role`), in trial order; with `details`, the
     learning curve and artifact size too."""
@@ -208,8 +210,6 @@ def load_sweep(tracker: Tracker, sweep: SweepRecord, curves: bool = True) -> Swe
 
 def read_predictions(tracker: Tracker, run_id: str) -> Predictions | None:
     """A run's `predictions.csv`, or None when it logged none (older or failed runs)."""
-    from sweeper.artifacts import PREDICTIONS_FILE  # the trial layout's name (a torch import: only for reports)
-
     if PREDICTIONS_FILE not in {item.path for item in tracker.client.list_artifacts(run_id)}:
         return None
     with tempfile.TemporaryDirectory() as folder:
@@ -219,10 +219,8 @@ def read_predictions(tracker: Tracker, run_id: str) -> Predictions | None:
     return Predictions(tuple(header), {row[0]: (row[1], row[2]) for row in rows if len(row) == 3})
 
 
-def logged_spec(tracker: Tracker, run_id: str) -> Any:
+def logged_spec(tracker: Tracker, run_id: str) -> Spec | None:
     """The sweep's spec from its `spec.yaml` artifact, or None when missing or no longer valid."""
-    from sweeper.spec import parse_spec
-
     try:
         with tempfile.TemporaryDirectory() as folder:
             text = Path(tracker.client.download_artifacts(run_id, SPEC_FILE, folder)).read_text(encoding="utf-8")
@@ -251,15 +249,12 @@ def searched_params(details: SweepDetails, trial: TrialRun) -> dict[str, str]:
 
     Without the spec: `method`, `lr`, and the keys of the trial's own method section.
     """
-    from sweeper.config import parse_scalar
-    from sweeper.sweep.space import applies
-
     if details.spec is None:
         return {key: value for key, value in trial.params.items()
                 if key in ("method", "lr") or key.startswith(f"{trial.method}.")}
     current = {key: parse_scalar(value) for key, value in trial.params.items()}
     return {key: trial.params[key] for key, distribution in details.spec.search.items()
-            if key in trial.params and applies(distribution, current)}
+            if key in trial.params and distribution.applies(current)}
 
 
 def searched_keys(details: SweepDetails) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, REPORT_FOLDER, REPORT_HTML, State
-from sweeper.tracking.sweeps import SweepRecord, TrialRun, best_per_method, ranked, trial_runs
+from sweeper.recorded.sweeps import SweepRecord, TrialRun, best_per_method, ranked, trial_runs
 from sweeper.tracking.views import run_page
 
 
