@@ -15,7 +15,7 @@ from pathlib import Path
 SOURCE = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS: list[set[str]] = [  # bottom to top; a module may import its own layer and any below it
-    {"errors", "timings", "costs", "folders", "__init__"},
+    {"errors", "timings", "costs", "folders", "predictions", "direction", "__init__"},
     {"metrics", "methods", "quantization"},
     {"config"},
     {"data"},

@@ -19,11 +19,11 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, create_model,
                       field_validator, model_validator)
 
+from sweeper.direction import Mode
 from sweeper.errors import SpecError, did_you_mean
 from sweeper.methods import METHODS
 
 EMBEDDED_BACKBONE = "embedded"
-TaskName = Literal["jitdp", "cmg"]
 # YAML 1.1 reads a bare `off` as false (and `on` as true): both spellings mean the same here.
 CacheFrozen = Annotated[Literal["auto", "off"], BeforeValidator(
     lambda value: ("auto" if value else "off") if isinstance(value, bool) else value)]
@@ -212,11 +212,12 @@ class HyperParams(method_sections()):  # type: ignore[misc]
 class TrialConfig(HyperParams):
     """One trial, resolved: task, data, backbone and hyper-parameters."""
 
-    task: TaskName = Field("jitdp", description="jitdp: defect prediction; cmg: commit message generation")
+    task: str = Field("jitdp", description="a task of `sweeper.tasks.TASKS`: jitdp (defect prediction), cmg (commit "
+                      "message generation), or one registered")
     data: DataConfig = DataConfig()
     backbone: str = Field(EMBEDDED_BACKBONE, description="hub name, local folder, or 'embedded'")
     metric: str = Field("auc", description="the metric that picks the best evaluation")
-    mode: Literal["max", "min"] = "max"
+    mode: Mode = "max"
     threads: int = Field(1, ge=1, description="torch CPU threads; fixed so results repeat exactly")
 
     def flat(self) -> dict[str, Any]:

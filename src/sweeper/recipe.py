@@ -32,6 +32,7 @@ from sweeper.data.batching import batch_indices
 from sweeper.data.encoding import EncodedCommit
 from sweeper.data.records import Dataset
 from sweeper.data.split import Window, rolling_windows, trial_splits
+from sweeper.direction import Direction
 from sweeper.errors import SweeperError
 from sweeper.memory import MemoryEstimate, check_fits, estimate_memory
 from sweeper.methods import TrainableModel, apply_method, count_parameters
@@ -155,7 +156,7 @@ class Progress:
         evaluation is, when `rank` is False: a metric that cannot rank them keeps the latest)."""
         self.history.append(metrics)
         self.running_loss, self.running_batches = 0.0, 0
-        if self.best is None or not rank or improved(metrics[config.metric], self.best[config.metric], config.mode):
+        if self.best is None or not rank or Direction(config.mode).better(metrics[config.metric], than=self.best[config.metric]):
             self.best, self.best_predictions, self.evaluations_without_gain = metrics, predictions, 0
             self.best_state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
         else:
@@ -339,11 +340,6 @@ def out_of_memory_as_failure(config: TrialConfig) -> Iterator[None]:
         if "can't allocate memory" not in str(error):  # PyTorch's CPU allocator
             raise
         raise TrialFailed(advice) from error
-
-
-def improved(value: float, best: float, mode: str) -> bool:
-    """Whether `value` beats `best` in the direction of `mode`."""
-    return value > best if mode == "max" else value < best
 
 
 def restore(model: TrainableModel, state: dict[str, torch.Tensor]) -> None:

@@ -16,8 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, Section, TaskName, TrialConfig, check_features,
+from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, Section, TrialConfig, check_features,
                             check_folds, known_keys, parse_scalar, spec_error, validate_trial)
+from sweeper.direction import Direction, Mode, Objectives
 from sweeper.errors import SpecError, did_you_mean
 from sweeper.tracking.schema import COST_OBJECTIVES
 
@@ -79,7 +80,7 @@ class Objective(Section):
     """
 
     metric: str
-    mode: Literal["max", "min"] | None = None
+    mode: Mode | None = None
 
 
 class Resources(Section):
@@ -120,11 +121,11 @@ class Spec(Section):
     """A sweep: what to train on, what to search, how to run it, where to record it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    task: TaskName = "jitdp"
+    task: str = Field("jitdp", description="a task of `sweeper.tasks.TASKS`: jitdp, cmg, or one registered")
     data: DataConfig = DataConfig()
     backbone: str = EMBEDDED_BACKBONE
     metric: str = "auc"
-    mode: Literal["max", "min"] = "max"
+    mode: Mode = "max"
     defaults: HyperParams = HyperParams()
     search: dict[str, Distribution] = Field(default_factory=dict)
     baselines: list[str] | None = Field(None, description="baselines fitted on the trials' training split and scored "
@@ -151,21 +152,21 @@ class Spec(Section):
 
         return list(BASELINES) if self.task == "jitdp" else []
 
-    def objectives(self) -> list[tuple[str, str]]:
+    def objectives(self) -> Objectives:
         """(metric, mode) of each objective with its default mode filled in; empty for a single-objective sweep."""
         return [(objective.metric, objective.mode or (self.mode if index == 0 else "min"))
                 for index, objective in enumerate(self.sweep.objectives)]
 
 
-def format_objectives(objectives: list[tuple[str, str]]) -> str:
+def format_objectives(objectives: Objectives) -> str:
     """[('auc', 'max'), ('trainable_params', 'min')] -> 'auc:max,trainable_params:min' (the parent run's tag)."""
     return ",".join(f"{metric}:{mode}" for metric, mode in objectives)
 
 
-def parse_objectives(text: str | None) -> list[tuple[str, str]]:
+def parse_objectives(text: str | None) -> Objectives:
     """The inverse of `format_objectives`; empty for None or ''."""
     pairs = [item.partition(":") for item in (text or "").split(",") if item]
-    return [(metric, mode or "max") for metric, _, mode in pairs]
+    return [(metric, Direction(mode or "max").value) for metric, _, mode in pairs]
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -192,6 +193,7 @@ def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
         spec = Spec.model_validate(data)
     except ValidationError as error:
         raise spec_error(error, source, Spec, lambda path: at_line(source, text, path)) from None
+    check_task(spec, source, text)
     check_features(spec.task, spec.defaults.features, at_line(source, text, ["defaults", "features"]),
                    "defaults.features")
     check_folds(spec.task, spec.data.split.folds, at_line(source, text, ["data", "split", "folds"]))
@@ -202,6 +204,15 @@ def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
     base = spec.base_trial()
     validate_trial(base.model_dump(mode="json"), source)
     return spec
+
+
+def check_task(spec: Spec, source: str, text: str) -> None:
+    """The task must be one of the registry's."""
+    from sweeper.tasks import TASKS
+
+    if spec.task not in TASKS:
+        raise SpecError(at_line(source, text, ["task"]), "task", f"unknown task '{spec.task}'",
+                        did_you_mean(spec.task, list(TASKS)) or f"use one of {', '.join(TASKS)}")
 
 
 def check_search(spec: Spec, source: str, text: str) -> None:

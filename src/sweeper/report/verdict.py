@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeper.metrics.bootstrap import DISPLAY
+from sweeper.report.wording import DISPLAY
 from sweeper.metrics.resolution import Resolution, split_resolution
 from sweeper.metrics.text import sentence_bleu
 from sweeper.report.analysis import decision_metric, label, repeats_of, spread, value_text

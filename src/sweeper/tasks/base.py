@@ -7,8 +7,9 @@ Each task module of this package defines one task class; `sweeper.tasks` collect
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from sweeper.predictions import Prediction
 
 if TYPE_CHECKING:
     import torch
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from sweeper.data.features import FeatureScaler
     from sweeper.data.records import CommitRecord
 
-Prediction = float | str  # a defect probability, or a generated message
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Task(Protocol):
     generated_metrics: ClassVar[tuple[str, ...]]  # scored on generated text: at the end, or every generation.every
     lower_is_better: ClassVar[tuple[str, ...]]
     shown: ClassVar[tuple[str, ...]]  # shown beside the sweep's metric in rankings and reports
+    prediction_columns: ClassVar[tuple[str, str, str]]  # of its predictions file: `predictions.SCORES` or `MESSAGES`
     scaler: FeatureScaler | None  # the expert features' scaler, fitted on the training split (`features: expert`)
 
     def fit(self, train: list[CommitRecord]) -> None:
@@ -68,7 +69,8 @@ class Task(Protocol):
     def intervals(self, items: list[EncodedCommit], predictions: list[Prediction]) -> dict[str, float]:
         """Seeded bootstrap 95 % intervals of the task's metrics over `items`: `<metric>_ci_low`, `<metric>_ci_high`."""
 
-    def write_predictions(self, path: Path, items: list[EncodedCommit], predictions: list[Prediction]) -> None: ...
+    def truth(self, item: EncodedCommit) -> Any:
+        """What a prediction of `item` is compared with (its label, its own message): the predictions file's column."""
 
     def predict_records(self, model: PreTrainedModel, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase,
                         device: torch.device) -> list[Prediction]:
