@@ -29,7 +29,7 @@ CacheFrozen = Annotated[Literal["auto", "off"], BeforeValidator(
     lambda value: ("auto" if value else "off") if isinstance(value, bool) else value)]
 
 
-class Section(BaseModel):
+class ConfigSection(BaseModel):
     """A config section: unknown keys are errors, values are checked on assignment too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -38,7 +38,7 @@ class Section(BaseModel):
 Share = Annotated[float | list[str], BeforeValidator(lambda value: [value] if isinstance(value, str) else value)]
 
 
-class SplitConfig(Section):
+class SplitConfig(ConfigSection):
     """How records are split: `random` (stratified on label, seeded), `time` (older commits train) or `project`
     (whole projects train, validate and test: cross-project transfer).
 
@@ -99,7 +99,7 @@ class SplitConfig(Section):
         return self
 
 
-class DataConfig(Section):
+class DataConfig(ConfigSection):
     """Where the commits come from and how they are split and encoded."""
 
     path: str = Field("bundled:jitdp", description="file path (relative to the folder the command runs in), s3:// URI "
@@ -147,7 +147,7 @@ class DataConfig(Section):
         return self
 
 
-class GenerationSettings(Section):
+class GenerationSettings(ConfigSection):
     """Commit message generation: decoding and how often the generated messages are scored."""
 
     num_beams: int = Field(1, ge=1, description="1: greedy search; more: beam search")
@@ -158,11 +158,11 @@ class GenerationSettings(Section):
                                 "GraphCodeBERT, UniXcoder) gets a new decoder of this many layers, which always trains")
 
 
-def method_sections() -> type[Section]:
+def method_sections() -> type[ConfigSection]:
     """One section per method that has settings, named after the method (`lora.rank`, `adapter.placement`)."""
     fields: dict[str, Any] = {name: (method.settings, Field(default_factory=method.settings, description=method.summary))
                               for name, method in METHODS.items() if method.settings is not None}
-    return create_model("MethodSections", __base__=Section, **fields)
+    return create_model("MethodSections", __base__=ConfigSection, **fields)
 
 
 class HyperParams(method_sections()):  # type: ignore[misc]

@@ -27,7 +27,7 @@ from sweeper.backbone import load_tokenizer
 from sweeper.cache.encoded import encoded_splits
 from sweeper.cache.frozen import CacheUse, frozen_prefix, use_frozen_cache
 from sweeper.config import TrialConfig
-from sweeper.costs import peak_memory_mb, train_flops, training_tokens
+from sweeper.costs import cost_figures, training_tokens
 from sweeper.data.batching import batch_indices
 from sweeper.data.encoding import EncodedCommit
 from sweeper.data.records import Dataset
@@ -259,26 +259,12 @@ def trial_costs(built: Built, runs: list[Progress], train_samples: int, config: 
                 fill_tokens: int | None = None) -> dict[str, float]:
     """The cost figures of a trial that trained `runs` (one; a rolling trial's windows: summed) with `built`'s
     model; `fill_tokens`, the frozen-prefix cache fill of all of them when not `built`'s alone."""
-    train_seconds = sum(progress.train_seconds for progress in runs)
-    samples = sum(progress.samples_seen for progress in runs)
-    tokens = sum(progress.tokens_seen for progress in runs)
-    filled = built.cache.fill_tokens if fill_tokens is None else fill_tokens
-    return {
-        "trainable_params": float(built.trainable),
-        "total_params": float(built.total),
-        "trainable_percent": 100.0 * built.trainable / built.total,
-        "backbone_params": float(built.backbone_params),
-        "train_seconds": train_seconds,
-        "eval_seconds": sum(progress.eval_seconds for progress in runs),
-        "samples_per_second": samples / train_seconds if train_seconds else 0.0,
-        "peak_memory_mb": peak_memory_mb(device),
-        "estimated_memory_mb": built.memory.total / 2**20,
-        "train_flops": train_flops(built.model, tokens, built.cache.modules, filled),
-        "train_samples": float(train_samples),
-        "micro_batch_size": float(math.ceil(config.batch_size / config.grad_accum)),
-        "effective_batch_size": float(config.batch_size),
-        "epochs_run": sum(progress.history[-1][EPOCH] for progress in runs),
-    }
+    return cost_figures(built.model, runs, trainable=built.trainable, total=built.total,
+                        backbone_params=built.backbone_params, estimated_bytes=built.memory.total,
+                        train_samples=train_samples, batch_size=config.batch_size, grad_accum=config.grad_accum,
+                        epochs_run=sum(progress.history[-1][EPOCH] for progress in runs), device=device,
+                        cached=built.cache.modules,
+                        fill_tokens=built.cache.fill_tokens if fill_tokens is None else fill_tokens)
 
 
 def evaluate(model: TrainableModel, data: Prepared, config: TrialConfig, progress: Progress, device: torch.device,
@@ -288,11 +274,11 @@ def evaluate(model: TrainableModel, data: Prepared, config: TrialConfig, progres
     started = time.perf_counter()
     every = config.generation.every
     with timed("trial.evaluate"):
-        evaluated = data.task.evaluate(model, data.valid, device,
-                                       score=every is not None and (len(progress.history) + 1) % every == 0)
+        scores = data.task.evaluate(model, data.valid, device,
+                                    score=every is not None and (len(progress.history) + 1) % every == 0)
     progress.eval_seconds += time.perf_counter() - started
-    metrics = evaluated.metrics | {TRAIN_LOSS: progress.running_loss / max(progress.running_batches, 1), EPOCH: epoch}
-    progress.record(metrics, evaluated.predictions, model, config, rank)
+    metrics = scores.metrics | {TRAIN_LOSS: progress.running_loss / max(progress.running_batches, 1), EPOCH: epoch}
+    progress.record(metrics, scores.predictions, model, config, rank)
     return metrics
 
 

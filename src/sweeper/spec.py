@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, Section, TrialConfig, check_features,
+from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, ConfigSection, TrialConfig, check_features,
                             check_folds, known_keys, parse_scalar, spec_error, validate_trial)
 from sweeper.direction import Direction, Mode, Objectives
 from sweeper.errors import SpecError, did_you_mean
@@ -62,7 +62,7 @@ class Distribution(BaseModel):
         return True
 
 
-class PrunerConfig(Section):
+class PrunerConfig(ConfigSection):
     """An Optuna pruner and its settings; steps are evaluations (epochs, unless eval_every_steps)."""
 
     kind: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
@@ -73,7 +73,7 @@ class PrunerConfig(Section):
     reduction_factor: int = Field(3, ge=2)
 
 
-class Objective(Section):
+class Objective(ConfigSection):
     """One objective of a multi-objective sweep: a metric of the trial's final result and its direction.
 
     `mode` defaults to the spec's `mode` for the first objective (the spec's metric) and to `min` for the cost.
@@ -83,14 +83,14 @@ class Objective(Section):
     mode: Mode | None = None
 
 
-class Resources(Section):
+class Resources(ConfigSection):
     """What each trial gets from Ray; `gpu: 0.5` lets two trials share a GPU."""
 
     cpu: float = Field(1, gt=0)
     gpu: float = Field(0, ge=0)
 
 
-class SweepConfig(Section):
+class SweepConfig(ConfigSection):
     """How many trials, how they are chosen and pruned, and how many run at once."""
 
     trials: int = Field(12, ge=1)
@@ -109,7 +109,7 @@ class SweepConfig(Section):
                                                          "Registry: true (named after the spec) or a model name")
 
 
-class TrackingConfig(Section):
+class TrackingConfig(ConfigSection):
     """Where runs, the Optuna study and Ray's results go (defaults: the working directory)."""
 
     uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
@@ -117,7 +117,7 @@ class TrackingConfig(Section):
     storage: str = Field("sweeper-results", description="Ray Tune storage: a folder or s3://bucket/path")
 
 
-class Spec(Section):
+class Spec(ConfigSection):
     """A sweep: what to train on, what to search, how to run it, where to record it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -24,6 +24,8 @@ from filelock import FileLock
 
 from sweeper.folders import cache_dir
 
+__all__ = ["ABOUT_FILE", "cached_folder", "digest"]
+
 
 def digest(parts: dict[str, Any]) -> str:
     """A short, stable digest of JSON-able `parts` (keys sorted): the name of a cache entry.

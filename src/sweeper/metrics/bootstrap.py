@@ -36,7 +36,7 @@ Statistic = Callable[[np.ndarray], float]
 """Maps an index array (m,) of validation items to one metric value (NaN where undefined)."""
 VectorStatistic = Callable[[np.ndarray], np.ndarray]
 """Maps index arrays (r, m), one resample per row, to values (r,) or, for several metrics, (k, r)."""
-Method = Literal["BCa", "percentile"]
+IntervalMethod = Literal["BCa", "percentile"]
 
 CLASSIFICATION_METRICS = ("auc", "f1", "mcc", "precision", "recall", "max_f1")
 TEXT_METRICS = ("bleu", "corpus_bleu", "rouge_l", "exact_match")
@@ -45,7 +45,7 @@ TEXT_METRICS = ("bleu", "corpus_bleu", "rouge_l", "exact_match")
 # --- the core: one scipy.stats.bootstrap call over the indices -----------------------------------------
 
 def interval(statistic: Statistic | VectorStatistic, n: int, *, resamples: int = 1000, confidence: float = 0.95,
-             seed: int = 0, method: Method = "BCa", vectorized: bool = False) -> tuple[float, float]:
+             seed: int = 0, method: IntervalMethod = "BCa", vectorized: bool = False) -> tuple[float, float]:
     """A bootstrap confidence interval of `statistic` over `n` items: (low, high).
 
     `statistic(indices)` computes the metric on the items at `indices` (repeats allowed). With
@@ -66,7 +66,7 @@ def interval(statistic: Statistic | VectorStatistic, n: int, *, resamples: int =
 
 
 def intervals(statistic: VectorStatistic, n: int, names: Sequence[str], *, resamples: int = 1000,
-              confidence: float = 0.95, seed: int = 0, method: Method = "BCa") -> dict[str, tuple[float, float]]:
+              confidence: float = 0.95, seed: int = 0, method: IntervalMethod = "BCa") -> dict[str, tuple[float, float]]:
     """Intervals of several metrics from one vectorized statistic, all on the same resamples.
 
     `statistic(indices)` takes (r, m) index arrays and returns (len(names), r) values; see `interval`.
@@ -88,7 +88,7 @@ def _as_vector(statistic: Statistic | VectorStatistic, vectorized: bool, k: int)
 
 
 def _intervals(statistic: Callable[[np.ndarray], np.ndarray], n: int, k: int, resamples: int, confidence: float,
-               seed: int, method: Method) -> list[tuple[float, float]]:
+               seed: int, method: IntervalMethod) -> list[tuple[float, float]]:
     """`scipy.stats.bootstrap` on `arange(n)`; per metric, its interval or the percentile fallback."""
     if n < 2:
         return [(math.nan, math.nan)] * k
@@ -305,7 +305,7 @@ class Difference:
 
 
 def paired_difference(statistic_a: Statistic | VectorStatistic, statistic_b: Statistic | VectorStatistic, n: int, *,
-                      resamples: int = 1000, confidence: float = 0.95, seed: int = 0, method: Method = "BCa",
+                      resamples: int = 1000, confidence: float = 0.95, seed: int = 0, method: IntervalMethod = "BCa",
                       vectorized: bool = False) -> Difference:
     """A - B with a paired bootstrap interval: both statistics see the same resampled items.
 

@@ -54,13 +54,13 @@ def summarise(tracker: Tracker, summary: SweepSummary, study: optuna.Study, metr
     """Counts by state, compute and the best run, from MLflow and the study; the baselines' values of `metric` and
     the repeats by state too. A multi-objective study has no single best trial: its best run is `pareto_best`'s."""
     experiment_id = tracker.experiment_id(summary.experiment)
-    runs = tracker.trial_runs(summary.parent_run_id, experiment_id)
+    runs = tracker.child_runs(summary.parent_run_id, experiment_id)
     for state in State.ENDED:
         summary.counts[state] = sum(1 for run in runs if run.data.tags.get(Tag.STATE) == state)
     summary.baselines = {run.data.tags.get(Tag.BASELINE, run.info.run_name): run.data.metrics.get(BEST_PREFIX + metric)
-                         for run in tracker.trial_runs(summary.parent_run_id, experiment_id, Role.BASELINE)}
+                         for run in tracker.child_runs(summary.parent_run_id, experiment_id, Role.BASELINE)}
     repeats = [run.data.tags.get(Tag.STATE) for run in
-               tracker.trial_runs(summary.parent_run_id, experiment_id, Role.REPEAT)]
+               tracker.child_runs(summary.parent_run_id, experiment_id, Role.REPEAT)]
     summary.repeats = {state: repeats.count(state) for state in State.ENDED if state in repeats}
     summary.compute_seconds = sum(run.data.metrics.get(COMPUTE_SECONDS, 0.0) for run in runs)
     summary.objectives = study_objectives(study)

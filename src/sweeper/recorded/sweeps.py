@@ -149,7 +149,7 @@ def trial_runs(tracker: Tracker, sweep: SweepRecord, spec: Spec | None = None, d
     learning curve and artifact size too."""
     resources = spec.sweep.resources if spec is not None else None
     trials = []
-    for run in tracker.trial_runs(sweep.run_id, sweep.experiment_id, role):
+    for run in tracker.child_runs(sweep.run_id, sweep.experiment_id, role):
         tags, params = run.data.tags, dict(run.data.params)
         number = tags.get(Tag.REPEAT_OF_TRIAL if role == Role.REPEAT else Tag.OPTUNA_TRIAL, "")
         method = tags.get(Tag.BASELINE, "?") if role == Role.BASELINE else \

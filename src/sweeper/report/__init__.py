@@ -19,6 +19,8 @@ from sweeper.recorded.notes import write_sweep_note
 from sweeper.tracking.schema import REPORT_FOLDER, REPORT_HTML
 from sweeper.recorded.sweeps import SweepRecord, load_sweep
 
+__all__ = ["WrittenReport", "write_report"]
+
 
 @dataclass(frozen=True)
 class WrittenReport:

@@ -113,7 +113,7 @@ def open_sweep(spec: Spec, spec_text: str, tracking_uri: str | None, sweep_id: s
 def run_baselines(sweep: RunningSweep) -> None:
     """The spec's baselines, fitted on the trials' split, once per sweep (a resumed sweep has them already)."""
     record = sweep.record
-    if not sweep.tracker.trial_runs(record.run_id, record.experiment_id, Role.BASELINE):
+    if not sweep.tracker.child_runs(record.run_id, record.experiment_id, Role.BASELINE):
         log_baselines(sweep.tracker, sweep.spec, sweep.dataset, record.run_id, record.sweep_id)
 
 
@@ -141,7 +141,7 @@ def run_repeats(sweep: RunningSweep) -> None:
     best = [(trial.run_id, trial.number, trial.method)
             for trial in best_per_method(ranked(trial_runs(tracker, record), record.metric, record.mode))]
     done = {(run.data.tags.get(Tag.REPEAT_OF, ""), int(run.data.params.get("seed", -1)))
-            for run in tracker.trial_runs(record.run_id, record.experiment_id, Role.REPEAT)
+            for run in tracker.child_runs(record.run_id, record.experiment_id, Role.REPEAT)
             if run.data.tags.get(Tag.STATE) == State.COMPLETE}
     searched = {trial.number: trial.params for trial in sweep.study.get_trials(deepcopy=False)}
     jobs = plan_repeats(spec, best, searched, done)

@@ -33,7 +33,7 @@ def recover_interrupted(tracker: Tracker, sweep_id: str, study_storage: str | No
     if "***" in storage:
         raise SweeperError(f"the Optuna storage of sweep '{sweep_id}' has a password: pass it with --study URL")
     spec_text = tracker.client.download_artifacts(parent.info.run_id, SPEC_FILE)
-    runs = tracker.trial_runs(parent.info.run_id, parent.info.experiment_id, role=None)  # repeats too
+    runs = tracker.child_runs(parent.info.run_id, parent.info.experiment_id, role=None)  # repeats too
     for run in runs:
         if run.info.status == "RUNNING":
             tracker.end_run(run.info.run_id, State.KILLED)

@@ -6,7 +6,7 @@ generated), which are lower-is-better, and which a ranking shows. Usage::
 
     task = task_for(config)                 # DefectPrediction or MessageGeneration
     model = task.load_model(config.backbone)
-    evaluated = task.evaluate(model, items, device, score=True)
+    scores = task.evaluate(model, items, device, score=True)
 
 Each module of this package that defines a `TASK` (a class that follows `sweeper.tasks.base.Task`) is a task;
 `TASKS` maps the task names (a spec's `task`) to them. A task defined elsewhere joins with `register_task`
@@ -20,12 +20,12 @@ import pkgutil
 from typing import TYPE_CHECKING
 
 from sweeper.errors import SweeperError
-from sweeper.tasks.base import Evaluated, Prediction, Task
+from sweeper.tasks.base import Scores, Prediction, Task
 
 if TYPE_CHECKING:
     from sweeper.config import TrialConfig
 
-__all__ = ["TASKS", "Evaluated", "Prediction", "Task", "register_task", "task_class", "task_for"]
+__all__ = ["TASKS", "Scores", "Prediction", "Task", "register_task", "task_class", "task_for"]
 
 
 def discover() -> dict[str, type[Task]]:

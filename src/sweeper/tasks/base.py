@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Evaluated:
+class Scores:
     """Metrics over a set of commits and one prediction per commit (in input order).
 
     `scored` is False when only the cheap metrics were computed (message generation between scorings:
@@ -61,7 +61,7 @@ class Task(Protocol):
     def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
     def evaluate(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
-                 score: bool) -> Evaluated: ...
+                 score: bool) -> Scores: ...
 
     def test_metrics(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
                      best: dict[str, float]) -> dict[str, float]: ...

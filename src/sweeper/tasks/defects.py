@@ -22,7 +22,7 @@ from sweeper.metrics.bootstrap import classification_intervals, flat_intervals
 from sweeper.metrics.classification import classification_metrics
 from sweeper.precision import autocast
 from sweeper.predictions import SCORES, Prediction
-from sweeper.tasks.base import Evaluated
+from sweeper.tasks.base import Scores
 from sweeper.tasks.expert_head import batch_features, install_expert_head
 
 if TYPE_CHECKING:
@@ -86,10 +86,10 @@ class DefectPrediction:
         return self.loss_fn(logits, batch["labels"])
 
     def evaluate(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
-                 score: bool = True) -> Evaluated:
+                 score: bool = True) -> Scores:
         scores, eval_loss = self.scores(model, items, device)
         metrics = classification_metrics([item.label for item in items], scores) | {"eval_loss": eval_loss}
-        return Evaluated(metrics, list(scores))
+        return Scores(metrics, list(scores))
 
     def scores(self, model: PreTrainedModel, items: list[EncodedCommit],
                device: torch.device) -> tuple[list[float], float]:

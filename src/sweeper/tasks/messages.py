@@ -20,7 +20,7 @@ from sweeper.metrics.bootstrap import flat_intervals, text_intervals
 from sweeper.metrics.text import generation_metrics
 from sweeper.precision import autocast
 from sweeper.predictions import MESSAGES, Prediction
-from sweeper.tasks.base import Evaluated
+from sweeper.tasks.base import Scores
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -98,14 +98,14 @@ class MessageGeneration:
 
     @torch.no_grad()
     def evaluate(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
-                 score: bool) -> Evaluated:
+                 score: bool) -> Scores:
         with autocast(self.config, device):  # as it trained: evaluation, test and `sweeper predict` alike
             metrics = {"eval_loss": self.eval_loss(model, items, device)}
             if not score:
-                return Evaluated(metrics, [], scored=False)
+                return Scores(metrics, [], scored=False)
             predictions = self.generate(model, items, device)
         metrics |= generation_metrics([item.reference for item in items], predictions)
-        return Evaluated(metrics, list(predictions))
+        return Scores(metrics, list(predictions))
 
     def eval_loss(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device) -> float:
         """Mean cross-entropy per message token over `items`."""
