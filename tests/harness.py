@@ -226,8 +226,8 @@ def data_lines(path: str) -> list[str]:
 
 
 def predict_in_fresh_process(folder: Path) -> list:
-    """`sweeper.trial.predict_saved(folder)` in a new Python process: a trial folder reloaded with nothing cached."""
-    script = ("import json, sys; from pathlib import Path; from sweeper.trial import predict_saved; "
+    """`sweeper.recipe.predict_saved(folder)` in a new Python process: a trial folder reloaded with nothing cached."""
+    script = ("import json, sys; from pathlib import Path; from sweeper.recipe import predict_saved; "
               "print(json.dumps(predict_saved(Path(sys.argv[1]))))")
     out = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

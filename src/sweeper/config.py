@@ -19,17 +19,17 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, create_model,
                       field_validator, model_validator)
 
+from sweeper.direction import Mode
 from sweeper.errors import SpecError, did_you_mean
 from sweeper.methods import METHODS
 
 EMBEDDED_BACKBONE = "embedded"
-TaskName = Literal["jitdp", "cmg"]
 # YAML 1.1 reads a bare `off` as false (and `on` as true): both spellings mean the same here.
 CacheFrozen = Annotated[Literal["auto", "off"], BeforeValidator(
     lambda value: ("auto" if value else "off") if isinstance(value, bool) else value)]
 
 
-class Section(BaseModel):
+class ConfigSection(BaseModel):
     """A config section: unknown keys are errors, values are checked on assignment too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -38,7 +38,7 @@ class Section(BaseModel):
 Share = Annotated[float | list[str], BeforeValidator(lambda value: [value] if isinstance(value, str) else value)]
 
 
-class SplitConfig(Section):
+class SplitConfig(ConfigSection):
     """How records are split: `random` (stratified on label, seeded), `time` (older commits train) or `project`
     (whole projects train, validate and test: cross-project transfer).
 
@@ -100,7 +100,7 @@ class SplitConfig(Section):
         return self
 
 
-class DataConfig(Section):
+class DataConfig(ConfigSection):
     """Where the commits come from and how they are split and encoded."""
 
     path: str = Field("bundled:jitdp", description="file path (relative to the folder the command runs in), s3:// URI "
@@ -148,7 +148,7 @@ class DataConfig(Section):
         return self
 
 
-class GenerationSettings(Section):
+class GenerationSettings(ConfigSection):
     """Commit message generation: decoding and how often the generated messages are scored."""
 
     num_beams: int = Field(1, ge=1, description="1: greedy search; more: beam search")
@@ -159,11 +159,11 @@ class GenerationSettings(Section):
                                 "GraphCodeBERT, UniXcoder) gets a new decoder of this many layers, which always trains")
 
 
-def method_sections() -> type[Section]:
+def method_sections() -> type[ConfigSection]:
     """One section per method that has settings, named after the method (`lora.rank`, `adapter.placement`)."""
     fields: dict[str, Any] = {name: (method.settings, Field(default_factory=method.settings, description=method.summary))
                               for name, method in METHODS.items() if method.settings is not None}
-    return create_model("MethodSections", __base__=Section, **fields)
+    return create_model("MethodSections", __base__=ConfigSection, **fields)
 
 
 class HyperParams(method_sections()):  # type: ignore[misc]
@@ -213,11 +213,12 @@ class HyperParams(method_sections()):  # type: ignore[misc]
 class TrialConfig(HyperParams):
     """One trial, resolved: task, data, backbone and hyper-parameters."""
 
-    task: TaskName = Field("jitdp", description="jitdp: defect prediction; cmg: commit message generation")
+    task: str = Field("jitdp", description="a task of `sweeper.tasks.TASKS`: jitdp (defect prediction), cmg (commit "
+                      "message generation), or one registered")
     data: DataConfig = DataConfig()
     backbone: str = Field(EMBEDDED_BACKBONE, description="hub name, local folder, or 'embedded'")
     metric: str = Field("auc", description="the metric that picks the best evaluation")
-    mode: Literal["max", "min"] = Field("max", description="max: higher is better; min: lower (eval_loss)")
+    mode: Mode = Field("max", description="max: higher is better; min: lower (eval_loss)")
     threads: int = Field(1, ge=1, description="torch CPU threads; fixed so results repeat exactly")
 
     def flat(self) -> dict[str, Any]:

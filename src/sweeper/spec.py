@@ -16,8 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, Section, TaskName, TrialConfig, check_features,
+from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, ConfigSection, TrialConfig, check_features,
                             check_folds, known_keys, parse_scalar, spec_error, validate_trial)
+from sweeper.direction import Direction, Mode, Objectives
 from sweeper.errors import SpecError, did_you_mean
 from sweeper.tracking.schema import COST_OBJECTIVES
 
@@ -53,8 +54,16 @@ class Distribution(BaseModel):
             raise ValueError("choice needs at least one value")
         return self
 
+    def applies(self, current: dict[str, Any]) -> bool:
+        """Whether every `when` condition holds for the values chosen so far."""
+        for key, expected in self.when.items():
+            allowed = expected if isinstance(expected, list) else [expected]
+            if current.get(key) not in allowed:
+                return False
+        return True
 
-class PrunerConfig(Section):
+
+class PrunerConfig(ConfigSection):
     """An Optuna pruner and its settings; steps are evaluations (epochs, unless eval_every_steps)."""
 
     kind: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = Field(
@@ -67,24 +76,24 @@ class PrunerConfig(Section):
                                                        "at each rung")
 
 
-class Objective(Section):
+class Objective(ConfigSection):
     """One objective of a multi-objective sweep: a metric of the trial's final result and its direction.
 
     `mode` defaults to the spec's `mode` for the first objective (the spec's metric) and to `min` for the cost.
     """
 
     metric: str = Field(description="the spec's metric, or a cost: trainable_params, train_seconds, ...")
-    mode: Literal["max", "min"] | None = Field(None, description="default: the spec's mode, then min")
+    mode: Mode | None = Field(None, description="default: the spec's mode, then min")
 
 
-class Resources(Section):
+class Resources(ConfigSection):
     """What each trial gets from Ray; `gpu: 0.5` lets two trials share a GPU."""
 
     cpu: float = Field(1, gt=0, description="CPUs per trial; also its torch threads")
     gpu: float = Field(0, ge=0, description="GPUs per trial; 0.5 puts two trials on one GPU")
 
 
-class SweepConfig(Section):
+class SweepConfig(ConfigSection):
     """How many trials, how they are chosen and pruned, and how many run at once."""
 
     trials: int = Field(12, ge=1, description="trials the search runs (repeats and baselines are not trials)")
@@ -103,7 +112,7 @@ class SweepConfig(Section):
                                                          "Registry: true (named after the spec) or a model name")
 
 
-class TrackingConfig(Section):
+class TrackingConfig(ConfigSection):
     """Where runs, the Optuna study and Ray's results go (defaults: the working directory)."""
 
     uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
@@ -111,16 +120,17 @@ class TrackingConfig(Section):
     storage: str = Field("sweeper-results", description="Ray Tune storage: a folder or s3://bucket/path")
 
 
-class Spec(Section):
+class Spec(ConfigSection):
     """A sweep: what to train on, what to search, how to run it, where to record it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    task: TaskName = Field("jitdp", description="jitdp: defect prediction; cmg: commit message generation")
+    task: str = Field("jitdp", description="a task of `sweeper.tasks.TASKS`: jitdp (defect prediction), cmg "
+                                           "(commit message generation), or one registered")
     data: DataConfig = DataConfig()
     backbone: str = Field(EMBEDDED_BACKBONE, description="hub name, local folder, or 'embedded' (a toy built "
                                                          "offline)")
     metric: str = Field("auc", description="the metric that ranks trials and picks each trial's best evaluation")
-    mode: Literal["max", "min"] = Field("max", description="max: higher is better; min: lower (eval_loss)")
+    mode: Mode = Field("max", description="max: higher is better; min: lower (eval_loss)")
     defaults: HyperParams = Field(HyperParams(), description="trial keys set for every trial")
     search: dict[str, Distribution] = Field(default_factory=dict, description="the searched trial keys, by "
                                                                           "dotted name")
@@ -148,21 +158,21 @@ class Spec(Section):
 
         return list(BASELINES) if self.task == "jitdp" else []
 
-    def objectives(self) -> list[tuple[str, str]]:
+    def objectives(self) -> Objectives:
         """(metric, mode) of each objective with its default mode filled in; empty for a single-objective sweep."""
         return [(objective.metric, objective.mode or (self.mode if index == 0 else "min"))
                 for index, objective in enumerate(self.sweep.objectives)]
 
 
-def format_objectives(objectives: list[tuple[str, str]]) -> str:
+def format_objectives(objectives: Objectives) -> str:
     """[('auc', 'max'), ('trainable_params', 'min')] -> 'auc:max,trainable_params:min' (the parent run's tag)."""
     return ",".join(f"{metric}:{mode}" for metric, mode in objectives)
 
 
-def parse_objectives(text: str | None) -> list[tuple[str, str]]:
+def parse_objectives(text: str | None) -> Objectives:
     """The inverse of `format_objectives`; empty for None or ''."""
     pairs = [item.partition(":") for item in (text or "").split(",") if item]
-    return [(metric, mode or "max") for metric, _, mode in pairs]
+    return [(metric, Direction(mode or "max").value) for metric, _, mode in pairs]
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -189,6 +199,7 @@ def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
         spec = Spec.model_validate(data)
     except ValidationError as error:
         raise spec_error(error, source, Spec, lambda path: at_line(source, text, path)) from None
+    check_task(spec, source, text)
     check_features(spec.task, spec.defaults.features, at_line(source, text, ["defaults", "features"]),
                    "defaults.features")
     check_folds(spec.task, spec.data.split.folds, at_line(source, text, ["data", "split", "folds"]))
@@ -199,6 +210,15 @@ def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
     base = spec.base_trial()
     validate_trial(base.model_dump(mode="json"), source)
     return spec
+
+
+def check_task(spec: Spec, source: str, text: str) -> None:
+    """The task must be one of the registry's."""
+    from sweeper.tasks import TASKS
+
+    if spec.task not in TASKS:
+        raise SpecError(at_line(source, text, ["task"]), "task", f"unknown task '{spec.task}'",
+                        did_you_mean(spec.task, list(TASKS)) or f"use one of {', '.join(TASKS)}")
 
 
 def check_search(spec: Spec, source: str, text: str) -> None:

@@ -9,11 +9,14 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweeper.cli.common import check_server_access, quiet_downloads
 from sweeper.cli.results import baselines, print_ranking
 from sweeper.tracking.schema import SPEC_FILE, State
+
+if TYPE_CHECKING:
+    from sweeper.recorded.summary import SweepSummary
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -34,7 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     import yaml
 
-    from sweeper.sweep.driver import recover_interrupted, run_sweep
+    from sweeper.sweep.driver import run_sweep
+    from sweeper.sweep.resume import recover_interrupted
     from sweeper.spec import parse_spec
     from sweeper.tracking.client import Tracker
 
@@ -60,11 +64,10 @@ def quiet_ray(verbose: bool) -> None:
         logging.getLogger(store_logger).setLevel(logging.WARNING)
 
 
-def print_outcome(summary: Any, as_json: bool) -> int:
+def print_outcome(summary: SweepSummary, as_json: bool) -> int:
     """Counts, the best trial per method, and the exit code: 1 when every trial failed."""
-    from sweeper.sweep.driver import summary_as_dict
     from sweeper.tracking.client import Tracker
-    from sweeper.tracking.sweeps import best_per_method, find_sweep, ranked, trial_runs
+    from sweeper.recorded.sweeps import best_per_method, find_sweep, ranked, trial_runs
 
     counts = {state: summary.count(state) for state in State.ENDED}
     repeats = ", ".join(f"{n} {state}" for state, n in summary.repeats.items())
@@ -77,7 +80,7 @@ def print_outcome(summary: Any, as_json: bool) -> int:
     if summary.verdict:
         print(f"verdict: {summary.verdict}")
     if as_json:
-        print(json.dumps(summary_as_dict(summary)))
+        print(json.dumps(summary.as_dict()))
     if counts[State.FAILED] and counts[State.FAILED] == sum(counts.values()):
         print("error: every trial failed: see the sweeper.failure tag and error/ artifact of each run",
               file=sys.stderr)
