@@ -40,7 +40,7 @@ def run_module(module: str, busy: bool) -> tuple[bool, float, str]:
     """One pytest run of `module`: passed or not, its seconds, and its summary line."""
     started = time.monotonic()
     with busy_neighbour(busy):
-        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", module],
+        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", module],
                              cwd=common.REPO, capture_output=True, text=True)
     lines = out.stdout.strip().splitlines()
     return out.returncode == 0, time.monotonic() - started, lines[-1] if lines else out.stderr[-300:]

@@ -72,7 +72,7 @@ def run_variant(config: Any, eval_only: bool = False) -> dict[str, Any]:
     clocks: list[float] = []
     started = time.perf_counter()
     # `off, eval` exists only here: the package has no setting for it, so the benchmark swaps the cache step out
-    patch = mock.patch("sweeper.trial.use_frozen_cache", frozen_kept_in_eval_mode) if eval_only else nullcontext()
+    patch = mock.patch("sweeper.recipe.use_frozen_cache", frozen_kept_in_eval_mode) if eval_only else nullcontext()
     with patch:
         result = run_trial(config, report=lambda evaluation: clocks.append(evaluation.seconds))
     wall = time.perf_counter() - started
@@ -91,7 +91,7 @@ def empty_cache(folder: Path, backbone: Path) -> Path:
 def per_trial(options: Any, cache: Path) -> tuple[list[tuple], list[tuple]]:
     """Each method's four variants in this process, with `cache` as `$SWEEPER_CACHE` (the first cached trial
     builds the frozen states)."""
-    from sweeper.trial import prepare_data
+    from sweeper.recipe import prepare_data
 
     os.environ["SWEEPER_CACHE"] = str(cache)
     rows, equal = [], []

@@ -71,7 +71,7 @@ def run(space: str, seed: int, when: str, options: Any, folder: Path, uri: str) 
     from sweeper.report.verdict import verdict
     from sweeper.sweep.stopping import answers
     from sweeper.tracking.client import Tracker
-    from sweeper.tracking.sweeps import find_sweep, load_sweep
+    from sweeper.recorded.sweeps import find_sweep, load_sweep
 
     name = f"{space}-{seed}-{when}"
     print(f"  {name} ...", file=sys.stderr, flush=True)

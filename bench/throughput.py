@@ -46,7 +46,7 @@ class Outcome:
 def padding_share(config: Any, dataset: Any) -> float:
     """Padding tokens / all tokens fed to the model in one training epoch."""
     from sweeper.data.batching import batch_indices
-    from sweeper.trial import prepare_data
+    from sweeper.recipe import prepare_data
 
     items = prepare_data(config, dataset).train
     real = padded = 0

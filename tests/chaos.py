@@ -41,7 +41,7 @@ from mlflow.entities import ViewType
 
 from harness import spec_dict
 from ray_cluster import LocalCluster
-from sweeper.sweep.driver import RETRIES
+from sweeper.sweep.tuner import RETRIES
 from sweeper.sweep.hold import HOLD_ENV, Held, wait_for_held
 
 # How Optuna's trial states read as sweeper's.

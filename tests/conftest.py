@@ -33,3 +33,22 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server)
         yield server
     finally:
         stop(server.process)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_ray() -> Iterator[None]:
+    """The Ray head that `sweeper` commands join (`harness.SharedRay`, started at first use), stopped at the end."""
+    from harness import SharedRay  # imported here: its snapshot of the environment must include the line above
+
+    yield
+    SharedRay.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With `-n` (pytest-xdist, `--dist loadgroup`): each module's tests go to one worker, so a module's fixtures
+    (a sweep, a cluster, a server) start once; the modules that use the session's tiny sweep (they import
+    `tiny_sweep`) go to one worker together, so that the sweep runs once per test run."""
+    for item in items:
+        module = getattr(item, "module", None)
+        shares_tiny_sweep = module is not None and hasattr(module, "tiny_sweep")
+        item.add_marker(pytest.mark.xdist_group("tiny-sweep" if shares_tiny_sweep else item.path.stem))

@@ -26,6 +26,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
+from ray_cluster import LocalCluster
 from sweeper.config import TrialConfig
 from sweeper.data.records import read_bytes
 from sweeper.tracking.schema import Role, Tag
@@ -93,16 +94,55 @@ def write_spec(folder: Path, name: str = "tiny", changes: dict[str, Any] | None 
     return path
 
 
+# What a trial in a Ray worker reads from its environment: a worker gets its node's environment, not the driver's.
+WORKER_ENVIRONMENT = ("SWEEPER_", "PYTHONPATH", "HF_", "TRANSFORMERS_", "OMP_NUM_THREADS")
+# This process's environment before any test changed it: the shared Ray's nodes start with it.
+SESSION_ENVIRONMENT = dict(os.environ)
+
+
+def worker_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in environment.items() if key.startswith(WORKER_ENVIRONMENT)}
+
+
+class SharedRay:
+    """One Ray head (two CPUs, token auth) that the `sweeper` commands of a test session join, started at first use:
+    joining costs a driver under a second where starting an embedded Ray costs it about ten."""
+
+    cluster: LocalCluster | None = None
+
+    @classmethod
+    def environment(cls) -> dict[str, str]:
+        """What a command needs to join it: its address and token."""
+        if cls.cluster is None:
+            cluster = LocalCluster.create(Path(tempfile.mkdtemp(prefix="shared-ray-")), SESSION_ENVIRONMENT)
+            cluster.start_head(cpus=2)
+            cls.cluster = cluster
+        return {key: cls.cluster.env[key] for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")} | {
+            "RAY_ADDRESS": cls.cluster.address}
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.cluster is not None:
+            cls.cluster.stop()
+            shutil.rmtree(cls.cluster.folder, ignore_errors=True)
+            cls.cluster = None
+
+
 @contextmanager
 def cli_environment(env: Mapping[str, str] | None, inherit: bool) -> Iterator[dict[str, str]]:
-    """The environment of a `sweeper` subprocess: this process's plus `env` (or `env` alone without `inherit`); one
-    that starts a Ray of its own (no RAY_ADDRESS) gets a private RAY_TMPDIR, short enough for Ray's socket paths, so
-    it never joins another Ray on this machine."""
+    """The environment of a `sweeper` subprocess: this process's plus `env` (or `env` alone without `inherit`).
+
+    A command that names no Ray (no RAY_ADDRESS or RAY_TMPDIR in `env`) joins the session's shared Ray when its
+    workers would see the same environment there (`WORKER_ENVIRONMENT` as the session began); otherwise it gets a
+    private RAY_TMPDIR, short enough for Ray's socket paths, so that its embedded Ray never joins another one."""
     environment = {**(os.environ if inherit else {}), **(env or {})}
     if environment.get("RAY_ADDRESS") or "RAY_TMPDIR" in (env or {}):  # a cluster, or a Ray folder the caller reads
         yield environment
         return
     environment.pop("RAY_ADDRESS", None)
+    if inherit and worker_environment(environment) == worker_environment(SESSION_ENVIRONMENT):
+        yield environment | SharedRay.environment()
+        return
     ray_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     try:
         yield environment | {"RAY_TMPDIR": ray_dir}
@@ -186,8 +226,8 @@ def data_lines(path: str) -> list[str]:
 
 
 def predict_in_fresh_process(folder: Path) -> list:
-    """`sweeper.trial.predict_saved(folder)` in a new Python process: a trial folder reloaded with nothing cached."""
-    script = ("import json, sys; from pathlib import Path; from sweeper.trial import predict_saved; "
+    """`sweeper.recipe.predict_saved(folder)` in a new Python process: a trial folder reloaded with nothing cached."""
+    script = ("import json, sys; from pathlib import Path; from sweeper.recipe import predict_saved; "
               "print(json.dumps(predict_saved(Path(sys.argv[1]))))")
     out = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

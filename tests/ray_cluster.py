@@ -48,25 +48,32 @@ class LocalCluster:
 
     @classmethod
     @contextmanager
-    def started(cls, folder: Path, workers: int = 2, env: dict[str, str] | None = None) -> Iterator["LocalCluster"]:
-        """A head and `workers` worker nodes of one CPU each, with a fresh auth token; every node killed at the end."""
-        base = {key: value for key, value in (env or os.environ).items() if key != "RAY_ADDRESS"}
-        cluster = cls(folder, {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-                               "PATH": f"{BIN}:{base.get('PATH', '')}"})
+    def started(cls, folder: Path, workers: int = 2, env: dict[str, str] | None = None, head_cpus: int = 0
+                ) -> Iterator["LocalCluster"]:
+        """A head (with `head_cpus` CPUs for trials) and `workers` worker nodes of one CPU each, with a fresh auth
+        token; every node killed at the end."""
+        cluster = cls.create(folder, env)
         try:
-            cluster.start_head()
+            cluster.start_head(head_cpus)
             for _ in range(workers):
                 cluster.add_worker()
             yield cluster
         finally:
             cluster.stop()
 
+    @classmethod
+    def create(cls, folder: Path, env: dict[str, str] | None = None) -> "LocalCluster":
+        """A cluster not started yet: `env` (or this process's environment) with a fresh auth token."""
+        base = {key: value for key, value in (env or os.environ).items() if key != "RAY_ADDRESS"}
+        return cls(folder, {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                            "PATH": f"{BIN}:{base.get('PATH', '')}"})
+
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start_head(self) -> None:
-        self.head = self.ray_start("head", "--head", "--port", str(self.port), "--num-cpus", "0",
+    def start_head(self, cpus: int = 0) -> None:
+        self.head = self.ray_start("head", "--head", "--port", str(self.port), "--num-cpus", str(cpus),
                                    "--include-dashboard", "false", "--dashboard-port", str(free_port()),
                                    "--ray-client-server-port", str(free_port()))
 

@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from harness import small_trial
-from sweeper.artifacts import read_predictions
+from sweeper.predictions import read_predictions
+from sweeper.tracking.schema import PREDICTIONS_FILE
 from sweeper.config import TrialConfig
 from sweeper.methods import apply_method
 from sweeper.precision import CPU_FLAGS_VARIABLE, autocast, cpu_flags, fast_bf16, hold_frozen_weights, resolve_precision
 from sweeper.tasks.defects import predict
-from sweeper.trial import predict_saved, prepare_data, run_trial
+from sweeper.recipe import predict_saved, prepare_data
+from sweeper.trial import run_trial
 
 CPU = torch.device("cpu")
 
@@ -83,5 +85,5 @@ def test_an_auto_trial_on_a_bf16_cpu_runs_logs_and_repeats_at_bf16(flags, tmp_pa
     assert json.loads((tmp_path / "config.json").read_text())["precision"] == "bf16"
     assert run_trial(config).metrics == result.metrics
     flags("")  # reloaded on a CPU without bf16: still the precision it trained at
-    assert predict_saved(tmp_path) == read_predictions(tmp_path)
+    assert predict_saved(tmp_path) == read_predictions(tmp_path / PREDICTIONS_FILE).values
     assert run_trial(config).tags["sweeper.precision"] == "fp32"

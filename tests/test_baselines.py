@@ -21,7 +21,7 @@ from sweeper.data.records import CommitRecord, read_records, sample_records
 from sweeper.data.split import Splits, split_records
 from sweeper.errors import DataError
 from sweeper.sweep.followups import baseline_metrics
-from sweeper.tracking.sweeps import TrialRun
+from sweeper.recorded.sweeps import TrialRun
 
 CI_KEYS = {f"{m}_ci_{side}" for m in ("auc", "f1", "mcc", "precision", "recall", "max_f1") for side in ("low", "high")}
 

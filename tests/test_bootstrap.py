@@ -13,6 +13,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from sweeper.metrics import bootstrap
+from sweeper.direction import Direction
 from sweeper.metrics.bootstrap import (
     CLASSIFICATION_METRICS,
     Difference,
@@ -20,7 +21,6 @@ from sweeper.metrics.bootstrap import (
     classification_intervals,
     classification_statistic,
     compare_repeats,
-    decision,
     flat_intervals,
     interval,
     paired_difference,
@@ -28,6 +28,7 @@ from sweeper.metrics.bootstrap import (
     text_intervals,
     text_statistic,
 )
+from sweeper.report.wording import decision
 from sweeper.metrics.classification import classification_metrics
 from sweeper.metrics.text import generation_metrics
 
@@ -246,7 +247,7 @@ def test_decision_sentences() -> None:
         "lora vs full: AUC -0.052 [-0.081, -0.020]: full is better"
     assert decision("lora", "lapredict", "f1", Difference(0.05, 0.01, 0.09)) == \
         "lora vs lapredict: F1 +0.050 [+0.010, +0.090]: lora is better"
-    assert decision("a", "b", "eval_loss", Difference(0.05, 0.01, 0.09), higher_is_better=False).endswith("b is better")
+    assert decision("a", "b", "eval_loss", Difference(0.05, 0.01, 0.09), direction=Direction.MIN).endswith("b is better")
     lora, full = [0.70, 0.71, 0.69], [0.71, 0.72, 0.715]
     with_repeats = decision("lora", "full", "auc", Difference(-0.012, -0.041, 0.015), compare_repeats(lora, full))
     assert with_repeats.startswith("lora vs full: AUC -0.012 [-0.041, +0.015]: no clear difference; "

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from harness import fresh_cache, small_trial
-from sweeper.artifacts import read_predictions
+from sweeper.predictions import read_predictions
+from sweeper.tracking.schema import PREDICTIONS_FILE
 from sweeper.backbone import load_tokenizer
 from sweeper.cache import encoded
 from sweeper.cache.frozen import frozen_prefix, use_frozen_cache
@@ -22,7 +23,8 @@ from sweeper.data.records import read_records, sample_records
 from sweeper.data.split import split_records
 from sweeper.methods import apply_method
 from sweeper.tasks.defects import predict
-from sweeper.trial import Prepared, predict_saved, prepare_data, run_trial
+from sweeper.recipe import Prepared, predict_saved, prepare_data
+from sweeper.trial import run_trial
 
 CPU = torch.device("cpu")
 TINY = {"data.sample": 120, "data.max_length": 32}
@@ -176,5 +178,5 @@ def test_a_cached_trial_repeats_exactly_and_its_saved_model_predicts_the_same(ca
     rebuilt = run_trial(config)  # builds it again, as `reproduce` on another node
     assert rebuilt.tags["sweeper.frozen_cache"].startswith("layer 3: built")
     assert first.metrics == again.metrics == rebuilt.metrics
-    assert predict_saved(tmp_path / "first") == read_predictions(tmp_path / "first")
+    assert predict_saved(tmp_path / "first") == read_predictions(tmp_path / "first" / PREDICTIONS_FILE).values
     assert json.loads((tmp_path / "first" / "config.json").read_text())["cache_frozen"] == "auto"

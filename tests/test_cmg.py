@@ -20,7 +20,8 @@ from sweeper.data.records import read_records
 from sweeper.errors import SpecError
 from sweeper.spec import load_spec
 from sweeper.tasks.messages import MessageGeneration
-from sweeper.artifacts import read_predictions
+from sweeper.predictions import read_predictions
+from sweeper.tracking.schema import PREDICTIONS_FILE
 from sweeper.trial import run_trial
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,8 @@ def test_each_method_trains_generates_and_reloads_exactly(kind: str, method: str
     assert all(row["reference"] for row in rows)
     if method != "full":
         assert result.costs["trainable_percent"] < 15
-    assert predict_in_fresh_process(tmp_path) == read_predictions(tmp_path) == [row["prediction"] for row in rows]
+    saved = read_predictions(tmp_path / PREDICTIONS_FILE).values
+    assert predict_in_fresh_process(tmp_path) == saved == [row["prediction"] for row in rows]
 
 
 @pytest.mark.slow

@@ -17,7 +17,8 @@ from sweeper.config import TrialConfig
 from sweeper.costs import (FlopParameters, flop_parameters, peak_memory_mb, reset_peak_memory, train_flops,
                            training_tokens)
 from sweeper.methods import apply_method
-from sweeper.trial import prepare_data, run_trial
+from sweeper.recipe import prepare_data
+from sweeper.trial import run_trial
 
 CPU = torch.device("cpu")
 

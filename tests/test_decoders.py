@@ -13,7 +13,8 @@ from transformers import AutoModelForSequenceClassification
 
 from decoders import FAMILIES, tiny_decoder
 from harness import fresh_cache, predict_in_fresh_process, small_trial
-from sweeper.artifacts import read_predictions
+from sweeper.predictions import read_predictions
+from sweeper.tracking.schema import PREDICTIONS_FILE
 from sweeper.backbone import load_classifier, load_generator, load_tokenizer
 from sweeper.cache.frozen import frozen_prefix, use_frozen_cache
 from sweeper.data.batching import collate
@@ -21,7 +22,8 @@ from sweeper.methods import apply_method
 from sweeper.tasks.defects import model_inputs, predict
 from sweeper.tasks.expert_head import ConcatHead, expert_features, install_expert_head
 from sweeper.tasks.messages import MessageGeneration
-from sweeper.trial import prepare_data, run_trial
+from sweeper.recipe import prepare_data
+from sweeper.trial import run_trial
 
 CPU = torch.device("cpu")
 
@@ -112,7 +114,7 @@ def test_every_method_trains_on_both_tasks_and_reloads_exactly(backbones: dict[s
     assert 0 <= result.metrics[metric] <= (1 if task == "jitdp" else 100)
     if method != "full":
         assert result.costs["trainable_percent"] < 30
-    assert predict_in_fresh_process(tmp_path) == read_predictions(tmp_path)
+    assert predict_in_fresh_process(tmp_path) == read_predictions(tmp_path / PREDICTIONS_FILE).values
 
 
 @pytest.mark.slow
@@ -127,7 +129,8 @@ def test_a_decoder_trial_repeats_exactly(backbones: dict[str, str], task: str, t
     if task == "jitdp":
         assert first.tags["sweeper.frozen_cache"].startswith("layer 1: built")
         assert again.tags["sweeper.frozen_cache"].startswith("layer 1: reused")
-    assert predict_in_fresh_process(tmp_path / "first") == read_predictions(tmp_path / "first")
+    saved = read_predictions(tmp_path / "first" / PREDICTIONS_FILE).values
+    assert predict_in_fresh_process(tmp_path / "first") == saved
 
 
 def test_generation_pads_prompts_with_a_token_that_does_not_end_them(backbones: dict[str, str],

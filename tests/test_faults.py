@@ -23,7 +23,8 @@ from sweeper.artifacts import CONFIG_FILE, PREDICTIONS_FILE
 from sweeper.config import TrialConfig
 from sweeper.sweep.hold import HOLD_ENV, wait_for_held
 from sweeper.tracking.schema import final_metric_name
-from sweeper.trial import TrialFailed, run_trial
+from sweeper.recipe import TrialFailed
+from sweeper.trial import run_trial
 
 GOOD = "bundled:jitdp"
 TINY = {"data.sample": 120, "data.max_length": 32, "lr": 1e-4}

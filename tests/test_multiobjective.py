@@ -15,8 +15,9 @@ from optuna.trial import TrialState
 
 from harness import last_json, sweeper, trial_runs, write_spec
 from sweeper.errors import SpecError
-from sweeper.sweep.search import OptunaSearcher, name_objectives, study_objectives
-from sweeper.tracking.sweeps import SweepDetails, SweepRecord, TrialRun
+from sweeper.recorded.objectives import name_objectives, study_objectives
+from sweeper.sweep.search import OptunaSearcher
+from sweeper.recorded.sweeps import SweepDetails, SweepRecord, TrialRun
 from sweeper.sweep.space import define_by_run
 from sweeper.spec import format_objectives, load_spec, parse_objectives, parse_spec
 
@@ -103,7 +104,7 @@ def test_single_objective_searcher_still_tells_one_value() -> None:
 
 @pytest.mark.slow  # creates a SQLite MLflow store: ~3 s
 def test_summarise_tags_objectives_and_logs_the_pareto_set(tmp_path: Path) -> None:
-    from sweeper.sweep.driver import SweepSummary, summarise
+    from sweeper.recorded.summary import SweepSummary, log_summary, summarise
     from sweeper.tracking.client import Tracker
 
     study = multi_study()
@@ -118,6 +119,7 @@ def test_summarise_tags_objectives_and_logs_the_pareto_set(tmp_path: Path) -> No
                                         {"optuna.trial": str(number), "sweeper.method": "lora"}))
         tracker.end_run(runs[-1], "complete")
     summary = summarise(tracker, SweepSummary("mo-1", parent, "mo", tracker.uri, "memory"), study, "auc")
+    log_summary(tracker, summary)
     assert summary.best_value == 0.7 and summary.best_run_id == runs[0]
     run = tracker.client.get_run(parent)
     assert run.data.tags["sweeper.objectives"] == "auc:max,trainable_params:min"

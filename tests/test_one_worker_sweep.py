@@ -35,7 +35,8 @@ from sweeper.data.records import read_records, sample_records
 from sweeper.methods import apply_method
 from sweeper.metrics.bootstrap import classification_intervals
 from sweeper.tasks import task_for
-from sweeper.tasks.defects import predict, read_scored
+from sweeper.predictions import read_predictions
+from sweeper.tasks.defects import predict
 from sweeper.tasks.expert_head import load_with_expert_head
 from sweeper.trained.export import export_run
 from sweeper.trained.predict import predict_text
@@ -116,7 +117,7 @@ def test_intervals_are_logged_unprefixed_and_match_the_predictions(sweep: Sweep,
         assert "best_auc_ci_low" not in metrics and "auc_ci_low" in metrics
         history = client.get_metric_history(run.info.run_id, "auc_ci_high")
         assert [(m.step, m.value) for m in history] == [(0, metrics["auc_ci_high"])]
-        scored = read_scored(sweep.logged(run, "predictions.csv", tmp_path / run.info.run_id))
+        scored = read_predictions(sweep.logged(run, "predictions.csv", tmp_path / run.info.run_id)).scored
         reference = classification_intervals([label for _, label, _ in scored], [score for _, _, score in scored])
         for name in ("auc", "f1", "mcc"):
             assert (metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"]) == pytest.approx(reference[name], abs=1e-12)
@@ -128,7 +129,7 @@ def test_the_logged_scaler_is_fitted_on_the_trials_training_split(sweep: Sweep, 
     assert "feature_scaler.json" not in {a.path for a in client.list_artifacts(sweep.run("lora", "none").info.run_id)}
     run = sweep.run("lora", "expert")
     scaler = FeatureScaler.from_json(sweep.logged(run, "feature_scaler.json", tmp_path).read_text())
-    valid = {id_ for id_, _, _ in read_scored(sweep.logged(run, "predictions.csv", tmp_path))}
+    valid = {id_ for id_, _, _ in read_predictions(sweep.logged(run, "predictions.csv", tmp_path)).scored}
     sampled = sample_records(read_records("bundled:jitdp").records, 200, 0)
     train = feature_matrix([record for record in sampled if record.id not in valid])
     expected = FeatureScaler().fit(train)
@@ -146,7 +147,7 @@ def test_reproduce_of_an_expert_feature_trial_is_identical(sweep: Sweep) -> None
 
 def validation_lines(sweep: Sweep, run, folder: Path, count: int = 3) -> list[dict]:
     """The first validation commits of a run, as the data file's JSON lines; and their logged scores."""
-    scored = read_scored(sweep.logged(run, "predictions.csv", folder))[:count]
+    scored = read_predictions(sweep.logged(run, "predictions.csv", folder)).scored[:count]
     rows = {row["id"]: row for row in map(json.loads, data_lines("bundled:jitdp"))}
     return [rows[id_] | {"logged": score} for id_, _, score in scored]
 

@@ -10,15 +10,19 @@ import torch
 from transformers import AlbertConfig
 
 from harness import small_trial, spec_dict, write_spec
-from sweeper.artifacts import TrialArtifacts, read_predictions
+from sweeper.artifacts import TrialArtifacts
+from sweeper.predictions import read_predictions
+from sweeper.tracking.schema import PREDICTIONS_FILE
 from sweeper.data.split import trial_splits
 from sweeper.errors import SpecError, SweeperError
 from sweeper.methods import apply_method
-from sweeper.precision import accumulate, check_precision, gradient_scaler
+from sweeper.precision import check_precision, gradient_scaler
+from sweeper.step import accumulate
 from sweeper.spec import load_spec
 from sweeper.sweep.preflight import preflight
 from sweeper.trained.predict import predict_records
-from sweeper.trial import prepare_data, run_trial
+from sweeper.recipe import prepare_data
+from sweeper.trial import run_trial
 
 CPU = torch.device("cpu")
 
@@ -112,4 +116,4 @@ def test_predict_of_a_bf16_trial_gives_its_logged_predictions(task: str, tmp_pat
     _, splits = trial_splits(config)
     trial = TrialArtifacts("local", "complete", config, {}, tmp_path)
     predicted = [p.message if task == "cmg" else p.probability for p in predict_records(trial, splits.valid)]
-    assert predicted == read_predictions(tmp_path)
+    assert predicted == read_predictions(tmp_path / PREDICTIONS_FILE).values

@@ -17,7 +17,8 @@ from sweeper.config import TrialConfig
 from sweeper.data.commits import parse_commits
 from sweeper.data.encoding import encode_commits
 from sweeper.data.records import read_records
-from sweeper.tasks.defects import predict, read_scored
+from sweeper.predictions import read_predictions
+from sweeper.tasks.defects import predict
 from tiny_sweep import TinySweep, tiny_sweep
 
 JAVA_BEFORE = """public class Account {
@@ -55,7 +56,8 @@ def logged(sweep: TinySweep, run_id: str, tmp_path: Path) -> tuple[TrialConfig, 
     folder.mkdir()
     for name in ("config.json", "predictions.csv"):
         client.download_artifacts(run_id, name, str(folder))
-    return TrialConfig.model_validate_json((folder / "config.json").read_text()), read_scored(folder / "predictions.csv")
+    config = TrialConfig.model_validate_json((folder / "config.json").read_text())
+    return config, read_predictions(folder / "predictions.csv").scored
 
 
 def git(*args: str, cwd: Path) -> str:

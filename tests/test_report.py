@@ -32,7 +32,8 @@ from sweeper.report.sections import decision_section
 from sweeper.report.verdict import verdict
 from sweeper.spec import parse_spec
 from sweeper.sweep.followups import RepeatSearcher, plan_repeats
-from sweeper.tracking.sweeps import Predictions, SweepDetails, SweepRecord, TrialRun
+from sweeper.predictions import Predictions
+from sweeper.recorded.sweeps import SweepDetails, SweepRecord, TrialRun
 from tiny_sweep import TinySweep, tiny_sweep
 
 ARTIFACTS = Path(__file__).parent / "artifacts"

@@ -21,7 +21,8 @@ from harness import last_json, small_trial, sweeper, sweeper_process, trial_runs
 from sweeper.artifacts import METRICS_FILE, MODEL_DIR, PREDICTIONS_FILE
 from sweeper.config import TrialConfig
 from sweeper.sweep.hold import HOLD_ENV, release, wait_for_held
-from sweeper.trial import Evaluation, TrialResult, run_trial
+from sweeper.recipe import Evaluation, TrialResult
+from sweeper.trial import run_trial
 
 pytestmark = pytest.mark.slow
 

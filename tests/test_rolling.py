@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import fresh_cache, last_json, small_trial, sweeper, trial_runs, write_spec
-from sweeper.artifacts import PREDICTIONS_FILE, read_predictions
+from sweeper.predictions import read_predictions
 from sweeper.baselines import baselines_for, fit_baselines
 from sweeper.cache import encoded
 from sweeper.config import TrialConfig
@@ -20,8 +20,9 @@ from sweeper.data.records import CommitRecord, read_records
 from sweeper.data.split import rolling_windows, time_split, trial_splits
 from sweeper.errors import SpecError, SweeperError
 from sweeper.metrics.classification import classification_metrics
-from sweeper.tracking.schema import Role
-from sweeper.trial import prepare_data, run_trial
+from sweeper.tracking.schema import PREDICTIONS_FILE, Role
+from sweeper.recipe import prepare_data
+from sweeper.trial import run_trial
 
 ROLLING = {"data.sample": 160, "data.max_length": 32, "data.split.valid": 0.3, "data.split.folds": 3,
            "lora.layers": "1"}
@@ -169,8 +170,9 @@ def test_a_rolling_trial_repeats_and_resumes_after_a_window_exactly(tmp_path: Pa
     assert [evaluation.index for evaluation in seen] == [2, 3]
     assert resumed.metrics == uninterrupted.metrics == again.metrics
     assert resumed.history == uninterrupted.history
-    assert read_predictions(tmp_path / "resumed") == read_predictions(tmp_path / "whole") == \
-        read_predictions(tmp_path / "again")
+    resumed, whole, again = (read_predictions(tmp_path / name / PREDICTIONS_FILE).values
+                             for name in ("resumed", "whole", "again"))
+    assert resumed == whole == again
 
 
 @pytest.mark.slow
@@ -212,7 +214,7 @@ def test_a_rolling_sweep_logs_windows_compares_baselines_and_reproduces(mlflow_s
 
 def test_windows_that_cannot_be_cut_stop_a_sweep_before_any_trial(tmp_path: Path) -> None:
     from sweeper.spec import load_spec
-    from sweeper.sweep.driver import check_before_trials
+    from sweeper.sweep.preflight import check_before_trials
 
     path = write_spec(tmp_path, "few", {"data.sample": 40, "data.split": {"kind": "time", "valid": 0.1, "folds": 5}})
     with pytest.raises(SweeperError, match=r"4 validation commits cannot make 5 rolling windows"):

@@ -14,7 +14,7 @@ from sweeper.data.records import CommitRecord, read_records
 from sweeper.data.split import split_records, train_share
 from sweeper.errors import DataError, SpecError, SweeperError
 from sweeper.spec import load_spec
-from sweeper.sweep.driver import check_before_trials
+from sweeper.sweep.preflight import check_before_trials
 
 
 @pytest.fixture(scope="module")

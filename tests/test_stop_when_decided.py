@@ -26,7 +26,7 @@ from sweeper.report.verdict import verdict
 from sweeper.spec import parse_spec
 from sweeper.sweep.search import OptunaSearcher
 from sweeper.sweep.stopping import BootstrapErrorEvaluator, answers, improvement_bound, record_interval, untried
-from sweeper.tracking.sweeps import Predictions, SweepDetails, SweepRecord, TrialRun
+from sweeper.recorded.sweeps import Predictions, SweepDetails, SweepRecord, TrialRun
 from sweeper.tracking.schema import INTERVAL_ATTR, STOP_BOUND, STOP_ERROR, STOP_UNCHANGED, Tag
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)

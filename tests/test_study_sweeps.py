@@ -21,9 +21,9 @@ from sweeper.report import write_report
 from sweeper.report.sections import fraction_sections
 from sweeper.report.document import Image as DocImage, Table
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.sweeps import SweepDetails, SweepRecord, TrialRun, find_sweep
+from sweeper.recorded.sweeps import SweepDetails, SweepRecord, TrialRun, find_sweep
 from sweeper.trained.reproduce import reproduce
-from sweeper.trial import predict_saved
+from sweeper.recipe import predict_saved
 
 FRACTIONS = (0.25, 1.0)
 METHODS = ("adapter", "full", "lora")

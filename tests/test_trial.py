@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness import SEARCH_SPACES, predict_in_fresh_process, small_trial, sweeper
-from sweeper.artifacts import read_predictions
+from sweeper.predictions import read_predictions
+from sweeper.tracking.schema import PREDICTIONS_FILE
 from sweeper.trial import run_trial
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def test_saved_artifacts_reproduce_predictions_in_a_fresh_process(tmp_path: Path
     for method in ("lora", "adapter", "full"):
         folder = tmp_path / method
         run_trial(small_trial(method), folder)
-        assert predict_in_fresh_process(folder) == read_predictions(folder), method
+        assert predict_in_fresh_process(folder) == read_predictions(folder / PREDICTIONS_FILE).values, method
 
 
 def test_early_stopping_keeps_the_best_evaluation() -> None:

@@ -22,8 +22,8 @@ from sweeper.errors import DataError, SpecError
 from sweeper.metrics.bootstrap import classification_intervals
 from sweeper.spec import load_spec, parse_overrides
 from sweeper.sweep.preflight import preflight
-from sweeper.tasks.defects import read_scored
-from sweeper.trial import prepare_data
+from sweeper.predictions import read_predictions
+from sweeper.recipe import prepare_data
 
 SMOKE = SEARCH_SPACES / "smoke.yaml"
 CMG = {"task": "cmg", "data.path": "bundled:cmg", "metric": "eval_loss", "mode": "min"}
@@ -160,7 +160,7 @@ def test_train_json_prints_intervals_and_the_baselines_of_its_own_split(tmp_path
     out = sweeper("train", str(SMOKE), *(f"--set={item}" for item in overrides), "--json", "--out",
                   str(tmp_path / "trial"), cwd=tmp_path)
     figures = last_json(out)
-    scored = read_scored(tmp_path / "trial" / "predictions.csv")
+    scored = read_predictions(tmp_path / "trial" / "predictions.csv").scored
     reference = classification_intervals([label for _, label, _ in scored], [score for _, _, score in scored])
     assert (figures["auc_ci_low"], figures["auc_ci_high"]) == reference["auc"]
     assert figures["auc_ci_low"] <= figures["auc"] <= figures["auc_ci_high"]

@@ -25,8 +25,8 @@ from mlflow import MlflowClient
 from services import MlflowServer, free_port, stop, wait_for_http
 from sweeper.cli.results import sweep_page
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.notes import sweep_note
-from sweeper.tracking.sweeps import SweepRecord, TrialRun, find_sweep
+from sweeper.recorded.notes import sweep_note
+from sweeper.recorded.sweeps import SweepRecord, TrialRun, find_sweep
 from tiny_sweep import TinySweep, tiny_sweep
 
 ARTIFACTS = Path(__file__).parent / "artifacts"

@@ -25,7 +25,8 @@ from sweeper.report.effects import factor_effects, level_of
 from sweeper.report.sections import heldout_section
 from sweeper.report.verdict import RESOLVE_MORE, verdict
 from sweeper.spec import parse_spec
-from sweeper.tracking.sweeps import Predictions, SweepDetails, SweepRecord, TrialRun
+from sweeper.predictions import Predictions
+from sweeper.recorded.sweeps import SweepDetails, SweepRecord, TrialRun
 from tiny_sweep import tiny_sweep
 
 SEARCH = {"method": {"choice": ["full", "lora", "adapter"]}, "features": {"choice": ["none", "expert"]}}

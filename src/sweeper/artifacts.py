@@ -17,7 +17,6 @@ predict, export or register without the scaler.
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 import tempfile
@@ -35,16 +34,16 @@ from sweeper.config import TrialConfig
 from sweeper.data.features import FeatureScaler
 from sweeper.errors import SweeperError
 from sweeper.methods import TrainableModel, load_trained, save_trained
-from sweeper.tasks import Prediction, Task, task_for
+from sweeper.predictions import Prediction, write_predictions
+from sweeper.tasks import Task, task_for
 from sweeper.tasks.expert_head import load_with_expert_head
 from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import Tag
+from sweeper.tracking.schema import PREDICTIONS_FILE, Tag
 
 MODEL_DIR = "model"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.csv"
 SCALER_FILE = "feature_scaler.json"
 STATE_FILE = "training_state.pt"  # checkpoints only: never logged as a result
 
@@ -57,7 +56,8 @@ def write_trial(folder: Path, model: TrainableModel, config: TrialConfig, summar
     save_trained(model, config, folder / MODEL_DIR)
     (folder / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     (folder / METRICS_FILE).write_text(json.dumps(summary, indent=2))
-    task.write_predictions(folder / PREDICTIONS_FILE, items, predictions)
+    write_predictions(folder / PREDICTIONS_FILE, task.prediction_columns,
+                      [(item.id, task.truth(item), value) for item, value in zip(items, predictions)])
     if task.scaler is not None:
         (folder / SCALER_FILE).write_text(task.scaler.to_json())
 
@@ -82,13 +82,6 @@ def load_trained_model(config: TrialConfig, directory: Path, base: PreTrainedMod
     if config.features == "expert":
         return load_with_expert_head(base, config, directory)
     return load_trained(base, config, directory)
-
-
-def read_predictions(folder: Path) -> list[Prediction]:
-    """The validation predictions a trial saved, in order: defect probabilities or generated messages."""
-    with (folder / PREDICTIONS_FILE).open(newline="", encoding="utf-8") as handle:
-        header, *rows = csv.reader(handle)
-    return [float(row[-1]) if header[-1] == "score" else row[-1] for row in rows]
 
 
 def save_checkpoint(folder: Path, model: TrainableModel, config: TrialConfig, progress: Any,

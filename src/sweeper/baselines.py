@@ -47,7 +47,7 @@ class BaselineResult:
     `metrics[split]` holds `classification_metrics`' figures (auc, f1, mcc, precision, recall, max_f1, ...); the
     validation split also has `<metric>_ci_low` / `<metric>_ci_high`. `valid_ids` and `valid_scores` are the
     validation commits' scores, in split order, for paired comparisons with trials (`classification_difference`).
-    A baseline that cannot run on this data has `skipped` set to the reason, and nothing else. Evaluated on rolling
+    A baseline that cannot run on this data has `skipped` set to the reason, and nothing else. Scores on rolling
     windows (`rolling_baselines`), `windows` holds each window's own validation metrics, in order.
     """
 

@@ -19,17 +19,17 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, create_model,
                       field_validator, model_validator)
 
+from sweeper.direction import Mode
 from sweeper.errors import SpecError, did_you_mean
 from sweeper.methods import METHODS
 
 EMBEDDED_BACKBONE = "embedded"
-TaskName = Literal["jitdp", "cmg"]
 # YAML 1.1 reads a bare `off` as false (and `on` as true): both spellings mean the same here.
 CacheFrozen = Annotated[Literal["auto", "off"], BeforeValidator(
     lambda value: ("auto" if value else "off") if isinstance(value, bool) else value)]
 
 
-class Section(BaseModel):
+class ConfigSection(BaseModel):
     """A config section: unknown keys are errors, values are checked on assignment too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -38,7 +38,7 @@ class Section(BaseModel):
 Share = Annotated[float | list[str], BeforeValidator(lambda value: [value] if isinstance(value, str) else value)]
 
 
-class SplitConfig(Section):
+class SplitConfig(ConfigSection):
     """How records are split: `random` (stratified on label, seeded), `time` (older commits train) or `project`
     (whole projects train, validate and test: cross-project transfer).
 
@@ -46,7 +46,8 @@ class SplitConfig(Section):
     (drawn, seeded); `train` names the training projects (default: every project not validating or testing).
     """
 
-    kind: Literal["random", "time", "project"] = "time"
+    kind: Literal["random", "time", "project"] = Field("time", description="random: stratified on the label; "
+                                                       "time: older commits train; project: whole projects")
     valid: Share = Field(0.2, description="share of records (project: list of projects, or share of projects) "
                                            "for validation")
     test: Share = Field(0.0, description="share of records (project: list of projects, or share of projects) "
@@ -99,7 +100,7 @@ class SplitConfig(Section):
         return self
 
 
-class StopConfig(Section):
+class StopConfig(ConfigSection):
     """When a sweep may end before its trial budget: `never` (the default: the check still runs after each trial and
     logs its figures, so a user sees when the sweep could have stopped) or `decided` (no new trial starts once more
     trials cannot change the answer; see `sweeper.sweep.stopping`).
@@ -118,7 +119,7 @@ class StopConfig(Section):
     patience: int = Field(3, ge=1, description="decided: the verdict must stay the same over this many ended trials")
 
 
-class DataConfig(Section):
+class DataConfig(ConfigSection):
     """Where the commits come from and how they are split and encoded."""
 
     path: str = Field("bundled:jitdp", description="file path (relative to the folder the command runs in), s3:// URI "
@@ -166,7 +167,7 @@ class DataConfig(Section):
         return self
 
 
-class GenerationSettings(Section):
+class GenerationSettings(ConfigSection):
     """Commit message generation: decoding and how often the generated messages are scored."""
 
     num_beams: int = Field(1, ge=1, description="1: greedy search; more: beam search")
@@ -177,28 +178,28 @@ class GenerationSettings(Section):
                                 "GraphCodeBERT, UniXcoder) gets a new decoder of this many layers, which always trains")
 
 
-def method_sections() -> type[Section]:
+def method_sections() -> type[ConfigSection]:
     """One section per method that has settings, named after the method (`lora.rank`, `adapter.placement`)."""
     fields: dict[str, Any] = {name: (method.settings, Field(default_factory=method.settings, description=method.summary))
                               for name, method in METHODS.items() if method.settings is not None}
-    return create_model("MethodSections", __base__=Section, **fields)
+    return create_model("MethodSections", __base__=ConfigSection, **fields)
 
 
 class HyperParams(method_sections()):  # type: ignore[misc]
     """What a sweep searches over: the method, its settings and the training recipe."""
 
     method: str = Field("lora", description=f"one of {', '.join(METHODS)}")
-    lr: float = Field(1e-4, gt=0, lt=1)
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(16, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    lr: float = Field(1e-4, gt=0, lt=1, description="AdamW's peak learning rate (linear warm-up and decay)")
+    epochs: int = Field(3, ge=1, description="passes over the training split")
+    batch_size: int = Field(16, ge=1, description="commits per optimiser step")
+    eval_batch_size: int = Field(64, ge=1, description="commits per evaluation batch")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps spent warming up the lr")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW's weight decay")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
     patience: int | None = Field(None, ge=1, description="stop after this many evaluations without improvement")
     eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps as well as each epoch")
     class_weighting: bool = Field(False, description="weight the loss by inverse class frequency")
-    seed: int = 0
+    seed: int = Field(0, description="the seed of everything (the data's sample and split too, unless data.seed)")
     features: Literal["none", "expert"] = Field("none", description="expert: JIT-Fine's head reads the commit's 14 "
                                                 "expert change metrics beside its text (jitdp only)")
     generation: GenerationSettings = GenerationSettings()
@@ -231,11 +232,12 @@ class HyperParams(method_sections()):  # type: ignore[misc]
 class TrialConfig(HyperParams):
     """One trial, resolved: task, data, backbone and hyper-parameters."""
 
-    task: TaskName = Field("jitdp", description="jitdp: defect prediction; cmg: commit message generation")
+    task: str = Field("jitdp", description="a task of `sweeper.tasks.TASKS`: jitdp (defect prediction), cmg (commit "
+                      "message generation), or one registered")
     data: DataConfig = DataConfig()
     backbone: str = Field(EMBEDDED_BACKBONE, description="hub name, local folder, or 'embedded'")
     metric: str = Field("auc", description="the metric that picks the best evaluation")
-    mode: Literal["max", "min"] = "max"
+    mode: Mode = Field("max", description="max: higher is better; min: lower (eval_loss)")
     threads: int = Field(1, ge=1, description="torch CPU threads; fixed so results repeat exactly")
 
     def flat(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ changes it). Usage::
 
     reset_peak_memory(device)
     ... train, counting tokens with training_tokens(batch, encoder_decoder) ...
-    costs = {"peak_memory_mb": peak_memory_mb(device), "train_flops": train_flops(model, tokens)}
+    costs = cost_figures(model, [progress], trainable=..., ...)   # the trial's cost figures, peak and FLOPs included
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import math
 import resource
 import sys
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -138,3 +140,37 @@ def train_flops(model: nn.Module, tokens: int, cached: Collection[nn.Module] = (
     counts = flop_parameters(model, cached)
     prefix = flop_parameters(nn.ModuleList(list(cached))).forward if cached else 0
     return 2.0 * (counts.forward + counts.backward_inputs + counts.trained) * tokens + 2.0 * prefix * fill_tokens
+
+
+class Ran(Protocol):
+    """What the cost figures read of one training run (`sweeper.recipe.Progress`)."""
+
+    train_seconds: float
+    eval_seconds: float
+    samples_seen: int
+    tokens_seen: int
+
+
+def cost_figures(model: nn.Module, runs: Sequence[Ran], *, trainable: int, total: int, backbone_params: int,
+                 estimated_bytes: int, train_samples: int, batch_size: int, grad_accum: int, epochs_run: float,
+                 device: torch.device, cached: Collection[nn.Module] = (), fill_tokens: int = 0) -> dict[str, float]:
+    """A trial's cost figures, as its run logs them: sizes, times, throughput, memory (measured and estimated),
+    FLOPs and batch sizes, summed over `runs` (one; a rolling trial's windows)."""
+    train_seconds = sum(run.train_seconds for run in runs)
+    samples = sum(run.samples_seen for run in runs)
+    return {
+        "trainable_params": float(trainable),
+        "total_params": float(total),
+        "trainable_percent": 100.0 * trainable / total,
+        "backbone_params": float(backbone_params),
+        "train_seconds": train_seconds,
+        "eval_seconds": sum(run.eval_seconds for run in runs),
+        "samples_per_second": samples / train_seconds if train_seconds else 0.0,
+        "peak_memory_mb": peak_memory_mb(device),
+        "estimated_memory_mb": estimated_bytes / 2**20,
+        "train_flops": train_flops(model, sum(run.tokens_seen for run in runs), cached, fill_tokens),
+        "train_samples": float(train_samples),
+        "micro_batch_size": float(math.ceil(batch_size / grad_accum)),
+        "effective_batch_size": float(batch_size),
+        "epochs_run": epochs_run,
+    }

@@ -36,8 +36,8 @@ from sweeper.metrics.classification import classification_metrics
 from sweeper.tasks import Prediction
 from sweeper.timings import timed
 from sweeper.tracking.schema import EPOCH, TRAIN_LOSS, WINDOW_COUNTS, WINDOW_PREFIX, Tag, window_metric_name
-from sweeper.trial import (Evaluation, Prepared, Progress, Reporter, TrialResult, best_metrics, build_model, restore,
-                           seed_everything, train, trial_costs)
+from sweeper.recipe import (Evaluation, Prepared, Progress, Reporter, TrialResult, best_metrics, build_model, restore,
+                            seed_everything, train, trial_costs)
 
 ROLLING = "rolling"  # the key of a rolling trial's state in its checkpoint's training_state.pt
 

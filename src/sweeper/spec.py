@@ -16,8 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, Section, StopConfig, TaskName, TrialConfig,
+from sweeper.config import (EMBEDDED_BACKBONE, DataConfig, HyperParams, ConfigSection, StopConfig, TrialConfig,
                             check_features, check_folds, known_keys, parse_scalar, spec_error, validate_trial)
+from sweeper.direction import Direction, Mode, Objectives
 from sweeper.errors import SpecError, did_you_mean
 from sweeper.tracking.schema import COST_OBJECTIVES
 
@@ -30,13 +31,14 @@ class Distribution(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    choice: list[Any] | None = None
-    int_range: tuple[int, int] | None = Field(None, alias="int")
-    float_range: tuple[float, float] | None = Field(None, alias="float")
-    loguniform: tuple[float, float] | None = None
-    step: float | None = Field(None, gt=0)
-    log: bool = False
-    when: dict[str, Any] = Field(default_factory=dict)
+    choice: list[Any] | None = Field(None, description="one of these values")
+    int_range: tuple[int, int] | None = Field(None, alias="int", description="an integer in [low, high]")
+    float_range: tuple[float, float] | None = Field(None, alias="float", description="a float in [low, high]")
+    loguniform: tuple[float, float] | None = Field(None, description="a float in [low, high], on a log scale")
+    step: float | None = Field(None, gt=0, description="int/float: the grid's step")
+    log: bool = Field(False, description="int/float: sample on a log scale")
+    when: dict[str, Any] = Field(default_factory=dict, description="only for trials whose keys have these "
+                                                                   "values, e.g. {method: lora}")
 
     @model_validator(mode="after")
     def one_kind(self) -> "Distribution":
@@ -52,45 +54,55 @@ class Distribution(BaseModel):
             raise ValueError("choice needs at least one value")
         return self
 
+    def applies(self, current: dict[str, Any]) -> bool:
+        """Whether every `when` condition holds for the values chosen so far."""
+        for key, expected in self.when.items():
+            allowed = expected if isinstance(expected, list) else [expected]
+            if current.get(key) not in allowed:
+                return False
+        return True
 
-class PrunerConfig(Section):
+
+class PrunerConfig(ConfigSection):
     """An Optuna pruner and its settings; steps are evaluations (epochs, unless eval_every_steps)."""
 
-    kind: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
+    kind: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = Field(
+        "median", description="Optuna's pruner; none for multi-objective sweeps")
     startup_trials: int = Field(3, ge=0, description="median/percentile: trials to complete before pruning")
     warmup_steps: int = Field(0, ge=0, description="median/percentile: evaluations before a trial can be pruned")
-    percentile: float = Field(50.0, gt=0, lt=100)
+    percentile: float = Field(50.0, gt=0, lt=100, description="percentile: prune trials below this percentile")
     min_resource: int = Field(1, ge=1, description="successive_halving/hyperband: evaluations before the first rung")
-    reduction_factor: int = Field(3, ge=2)
+    reduction_factor: int = Field(3, ge=2, description="successive_halving/hyperband: 1/N of the trials go on "
+                                                       "at each rung")
 
 
-class Objective(Section):
+class Objective(ConfigSection):
     """One objective of a multi-objective sweep: a metric of the trial's final result and its direction.
 
     `mode` defaults to the spec's `mode` for the first objective (the spec's metric) and to `min` for the cost.
     """
 
-    metric: str
-    mode: Literal["max", "min"] | None = None
+    metric: str = Field(description="the spec's metric, or a cost: trainable_params, train_seconds, ...")
+    mode: Mode | None = Field(None, description="default: the spec's mode, then min")
 
 
-class Resources(Section):
+class Resources(ConfigSection):
     """What each trial gets from Ray; `gpu: 0.5` lets two trials share a GPU."""
 
-    cpu: float = Field(1, gt=0)
-    gpu: float = Field(0, ge=0)
+    cpu: float = Field(1, gt=0, description="CPUs per trial; also its torch threads")
+    gpu: float = Field(0, ge=0, description="GPUs per trial; 0.5 puts two trials on one GPU")
 
 
-class SweepConfig(Section):
+class SweepConfig(ConfigSection):
     """How many trials, how they are chosen and pruned, and how many run at once."""
 
-    trials: int = Field(12, ge=1)
-    time_budget_s: float | None = Field(None, gt=0)
-    searcher: Literal["tpe", "random", "grid"] = "tpe"
+    trials: int = Field(12, ge=1, description="trials the search runs (repeats and baselines are not trials)")
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
+    searcher: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna's sampler")
     pruner: PrunerConfig = PrunerConfig()
-    max_concurrent: int = Field(2, ge=1)
+    max_concurrent: int = Field(2, ge=1, description="trials running at once")
     resources: Resources = Resources()
-    seed: int = 0
+    seed: int = Field(0, description="the sampler's seed")
     repeats: int = Field(0, ge=0, description="after the search, re-train the best configuration of each method with "
                                               "this many more seeds (the trial's seed + 1, + 2, ...); not trials")
     objectives: list[Objective] = Field(default_factory=list,
@@ -102,7 +114,7 @@ class SweepConfig(Section):
                              "decided`), or only log when it could have (`when: never`, the default)")
 
 
-class TrackingConfig(Section):
+class TrackingConfig(ConfigSection):
     """Where runs, the Optuna study and Ray's results go (defaults: the working directory)."""
 
     uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
@@ -110,17 +122,20 @@ class TrackingConfig(Section):
     storage: str = Field("sweeper-results", description="Ray Tune storage: a folder or s3://bucket/path")
 
 
-class Spec(Section):
+class Spec(ConfigSection):
     """A sweep: what to train on, what to search, how to run it, where to record it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    task: TaskName = "jitdp"
+    task: str = Field("jitdp", description="a task of `sweeper.tasks.TASKS`: jitdp (defect prediction), cmg "
+                                           "(commit message generation), or one registered")
     data: DataConfig = DataConfig()
-    backbone: str = EMBEDDED_BACKBONE
-    metric: str = "auc"
-    mode: Literal["max", "min"] = "max"
-    defaults: HyperParams = HyperParams()
-    search: dict[str, Distribution] = Field(default_factory=dict)
+    backbone: str = Field(EMBEDDED_BACKBONE, description="hub name, local folder, or 'embedded' (a toy built "
+                                                         "offline)")
+    metric: str = Field("auc", description="the metric that ranks trials and picks each trial's best evaluation")
+    mode: Mode = Field("max", description="max: higher is better; min: lower (eval_loss)")
+    defaults: HyperParams = Field(HyperParams(), description="trial keys set for every trial")
+    search: dict[str, Distribution] = Field(default_factory=dict, description="the searched trial keys, by "
+                                                                          "dotted name")
     baselines: list[str] | None = Field(None, description="baselines fitted on the trials' training split and scored "
                                                           "beside them; default: lapredict and expert_lr for jitdp; "
                                                           "[] for none")
@@ -145,21 +160,21 @@ class Spec(Section):
 
         return list(BASELINES) if self.task == "jitdp" else []
 
-    def objectives(self) -> list[tuple[str, str]]:
+    def objectives(self) -> Objectives:
         """(metric, mode) of each objective with its default mode filled in; empty for a single-objective sweep."""
         return [(objective.metric, objective.mode or (self.mode if index == 0 else "min"))
                 for index, objective in enumerate(self.sweep.objectives)]
 
 
-def format_objectives(objectives: list[tuple[str, str]]) -> str:
+def format_objectives(objectives: Objectives) -> str:
     """[('auc', 'max'), ('trainable_params', 'min')] -> 'auc:max,trainable_params:min' (the parent run's tag)."""
     return ",".join(f"{metric}:{mode}" for metric, mode in objectives)
 
 
-def parse_objectives(text: str | None) -> list[tuple[str, str]]:
+def parse_objectives(text: str | None) -> Objectives:
     """The inverse of `format_objectives`; empty for None or ''."""
     pairs = [item.partition(":") for item in (text or "").split(",") if item]
-    return [(metric, mode or "max") for metric, _, mode in pairs]
+    return [(metric, Direction(mode or "max").value) for metric, _, mode in pairs]
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -186,6 +201,7 @@ def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
         spec = Spec.model_validate(data)
     except ValidationError as error:
         raise spec_error(error, source, Spec, lambda path: at_line(source, text, path)) from None
+    check_task(spec, source, text)
     check_features(spec.task, spec.defaults.features, at_line(source, text, ["defaults", "features"]),
                    "defaults.features")
     check_folds(spec.task, spec.data.split.folds, at_line(source, text, ["data", "split", "folds"]))
@@ -197,6 +213,15 @@ def parse_spec(data: dict[str, Any], source: str, text: str = "") -> Spec:
     base = spec.base_trial()
     validate_trial(base.model_dump(mode="json"), source)
     return spec
+
+
+def check_task(spec: Spec, source: str, text: str) -> None:
+    """The task must be one of the registry's."""
+    from sweeper.tasks import TASKS
+
+    if spec.task not in TASKS:
+        raise SpecError(at_line(source, text, ["task"]), "task", f"unknown task '{spec.task}'",
+                        did_you_mean(spec.task, list(TASKS)) or f"use one of {', '.join(TASKS)}")
 
 
 def check_search(spec: Spec, source: str, text: str) -> None:

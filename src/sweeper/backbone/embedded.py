@@ -31,7 +31,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from sweeper.cache import cache_dir
+from sweeper.folders import cache_dir
 from sweeper.data.diff import ADD_MARKER, DEL_MARKER, commit_text
 
 NAME = "embedded-roberta-v1"

@@ -22,10 +22,9 @@ from typing import Any
 
 from filelock import FileLock
 
+from sweeper.folders import cache_dir
 
-def cache_dir() -> Path:
-    """`$SWEEPER_CACHE`, or `~/.cache/sweeper`: the embedded backbones and the caches of this package."""
-    return Path(os.environ.get("SWEEPER_CACHE", Path.home() / ".cache" / "sweeper")).expanduser()
+__all__ = ["ABOUT_FILE", "cached_folder", "digest"]
 
 
 def digest(parts: dict[str, Any]) -> str:

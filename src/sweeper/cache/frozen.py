@@ -45,7 +45,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
-from sweeper.cache import cache_dir, cached_folder, digest
+from sweeper.cache import cached_folder, digest
+from sweeper.folders import cache_dir
 from sweeper.cache.inventory import Entry, entries, trim
 from sweeper.data.batching import collate, length_bucketed_batches
 from sweeper.errors import MethodError

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from sweeper.cache import ABOUT_FILE, cache_dir
+from sweeper.cache import ABOUT_FILE
+from sweeper.folders import cache_dir
 
 KINDS = ("frozen", "encoded")
 UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}

@@ -23,7 +23,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from sweeper.cache import cache_dir
+    from sweeper.folders import cache_dir
     from sweeper.cache.inventory import entries, parse_age, parse_size, trim
 
     try:

@@ -18,7 +18,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     from sweeper.report.budget import trials_used, trials_used_text
     from sweeper.report.verdict import sweep_verdict
     from sweeper.tracking.client import Tracker
-    from sweeper.tracking.sweeps import find_sweep, ranked, trial_runs
+    from sweeper.recorded.sweeps import find_sweep, ranked, trial_runs
 
     tracker = Tracker.connect(args.tracking_uri)
     sweep = find_sweep(tracker, args.sweep, args.experiment)
@@ -41,7 +41,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 def baselines(tracker: Any, sweep: Any) -> list[Any]:
     """The sweep's completed baselines, best first: rows beside the trials' ranking, never in it."""
     from sweeper.tracking.schema import Role
-    from sweeper.tracking.sweeps import ranked, trial_runs
+    from sweeper.recorded.sweeps import ranked, trial_runs
 
     return ranked(trial_runs(tracker, sweep, role=Role.BASELINE), sweep.metric, sweep.mode)
 
@@ -89,7 +89,7 @@ def format_param(text: str) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     quiet_downloads()
-    from sweeper.tracking.sweeps import find_sweep
+    from sweeper.recorded.sweeps import find_sweep
     from sweeper.report import write_report
     from sweeper.tracking.client import Tracker
 
@@ -131,7 +131,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def sweep_page(tracker: Any, base_url: str, sweep_id: str | None) -> str:
     """The UI's page of a sweep's runs (the latest sweep's by default; the UI's home when there is none)."""
-    from sweeper.tracking.sweeps import find_sweep
+    from sweeper.recorded.sweeps import find_sweep
     from sweeper.tracking.views import runs_page, sweep_view_id
 
     try:
@@ -152,7 +152,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     from sweeper.tracking.client import Tracker
     from sweeper.tracking.schema import Tag
-    from sweeper.tracking.sweeps import find_sweep
+    from sweeper.recorded.sweeps import find_sweep
 
     tracker = Tracker.connect(args.tracking_uri)
     sweep = find_sweep(tracker, args.sweep)

@@ -9,11 +9,14 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweeper.cli.common import check_server_access, quiet_downloads
 from sweeper.cli.results import baselines, print_ranking
 from sweeper.tracking.schema import SPEC_FILE, State
+
+if TYPE_CHECKING:
+    from sweeper.recorded.summary import SweepSummary
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -34,7 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     import yaml
 
-    from sweeper.sweep.driver import recover_interrupted, run_sweep
+    from sweeper.sweep.driver import run_sweep
+    from sweeper.sweep.resume import recover_interrupted
     from sweeper.spec import parse_spec
     from sweeper.tracking.client import Tracker
 
@@ -49,19 +53,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def quiet_ray(verbose: bool) -> None:
-    """Ray's own hints (its experiment box, "View detailed results here", TensorBoard, the token-auth notice) stay out
-    of the user's terminal unless `--verbose`: sweeper prints each trial's progress and where the results are."""
+    """Ray's own hints (its experiment box, "View detailed results here", TensorBoard, the token-auth notice) and
+    MLflow's notes on creating a new store's tables stay out of the user's terminal unless `--verbose`: sweeper
+    prints each trial's progress and where the results are."""
     if verbose:
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's older reporter, which prints nothing at verbose=0
     logging.getLogger("ray").setLevel(logging.ERROR)
+    for store_logger in ("mlflow.store", "alembic"):  # "Creating initial MLflow database tables...", migrations
+        logging.getLogger(store_logger).setLevel(logging.WARNING)
 
 
-def print_outcome(summary: Any, as_json: bool) -> int:
+def print_outcome(summary: SweepSummary, as_json: bool) -> int:
     """Counts, the best trial per method, and the exit code: 1 when every trial failed."""
-    from sweeper.sweep.driver import summary_as_dict
     from sweeper.tracking.client import Tracker
-    from sweeper.tracking.sweeps import best_per_method, find_sweep, ranked, trial_runs
+    from sweeper.recorded.sweeps import best_per_method, find_sweep, ranked, trial_runs
 
     counts = {state: summary.count(state) for state in State.ENDED}
     repeats = ", ".join(f"{n} {state}" for state, n in summary.repeats.items())
@@ -74,7 +80,7 @@ def print_outcome(summary: Any, as_json: bool) -> int:
     if summary.verdict:
         print(f"verdict: {summary.verdict}")
     if as_json:
-        print(json.dumps(summary_as_dict(summary)))
+        print(json.dumps(summary.as_dict()))
     if counts[State.FAILED] and counts[State.FAILED] == sum(counts.values()):
         print("error: every trial failed: see the sweeper.failure tag and error/ artifact of each run",
               file=sys.stderr)

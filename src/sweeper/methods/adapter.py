@@ -35,11 +35,12 @@ HEAD_FILE = "head.safetensors"
 class AdapterSettings(MethodSettings):
     """Where the adapters sit, their size, their layers and their non-linearity."""
 
-    placement: Literal["attention", "ffn", "houlsby", "parallel"] = "houlsby"
+    placement: Literal["attention", "ffn", "houlsby", "parallel"] = Field(
+        "houlsby", description="after attention, after the feed-forward block (ffn), both (houlsby), or parallel")
     bottleneck: int | None = Field(None, ge=1, description="bottleneck size; overrides reduction_factor")
-    reduction_factor: float = Field(16, gt=0)
+    reduction_factor: float = Field(16, gt=0, description="bottleneck = hidden size / reduction_factor")
     layers: Layers = Field("all", description=LAYERS_HELP)
-    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = "relu"
+    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = Field("relu", description="inside the bottleneck")
 
 
 def apply(model: PreTrainedModel, config: Any) -> PreTrainedModel:

@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 class IA3Settings(MethodSettings):
     """The modules whose outputs are scaled, those of them scaled on their inputs instead, and the layers."""
 
-    targets: list[str] = Field(default_factory=lambda: ["key", "value", "ffn_out"])
-    feedforward: list[str] = Field(default_factory=lambda: ["ffn_out"])
+    targets: list[str] = Field(default_factory=lambda: ["key", "value", "ffn_out"],
+                               description="roles or module names whose outputs are scaled")
+    feedforward: list[str] = Field(default_factory=lambda: ["ffn_out"],
+                                   description="those of the targets scaled on their inputs instead")
     layers: Layers = Field("all", description=LAYERS_HELP)
 
 

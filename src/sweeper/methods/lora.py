@@ -22,13 +22,13 @@ if TYPE_CHECKING:
 class LoraSettings(MethodSettings):
     """Rank, scaling, dropout, the modules LoRA adapts and in which layers."""
 
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16, gt=0)
-    dropout: float = Field(0.1, ge=0, lt=1)
+    rank: int = Field(8, ge=1, description="rank r of the low-rank update")
+    alpha: float = Field(16, gt=0, description="the update is scaled by alpha / r")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on LoRA's input")
     targets: list[str] = Field(default_factory=lambda: ["query", "value"],
                                description="roles (query, key, value, attention_output, ffn_in, ffn_out) or module names")
     layers: Layers = Field("all", description=LAYERS_HELP)
-    dora: bool = False
+    dora: bool = Field(False, description="DoRA: weight-decomposed LoRA")
 
 
 def apply(model: PreTrainedModel, config: Any) -> PeftModel:

@@ -36,7 +36,7 @@ Statistic = Callable[[np.ndarray], float]
 """Maps an index array (m,) of validation items to one metric value (NaN where undefined)."""
 VectorStatistic = Callable[[np.ndarray], np.ndarray]
 """Maps index arrays (r, m), one resample per row, to values (r,) or, for several metrics, (k, r)."""
-Method = Literal["BCa", "percentile"]
+IntervalMethod = Literal["BCa", "percentile"]
 
 CLASSIFICATION_METRICS = ("auc", "f1", "mcc", "precision", "recall", "max_f1")
 TEXT_METRICS = ("bleu", "corpus_bleu", "rouge_l", "exact_match")
@@ -45,7 +45,7 @@ TEXT_METRICS = ("bleu", "corpus_bleu", "rouge_l", "exact_match")
 # --- the core: one scipy.stats.bootstrap call over the indices -----------------------------------------
 
 def interval(statistic: Statistic | VectorStatistic, n: int, *, resamples: int = 1000, confidence: float = 0.95,
-             seed: int = 0, method: Method = "BCa", vectorized: bool = False) -> tuple[float, float]:
+             seed: int = 0, method: IntervalMethod = "BCa", vectorized: bool = False) -> tuple[float, float]:
     """A bootstrap confidence interval of `statistic` over `n` items: (low, high).
 
     `statistic(indices)` computes the metric on the items at `indices` (repeats allowed). With
@@ -66,7 +66,7 @@ def interval(statistic: Statistic | VectorStatistic, n: int, *, resamples: int =
 
 
 def intervals(statistic: VectorStatistic, n: int, names: Sequence[str], *, resamples: int = 1000,
-              confidence: float = 0.95, seed: int = 0, method: Method = "BCa") -> dict[str, tuple[float, float]]:
+              confidence: float = 0.95, seed: int = 0, method: IntervalMethod = "BCa") -> dict[str, tuple[float, float]]:
     """Intervals of several metrics from one vectorized statistic, all on the same resamples.
 
     `statistic(indices)` takes (r, m) index arrays and returns (len(names), r) values; see `interval`.
@@ -88,7 +88,7 @@ def _as_vector(statistic: Statistic | VectorStatistic, vectorized: bool, k: int)
 
 
 def _intervals(statistic: Callable[[np.ndarray], np.ndarray], n: int, k: int, resamples: int, confidence: float,
-               seed: int, method: Method) -> list[tuple[float, float]]:
+               seed: int, method: IntervalMethod) -> list[tuple[float, float]]:
     """`scipy.stats.bootstrap` on `arange(n)`; per metric, its interval or the percentile fallback."""
     if n < 2:
         return [(math.nan, math.nan)] * k
@@ -305,7 +305,7 @@ class Difference:
 
 
 def paired_difference(statistic_a: Statistic | VectorStatistic, statistic_b: Statistic | VectorStatistic, n: int, *,
-                      resamples: int = 1000, confidence: float = 0.95, seed: int = 0, method: Method = "BCa",
+                      resamples: int = 1000, confidence: float = 0.95, seed: int = 0, method: IntervalMethod = "BCa",
                       vectorized: bool = False) -> Difference:
     """A - B with a paired bootstrap interval: both statistics see the same resampled items.
 
@@ -416,12 +416,6 @@ def _mean_interval(values: np.ndarray, confidence: float) -> tuple[float, float]
     return float(low), float(high)
 
 
-# --- the sentence a report prints -----------------------------------------------------------------------
-
-DISPLAY = {"auc": "AUC", "f1": "F1", "mcc": "MCC", "max_f1": "max F1", "bleu": "BLEU", "corpus_bleu": "corpus BLEU",
-           "rouge_l": "ROUGE-L", "exact_match": "exact match", "eval_loss": "eval loss"}
-
-
 def resolved(difference: Difference | None, repeats: RepeatComparison | None = None) -> int:
     """+1 when A - B is resolvably above 0, -1 when below, 0 when not resolved.
 
@@ -439,37 +433,3 @@ def resolved(difference: Difference | None, repeats: RepeatComparison | None = N
         if repeats.p_value >= 0.05 or (repeats.difference > 0) != (side > 0):
             return 0
     return side
-
-
-def decision(name_a: str, name_b: str, metric: str, difference: Difference, repeats: RepeatComparison | None = None,
-             higher_is_better: bool = True) -> str:
-    """One sentence on A vs B: the paired difference, its interval and what it means; the repeats if given.
-
-    "A is better" only when the interval excludes 0; otherwise "no clear difference" (not "equal": an
-    interval across 0 fails to show a difference, it does not show there is none).
-
-        >>> decision("lora", "full", "auc", Difference(-0.012, -0.041, 0.015))
-        'lora vs full: AUC -0.012 [-0.041, +0.015]: no clear difference'
-        >>> decision("lora", "full", "auc", Difference(-0.06, -0.09, -0.03))
-        'lora vs full: AUC -0.060 [-0.090, -0.030]: full is better'
-    """
-    label = DISPLAY.get(metric, metric)
-    head = f"{name_a} vs {name_b}: {label} {difference.value:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]: "
-    side = resolved(difference, repeats)
-    if math.isnan(difference.low) or math.isnan(difference.high):
-        verdict = "interval undefined"
-    elif side:
-        a_wins = (side > 0) == higher_is_better
-        verdict = f"{name_a if a_wins else name_b} is better"
-    elif difference.low > 0 or difference.high < 0:
-        verdict = "no clear difference over seeds (the interval excludes 0 on these commits only)"
-    else:
-        verdict = "no clear difference"
-    sentence = head + verdict
-    if repeats is not None:
-        seeds = f"{repeats.n_a}" if repeats.n_a == repeats.n_b else f"{repeats.n_a} and {repeats.n_b}"
-        p = repeats.p_value
-        p = "n/a" if math.isnan(p) else f"{p:.2f}" if p >= 0.01 else f"{p:.0e}"
-        sentence += (f"; over {seeds} seeds {repeats.difference:+.3f} ± {repeats.standard_error:.3f} (s.e.), "
-                     f"Welch p = {p}")
-    return sentence

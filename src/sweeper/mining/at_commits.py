@@ -22,7 +22,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from sweeper.cache import cache_dir, digest
+from sweeper.cache import digest
+from sweeper.folders import cache_dir
 from sweeper.data.records import CommitRecord
 from sweeper.errors import SweeperError
 from sweeper.mining import commits as walking

@@ -23,7 +23,7 @@ from sweeper.mining.change_metrics import DAY, History
 from sweeper.mining.filters import diff_reason, message_reason
 from sweeper.mining.gitcli import clean_git_environment, git, show_diffs
 from sweeper.mining.paths import CODE_EXTENSIONS
-from sweeper.mining.progress import Progress
+from sweeper.mining.progress import MiningProgress
 from sweeper.mining.state import MiningState, state_path
 from sweeper.mining.szz import (DEFAULT_FIX_PATTERN, DEFAULT_NOT_FIX_PATTERN, FixDetector, Hygiene, blame_fix,
                                 read_fix_commits, read_ignore_revs)
@@ -137,7 +137,7 @@ def cmg_records(repo: Path, project: str, window: list[Any], options: MiningOpti
     fields = {c.hash: walking.record_fields(c) for c in window}
     reasons = {c.hash: "merge-commit" if c.merge else message_reason(fields[c.hash]["message"],
                                                                       fields[c.hash]["author"]) for c in window}
-    progress = Progress("reading diffs", len(window), options.progress_every, options.quiet)
+    progress = MiningProgress("reading diffs", len(window), options.progress_every, options.quiet)
     for sha, diff in show_diffs(repo, [c.hash for c in window if reasons[c.hash] is None]):
         progress.tick()
         reason = diff_reason(diff, options.max_diff_lines)
@@ -176,7 +176,7 @@ def jitdp_records(repo: Path, project: str, history: list[Any], branch: list[Any
             wanted.discard(commit.hash)
     diffs = show_diffs(repo, [c.hash for c in window if c.hash in wanted])
     metrics = History(options.extensions, options.package_info, options.first_subsystems)
-    progress = Progress("computing metrics", len(wanted), options.progress_every, options.quiet)
+    progress = MiningProgress("computing metrics", len(wanted), options.progress_every, options.quiet)
     for commit in needed:
         change = changes[commit.hash]
         if commit.hash in wanted:
@@ -199,7 +199,7 @@ def read_changes(commits: list[Any], state: MiningState, reused: dict[str, int],
                  options: MiningOptions) -> dict[str, walking.Change]:
     """Each commit's file changes, from the state file when an earlier run read them."""
     changes = {}
-    progress = Progress("reading commits", len(commits), options.progress_every, options.quiet)
+    progress = MiningProgress("reading commits", len(commits), options.progress_every, options.quiet)
     for commit in commits:
         progress.tick()
         change = state.changes.get(commit.hash)
@@ -217,7 +217,7 @@ def blame_fixes(repo: Path, fixes: list[Any], hygiene: Hygiene, state: MiningSta
                 options: MiningOptions) -> set[str]:
     """The union of the commits every fix blames (SZZ), from the state file when already done."""
     inducing: set[str] = set()
-    progress = Progress("blaming fix commits", len(fixes), max(options.progress_every // 5, 1), options.quiet)
+    progress = MiningProgress("blaming fix commits", len(fixes), max(options.progress_every // 5, 1), options.quiet)
     for fix in fixes:
         progress.tick()
         found = state.blames.get(fix.hash)

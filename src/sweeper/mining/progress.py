@@ -6,7 +6,7 @@ import sys
 import time
 
 
-class Progress:
+class MiningProgress:
     """`tick()` once per item; prints `what: done/total (rate/s)` every `every` items and at `done()`."""
 
     def __init__(self, what: str, total: int, every: int, quiet: bool = False) -> None:

@@ -16,9 +16,11 @@ from sweeper.report.document import Image
 from sweeper.report.sections import build_document, missing_text
 from sweeper.report.verdict import log_verdict, verdict
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.notes import write_sweep_note
+from sweeper.recorded.notes import write_sweep_note
 from sweeper.tracking.schema import REPORT_FOLDER, REPORT_HTML
-from sweeper.tracking.sweeps import SweepRecord, load_sweep
+from sweeper.recorded.sweeps import SweepRecord, load_sweep
+
+__all__ = ["WrittenReport", "write_report"]
 
 
 @dataclass(frozen=True)

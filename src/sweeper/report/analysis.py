@@ -7,11 +7,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sweeper.metrics.bootstrap import (CLASSIFICATION_METRICS, DISPLAY, TEXT_METRICS, Difference, RepeatComparison,
-                                       classification_difference, compare_repeats, decision, paired_difference,
-                                       text_statistic)
+from sweeper.direction import Direction
+from sweeper.metrics.bootstrap import (CLASSIFICATION_METRICS, TEXT_METRICS, Difference, RepeatComparison,
+                                       classification_difference, compare_repeats, paired_difference, text_statistic)
 from sweeper.tracking.schema import Role, State
-from sweeper.tracking.sweeps import Predictions, SweepDetails, TrialRun, best_per_method, ranked
+from sweeper.predictions import Predictions
+from sweeper.report.wording import DISPLAY, decision
+from sweeper.recorded.sweeps import SweepDetails, TrialRun, best_per_method, ranked
 
 FRONT_COSTS = ("trainable_params", "train_seconds")  # the costs every report draws a Pareto front on
 TRAIN_FRACTION = "data.train_fraction"  # the trial key of low-resource sweeps (`DataConfig.train_fraction`)
@@ -39,11 +41,11 @@ def backbone_params(details: SweepDetails) -> float | None:
 def pareto_front(trials: list[TrialRun], metric: str, mode: str, cost: str) -> list[TrialRun]:
     """Completed trials no other trial beats on both the metric and `cost` (lower is better), cheapest first."""
     points = [t for t in trials if t.value(metric) is not None and cost in t.metrics]
-    sign = 1.0 if mode == "max" else -1.0
-    points.sort(key=lambda t: (t.metrics[cost], -sign * (t.value(metric) or 0.0)))
+    direction = Direction(mode)
+    points.sort(key=lambda t: (t.metrics[cost], -direction.score(t.value(metric) or 0.0)))
     front: list[TrialRun] = []
     for trial in points:
-        if not front or sign * (trial.value(metric) or 0.0) > sign * (front[-1].value(metric) or 0.0):
+        if not front or direction.better(trial.value(metric) or 0.0, than=front[-1].value(metric) or 0.0):
             front.append(trial)
     return front
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from sweeper.metrics.bootstrap import Difference, RepeatComparison, compare_repeats, resolved
 from sweeper.report.analysis import best_per, paired, repeats_of
-from sweeper.tracking.notes import short_number
-from sweeper.tracking.sweeps import SweepDetails, TrialRun, searched_keys, searched_params
+from sweeper.recorded.notes import short_number
+from sweeper.recorded.sweeps import SweepDetails, TrialRun, searched_keys, searched_params
 
 TERTILES = 3  # bins of a linear numeric key
 

@@ -17,10 +17,11 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from sweeper.methods import METHODS  # noqa: E402
 from sweeper.report.analysis import FRONT_COSTS, FractionBest, pareto_front, train_fraction  # noqa: E402
-from sweeper.metrics.bootstrap import DISPLAY  # noqa: E402
+from sweeper.report.wording import DISPLAY  # noqa: E402
 from sweeper.report.verdict import Verdict  # noqa: E402
+from sweeper.direction import Direction  # noqa: E402
 from sweeper.tracking.schema import COSTS, State  # noqa: E402
-from sweeper.tracking.sweeps import SweepDetails, TrialRun, searched_keys, searched_params  # noqa: E402
+from sweeper.recorded.sweeps import SweepDetails, TrialRun, searched_keys, searched_params  # noqa: E402
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 DPI = 110
@@ -93,7 +94,7 @@ def pareto_figure(details: SweepDetails, path: Path, optuna_set: list[TrialRun] 
         axes.margins(x=0.12, y=0.08)
         suffix = " (s)" if cost.endswith("_seconds") else " (MB)" if cost == "peak_memory_mb" else ""
         axes.set_xlabel(f"{label}{suffix}, lower is cheaper")
-        axes.set_ylabel(f"best {metric}" + (" (higher is better)" if mode == "max" else " (lower is better)"))
+        axes.set_ylabel(f"best {metric} ({Direction(mode).phrase})")
         axes.set_title(f"{metric} vs {label}")
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize=8, loc="best")
@@ -156,7 +157,7 @@ def fraction_figure(details: SweepDetails, rows: list[FractionBest], path: Path)
     axes.set_xticks(fractions, [f"{fraction:g}" for fraction in fractions])
     axes.minorticks_off()
     axes.set_xlabel("share of the training split trained on")
-    axes.set_ylabel(f"best {metric}" + (" (higher is better)" if mode == "max" else " (lower is better)"))
+    axes.set_ylabel(f"best {metric} ({Direction(mode).phrase})")
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8, loc="best")
     axes.set_title(f"Low-resource: best {metric} per method against the training fraction")

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 
 from sweeper.methods import METHODS
-from sweeper.metrics.bootstrap import DISPLAY
+from sweeper.report.wording import DISPLAY
 from sweeper.report import figures
 from sweeper.report.analysis import (FRONT_COSTS, RESAMPLES, Decision, backbone_params, best_per, best_per_fraction,
                                      decide, pareto_front, repeats_of, spread, sweep_totals, value_text)
@@ -23,8 +23,10 @@ from sweeper.report.importance import load_study, param_importances
 from sweeper.report.verdict import Verdict, verdict
 from sweeper.spec import parse_objectives
 from sweeper.tasks import task_class
+from sweeper.direction import Direction
+from sweeper.recorded.objectives import study_objectives
 from sweeper.tracking.schema import COSTS, Role, State, Tag
-from sweeper.tracking.sweeps import SweepDetails, TrialRun, ranked, searched_params
+from sweeper.recorded.sweeps import SweepDetails, TrialRun, ranked, searched_params
 
 
 def build_document(details: SweepDetails, out: Path, decision: Decision | None = None,
@@ -231,7 +233,7 @@ def fraction_sections(details: SweepDetails, out: Path) -> list[Section]:
 def overview(details: SweepDetails) -> Section:
     record, spec = details.record, details.spec
     lines = [f"Experiment `{details.experiment}`, parent run `{record.run_id}`; ranked by **{record.metric}** "
-             f"({'higher' if record.mode == 'max' else 'lower'} is better)."]
+             f"({Direction(record.mode).phrase})."]
     if spec is not None:
         repeats = f" (then {spec.sweep.repeats} repeats of each method's best)" if spec.sweep.repeats else ""
         lines.append(f"Spec: {spec.sweep.trials} trials{repeats}, searcher `{spec.sweep.searcher}`, pruner "
@@ -242,7 +244,7 @@ def overview(details: SweepDetails) -> Section:
     objectives = parse_objectives(details.tags.get(Tag.OBJECTIVES))
     if objectives:
         lines.append("Multi-objective study: " + ", ".join(
-            f"**{metric}** ({'higher' if mode == 'max' else 'lower'} is better)" for metric, mode in objectives)
+            f"**{metric}** ({Direction(mode).phrase})" for metric, mode in objectives)
             + "; no pruning. See the Pareto set (Optuna) below.")
     best = details.tags.get(Tag.BEST_RUN)
     if best:
@@ -321,7 +323,7 @@ def best_section(title: str, group: str, details: SweepDetails, key: Callable[[T
 
 def pareto_section(details: SweepDetails, out: Path, study: optuna.Study | None = None) -> Section:
     metric, mode = details.record.metric, details.record.mode
-    objectives = study_objectives(study, details)
+    objectives = study_objectives(study, details.tags.get(Tag.OBJECTIVES))
     ringed = [trial for _, trial in optuna_pareto(details, study) if trial is not None] if objectives else None
     path = figures.pareto_figure(details, out / "pareto.png", ringed, objectives[-1][0] if objectives else None)
     if path is None:
@@ -337,14 +339,6 @@ def pareto_section(details: SweepDetails, out: Path, study: optuna.Study | None 
     return Section("Metric vs cost", blocks)
 
 
-def study_objectives(study: optuna.Study | None, details: SweepDetails) -> list[tuple[str, str]]:
-    """(metric, mode) per objective of a multi-objective sweep: the study's metric names, else the parent run's tag."""
-    if study is not None and len(study.directions) > 1 and study.metric_names:
-        return [(name, "max" if way == optuna.study.StudyDirection.MAXIMIZE else "min")
-                for name, way in zip(study.metric_names, study.directions)]
-    return parse_objectives(details.tags.get(Tag.OBJECTIVES))
-
-
 def optuna_pareto(details: SweepDetails, study: optuna.Study | None) -> list[tuple[optuna.trial.FrozenTrial, TrialRun | None]]:
     """The study's Pareto set (`study.best_trials`) with each trial's MLflow run, cheapest first; empty when the
     study is missing or single-objective."""
@@ -356,7 +350,7 @@ def optuna_pareto(details: SweepDetails, study: optuna.Study | None) -> list[tup
 
 def optuna_pareto_section(details: SweepDetails, study: optuna.Study | None, why: str) -> Section:
     """The Pareto set the multi-objective Optuna study found, with both objective values as the study has them."""
-    objectives = study_objectives(study, details)
+    objectives = study_objectives(study, details.tags.get(Tag.OBJECTIVES))
     if study is None:
         return Section("Pareto set (Optuna)", [f"Pareto set not shown: {why}."])
     pareto = optuna_pareto(details, study)

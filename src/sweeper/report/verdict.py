@@ -21,15 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeper.metrics.bootstrap import DISPLAY
+from sweeper.report.wording import DISPLAY
 from sweeper.metrics.resolution import Resolution, split_resolution
 from sweeper.metrics.text import sentence_bleu
 from sweeper.report.analysis import decision_metric, label, repeats_of, spread, value_text
 from sweeper.report.effects import Comparison, Factor, contrast, factor_effects
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.notes import short_number
+from sweeper.recorded.notes import short_number
 from sweeper.tracking.schema import RESOLVABLE_DIFFERENCE, VALIDATION_COMMITS, VALIDATION_POSITIVES, VERDICT_FILE
-from sweeper.tracking.sweeps import SweepDetails, SweepRecord, TrialRun, load_sweep, ranked, searched_params
+from sweeper.recorded.sweeps import SweepDetails, SweepRecord, TrialRun, load_sweep, ranked, searched_params
 
 COSTS_RANKED = ("train_flops", "train_seconds")  # the first every candidate logged ranks; trainable params break ties
 RESOLVE_MORE = ("more validation commits (rolling evaluation validates on more of the history without training on less: "

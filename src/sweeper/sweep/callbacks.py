@@ -28,7 +28,7 @@ from sweeper.sweep.trainable import (EVALUATION, FAILURE, FINAL, LAST_EVALUATION
 from sweeper.timings import timed
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.datasets import split_inputs
-from sweeper.tracking.notes import trial_label, trial_note
+from sweeper.recorded.notes import trial_label, trial_note
 from sweeper.tracking.schema import COSTS, ERROR_FOLDER, FailureKind, State, Tag, final_metric_name
 from sweeper.tracking.writer import BackgroundWriter
 

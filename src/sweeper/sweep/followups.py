@@ -24,16 +24,17 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from sweeper.artifacts import PREDICTIONS_FILE
 from sweeper.baselines import VALID, BaselineResult, baselines_for
 from sweeper.config import TrialConfig
 from sweeper.data.records import Dataset
 from sweeper.errors import SweeperError
+from sweeper.predictions import SCORES, write_predictions
 from sweeper.spec import Spec
 from sweeper.sweep.callbacks import TrackingCallback
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.datasets import split_inputs
-from sweeper.tracking.schema import CI_HIGH, CI_LOW, Role, State, Tag, final_metric_name, window_metric_name
+from sweeper.tracking.schema import (CI_HIGH, CI_LOW, PREDICTIONS_FILE, Role, State, Tag, final_metric_name,
+                                     window_metric_name)
 
 # --- baselines ------------------------------------------------------------------------------------------
 
@@ -65,8 +66,8 @@ def log_baselines(tracker: Tracker, spec: Spec, dataset: Dataset, parent_run_id:
                                 step=number)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / PREDICTIONS_FILE
-            rows = [f"{id_},{labels[id_]},{score!r}" for id_, score in zip(result.valid_ids, result.valid_scores)]
-            path.write_text("\n".join(["id,label,score", *rows]) + "\n")
+            write_predictions(path, SCORES, [(id_, labels[id_], score)
+                                             for id_, score in zip(result.valid_ids, result.valid_scores)])
             tracker.log_file(run_id, path)
         shown = describe_value(result, spec.metric)
         tracker.end_run(run_id, State.COMPLETE, f"baseline {result.name}: {shown} on the trials' validation commits "

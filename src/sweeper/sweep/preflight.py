@@ -87,7 +87,7 @@ def check_methods(spec: Spec, source: str) -> None:
                 raise SpecError(located(source, checkpointing), checkpointing, str(error)) from None
 
 
-def check_precision(spec: Spec, source: str) -> None:
+def check_spec_precision(spec: Spec, source: str) -> None:
     """fp16 needs a GPU: without one (`sweep.resources.gpu: 0`) Ray hides the GPUs from the trials."""
     field = setting_field(spec, "precision", "fp16")
     if field and spec.sweep.resources.gpu == 0:
@@ -107,7 +107,7 @@ def check_quantization(spec: Spec, source: str) -> None:
 
 def preflight(spec: Spec, source: str) -> None:
     """All checks; raises SweeperError subclasses with one-line messages."""
-    check_precision(spec, source)
+    check_spec_precision(spec, source)
     check_quantization(spec, source)
     try:
         check_methods(spec, source)

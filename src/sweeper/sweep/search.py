@@ -12,45 +12,19 @@ result (its best metrics and its costs); Optuna cannot prune such a study, so no
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from sweeper.direction import Objectives
+from sweeper.recorded.objectives import study_objectives
 from sweeper.spec import Spec
 from sweeper.sweep.space import Space, grid
 from sweeper.sweep.stopping import record_interval
 from sweeper.timings import timed
 from sweeper.tracking.schema import State
-
-Objectives = list[tuple[str, str]]  # (metric, 'max' | 'min') per objective; empty for a single-objective study
-
-
-def direction(mode: str) -> str:
-    """Optuna's name for a spec mode."""
-    return "maximize" if mode == "max" else "minimize"
-
-
-def name_objectives(study: optuna.Study, objectives: Objectives) -> optuna.Study:
-    """Record the objectives' metric names in a multi-objective study (optuna-dashboard and `study_objectives`
-    read them); a single-objective study is returned as it is."""
-    if objectives:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([metric for metric, _ in objectives])
-    return study
-
-
-def study_objectives(study: optuna.Study) -> Objectives:
-    """(metric, mode) per objective of a multi-objective study named by `name_objectives`; empty otherwise."""
-    if len(study.directions) < 2:
-        return []
-    names = study.metric_names or [f"objective_{index}" for index in range(len(study.directions))]
-    return [(name, "max" if way == optuna.study.StudyDirection.MAXIMIZE else "min")
-            for name, way in zip(names, study.directions)]
-
 
 class OptunaSearcher(Searcher):
     """Suggests configurations from an Optuna study and records each trial's fate in it."""

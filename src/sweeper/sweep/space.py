@@ -35,20 +35,11 @@ def define_by_run(spec: Spec) -> Space:
     def suggest(trial: optuna.Trial) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for key, distribution in spec.search.items():
-            if applies(distribution, {**defaults, **values}):
+            if distribution.applies({**defaults, **values}):
                 values[key] = suggest_one(trial, key, distribution)
         return values
 
     return suggest
-
-
-def applies(distribution: Distribution, current: dict[str, Any]) -> bool:
-    """Whether every `when` condition holds for the values chosen so far."""
-    for key, expected in distribution.when.items():
-        allowed = expected if isinstance(expected, list) else [expected]
-        if current.get(key) not in allowed:
-            return False
-    return True
 
 
 def suggest_one(trial: optuna.Trial, key: str, distribution: Distribution) -> Any:

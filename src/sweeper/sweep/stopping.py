@@ -39,7 +39,7 @@ from sweeper.report.verdict import Verdict, verdict
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.schema import (BUDGET_TRIALS, CI_HIGH, CI_LOW, INTERVAL_ATTR, STOP_BOUND, STOP_ERROR,
                                      STOP_UNCHANGED, Tag)
-from sweeper.tracking.sweeps import SweepDetails, SweepRecord, load_sweep, searched_params
+from sweeper.recorded.sweeps import SweepDetails, SweepRecord, load_sweep, searched_params
 
 Answers = tuple[Any, ...]
 

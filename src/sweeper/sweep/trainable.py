@@ -38,7 +38,8 @@ from sweeper.errors import SweeperError
 from sweeper.sweep.hold import hold_after_evaluation
 from sweeper.timings import timed
 from sweeper.tracking.schema import ERROR_FOLDER
-from sweeper.trial import Evaluation, run_trial
+from sweeper.recipe import Evaluation
+from sweeper.trial import run_trial
 
 # Keys of the results a trial reports to Tune, beside its metrics.
 FINAL = "final"  # set on the last result: the trial's best metrics and its costs, not another evaluation

@@ -1,4 +1,4 @@
-"""What differs between the tasks: the model, the encoding, the loss, evaluation, metrics and the predictions file.
+"""Tasks: what differs between them (the model, the encoding, the loss, evaluation, metrics, the predictions file).
 
 `run_trial` is the same recipe for every task; it asks `task_for(config)` for the parts that differ. Each task
 declares its metrics: those every evaluation reports, those scored on generated text (only when messages are
@@ -6,87 +6,52 @@ generated), which are lower-is-better, and which a ranking shows. Usage::
 
     task = task_for(config)                 # DefectPrediction or MessageGeneration
     model = task.load_model(config.backbone)
-    evaluated = task.evaluate(model, items, device, score=True)
+    scores = task.evaluate(model, items, device, score=True)
+
+Each module of this package that defines a `TASK` (a class that follows `sweeper.tasks.base.Task`) is a task;
+`TASKS` maps the task names (a spec's `task`) to them. A task defined elsewhere joins with `register_task`
+(docs/guides/add-a-task.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+import importlib
+import pkgutil
+from typing import TYPE_CHECKING
+
+from sweeper.errors import SweeperError
+from sweeper.tasks.base import Scores, Prediction, Task
 
 if TYPE_CHECKING:
-    import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
     from sweeper.config import TrialConfig
-    from sweeper.data.encoding import EncodedCommit
-    from sweeper.data.features import FeatureScaler
-    from sweeper.data.records import CommitRecord
 
-Prediction = float | str  # a defect probability, or a generated message
+__all__ = ["TASKS", "Scores", "Prediction", "Task", "register_task", "task_class", "task_for"]
 
 
-@dataclass
-class Evaluated:
-    """Metrics over a set of commits and one prediction per commit (in input order).
-
-    `scored` is False when only the cheap metrics were computed (message generation between scorings:
-    the evaluation loss, no messages generated).
-    """
-
-    metrics: dict[str, float]
-    predictions: list[Prediction]
-    scored: bool = True
+def discover() -> dict[str, type[Task]]:
+    """The `TASK` of every module in this package, by name, in the order the modules sort."""
+    found: dict[str, type[Task]] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+        task = getattr(importlib.import_module(f"{__name__}.{info.name}"), "TASK", None)
+        if task is not None:
+            found[task.name] = task
+    return found
 
 
-class Task(Protocol):
-    """The task-specific parts of a trial, and the metrics the task reports."""
+TASKS: dict[str, type[Task]] = discover()
 
-    name: ClassVar[str]
-    metrics: ClassVar[tuple[str, ...]]  # reported by every evaluation
-    generated_metrics: ClassVar[tuple[str, ...]]  # scored on generated text: at the end, or every generation.every
-    lower_is_better: ClassVar[tuple[str, ...]]
-    shown: ClassVar[tuple[str, ...]]  # shown beside the sweep's metric in rankings and reports
-    scaler: FeatureScaler | None  # the expert features' scaler, fitted on the training split (`features: expert`)
 
-    def fit(self, train: list[CommitRecord]) -> None:
-        """Learn from the training records, before any split is encoded, what encoding needs (the scaler)."""
-
-    def load_model(self, backbone: str) -> PreTrainedModel: ...
-
-    def encode(self, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase) -> list[EncodedCommit]: ...
-
-    def prepare(self, train: list[EncodedCommit], tokenizer: PreTrainedTokenizerBase, device: torch.device) -> None:
-        """Set what training needs from the data and tokenizer (class weights, pad and end ids)."""
-
-    def batch(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device) -> dict[str, torch.Tensor]:
-        """A training batch on `device`: padded inputs and labels."""
-
-    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
-
-    def evaluate(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
-                 score: bool) -> Evaluated: ...
-
-    def test_metrics(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
-                     best: dict[str, float]) -> dict[str, float]: ...
-
-    def intervals(self, items: list[EncodedCommit], predictions: list[Prediction]) -> dict[str, float]:
-        """Seeded bootstrap 95 % intervals of the task's metrics over `items`: `<metric>_ci_low`, `<metric>_ci_high`."""
-
-    def write_predictions(self, path: Path, items: list[EncodedCommit], predictions: list[Prediction]) -> None: ...
-
-    def predict_records(self, model: PreTrainedModel, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase,
-                        device: torch.device) -> list[Prediction]:
-        """Predictions for new commits (no labels or messages needed), encoded as in training."""
+def register_task(task: type[Task]) -> type[Task]:
+    """Add a task defined outside this package to `TASKS` (by its `name`); returns it, so it can decorate the class."""
+    TASKS[task.name] = task
+    return task
 
 
 def task_class(name: str) -> type[Task]:
-    """The task a spec names: `jitdp` or `cmg`."""
-    from sweeper.tasks.defects import DefectPrediction
-    from sweeper.tasks.messages import MessageGeneration
-
-    return {task.name: task for task in (DefectPrediction, MessageGeneration)}[name]
+    """The task a spec names (`jitdp`, `cmg`, or one registered)."""
+    if name not in TASKS:
+        raise SweeperError(f"unknown task '{name}': use one of {', '.join(TASKS)}")
+    return TASKS[name]
 
 
 def task_for(config: TrialConfig) -> Task:

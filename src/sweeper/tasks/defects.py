@@ -8,7 +8,6 @@ to the head.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +21,8 @@ from sweeper.data.records import CommitRecord
 from sweeper.metrics.bootstrap import classification_intervals, flat_intervals
 from sweeper.metrics.classification import classification_metrics
 from sweeper.precision import autocast
-from sweeper.tasks import Evaluated, Prediction
+from sweeper.predictions import SCORES, Prediction
+from sweeper.tasks.base import Scores
 from sweeper.tasks.expert_head import batch_features, install_expert_head
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ class DefectPrediction:
     generated_metrics = ()
     lower_is_better = ("eval_loss",)
     shown = ("auc", "f1", "mcc")
+    prediction_columns = SCORES
 
     def __init__(self, config: TrialConfig) -> None:
         self.config = config
@@ -85,10 +86,10 @@ class DefectPrediction:
         return self.loss_fn(logits, batch["labels"])
 
     def evaluate(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
-                 score: bool = True) -> Evaluated:
+                 score: bool = True) -> Scores:
         scores, eval_loss = self.scores(model, items, device)
         metrics = classification_metrics([item.label for item in items], scores) | {"eval_loss": eval_loss}
-        return Evaluated(metrics, list(scores))
+        return Scores(metrics, list(scores))
 
     def scores(self, model: PreTrainedModel, items: list[EncodedCommit],
                device: torch.device) -> tuple[list[float], float]:
@@ -110,9 +111,8 @@ class DefectPrediction:
         scores = [float(score) for score in predictions]
         return flat_intervals(classification_intervals([item.label for item in items], scores))
 
-    def write_predictions(self, path: Path, items: list[EncodedCommit], predictions: list[Prediction]) -> None:
-        lines = ["id,label,score"] + [f"{item.id},{item.label},{score!r}" for item, score in zip(items, predictions)]
-        path.write_text("\n".join(lines) + "\n")
+    def truth(self, item: EncodedCommit) -> int:
+        return item.label
 
     def predict_records(self, model: PreTrainedModel, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase,
                         device: torch.device) -> list[Prediction]:
@@ -121,6 +121,9 @@ class DefectPrediction:
         items = self.encode(records, tokenizer)
         scores, _ = self.scores(model, items, device)
         return list(scores)
+
+
+TASK = DefectPrediction
 
 
 @torch.no_grad()
@@ -153,9 +156,3 @@ def class_weights(items: list[EncodedCommit]) -> torch.Tensor:
     """Inverse class frequency, normalised so a balanced set gets weights of 1."""
     counts = np.bincount([item.label for item in items], minlength=2).astype(np.float64)
     return torch.tensor(len(items) / (2 * np.maximum(counts, 1)), dtype=torch.float32)
-
-
-def read_scored(path: Path) -> list[tuple[str, int, float]]:
-    """The validation predictions a defect-prediction trial saved: (id, label, score)."""
-    rows = path.read_text().splitlines()[1:]
-    return [(id_, int(label), float(score)) for id_, label, score in (row.split(",") for row in rows)]

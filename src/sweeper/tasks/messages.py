@@ -8,8 +8,6 @@ asked for (`generation.every`) and once at the end.
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -21,7 +19,8 @@ from sweeper.data.records import CommitRecord
 from sweeper.metrics.bootstrap import flat_intervals, text_intervals
 from sweeper.metrics.text import generation_metrics
 from sweeper.precision import autocast
-from sweeper.tasks import Evaluated, Prediction
+from sweeper.predictions import MESSAGES, Prediction
+from sweeper.tasks.base import Scores
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -37,6 +36,7 @@ class MessageGeneration:
     generated_metrics = ("bleu", "corpus_bleu", "rouge_l", "exact_match")
     lower_is_better = ("eval_loss",)
     shown = ("bleu", "rouge_l", "exact_match")
+    prediction_columns = MESSAGES
     scaler = None  # no expert features for message generation
 
     def __init__(self, config: TrialConfig) -> None:
@@ -98,14 +98,14 @@ class MessageGeneration:
 
     @torch.no_grad()
     def evaluate(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device,
-                 score: bool) -> Evaluated:
+                 score: bool) -> Scores:
         with autocast(self.config, device):  # as it trained: evaluation, test and `sweeper predict` alike
             metrics = {"eval_loss": self.eval_loss(model, items, device)}
             if not score:
-                return Evaluated(metrics, [], scored=False)
+                return Scores(metrics, [], scored=False)
             predictions = self.generate(model, items, device)
         metrics |= generation_metrics([item.reference for item in items], predictions)
-        return Evaluated(metrics, list(predictions))
+        return Scores(metrics, list(predictions))
 
     def eval_loss(self, model: PreTrainedModel, items: list[EncodedCommit], device: torch.device) -> float:
         """Mean cross-entropy per message token over `items`."""
@@ -166,11 +166,8 @@ class MessageGeneration:
         """Bootstrap intervals of bleu, corpus_bleu, rouge_l and exact_match of the generated messages."""
         return flat_intervals(text_intervals([item.reference for item in items], [str(p) for p in predictions]))
 
-    def write_predictions(self, path: Path, items: list[EncodedCommit], predictions: list[Prediction]) -> None:
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["id", "reference", "prediction"])
-            writer.writerows([item.id, item.reference, prediction] for item, prediction in zip(items, predictions))
+    def truth(self, item: EncodedCommit) -> str:
+        return item.reference
 
     def predict_records(self, model: PreTrainedModel, records: list[CommitRecord], tokenizer: PreTrainedTokenizerBase,
                         device: torch.device) -> list[Prediction]:
@@ -180,6 +177,9 @@ class MessageGeneration:
         self.prepare(items, tokenizer, device)
         with autocast(self.config, device):
             return list(self.generate(model, items, device))
+
+
+TASK = MessageGeneration
 
 
 def prompt_pad_id(tokenizer: PreTrainedTokenizerBase, end_id: int) -> int:

@@ -181,7 +181,7 @@ class Tracker:
             query += f" and tags.`{Tag.SWEEP}` = '{sweep_id}'"
         return list(self.client.search_runs(experiments, query, ViewType.ACTIVE_ONLY, order_by=["attributes.start_time DESC"]))
 
-    def trial_runs(self, parent_run_id: str, experiment_id: str, role: str | None = Role.TRIAL) -> list[Any]:
+    def child_runs(self, parent_run_id: str, experiment_id: str, role: str | None = Role.TRIAL) -> list[Any]:
         """Child runs of a sweep with one role (`Role.TRIAL`: its trials, not its baselines or repeats); every
         child run with `role=None`."""
         query = f"tags.`{Tag.PARENT_RUN}` = '{parent_run_id}'"

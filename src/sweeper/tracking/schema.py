@@ -172,7 +172,11 @@ SWEEP_VIEW_PREFIX = "sweep-"  # the ids of the views sweeper saves, one per swee
 # A registered trial's model: the pyfunc's artifact (what `sweeper export` writes) and the version's tags.
 REGISTERED_ARTIFACT = "trial"
 
-# Artifacts of a sweep's parent run (a trial's own artifact files are laid out by `sweeper.artifacts`).
+# A trial's validation predictions, read back by reports and `sweeper reproduce` (the trial's other artifact files
+# are laid out by `sweeper.artifacts`).
+PREDICTIONS_FILE = "predictions.csv"
+
+# Artifacts of a sweep's parent run.
 SPEC_FILE = "spec.yaml"
 PARETO_FILE = "pareto.json"
 VERDICT_FILE = "verdict.json"  # the verdict and every comparison it rests on (sweeper.report.verdict.Verdict.as_dict)

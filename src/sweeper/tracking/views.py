@@ -20,6 +20,7 @@ import json
 import re
 from typing import Any
 
+from sweeper.direction import Direction
 from sweeper.tracking.schema import BEST_PREFIX, SWEEP_VIEW_PREFIX, VIEW_URL_KEY, Tag
 
 # The UI's side bar is in GenAI or model-training mode, from this URL parameter (else what the browser last used).
@@ -45,7 +46,7 @@ def sweep_view_state(sweep_id: str, metric: str, mode: str, searched: list[str])
     return {
         "searchFilter": f"tags.`{Tag.SWEEP}` = '{sweep_id}'",
         "orderByKey": best,
-        "orderByAsc": mode == "min",
+        "orderByAsc": Direction(mode) is Direction.MIN,
         "selectedColumns": [column("tags", Tag.STATE), column("tags", Tag.METHOD), best,
                             *(column("params", key) for key in searched if key != "method"),
                             column("metrics", "trainable_params"), column("metrics", "train_seconds"),

@@ -41,7 +41,7 @@ DEFECT, CLEAN = "defect-inducing", "clean"
 
 
 @dataclass(frozen=True)
-class Prediction:
+class CommitPrediction:
     """One commit's id and its defect probability (defect prediction) or generated message (message generation)."""
 
     id: str
@@ -88,7 +88,7 @@ def left_out(records: list[CommitRecord]) -> list[str]:
 
 
 def predict_text(tracker: Tracker, run_id: str, text: str, source: str = "<stdin>",
-                 notes: list[str] | None = None) -> list[Prediction]:
+                 notes: list[str] | None = None) -> list[CommitPrediction]:
     """Parse commits from `text` (git show, a diff or JSONL) and score them with the run's model; what the model
     could not read is added to `notes`."""
     records = parse_commits(text, source)
@@ -99,7 +99,7 @@ def predict_text(tracker: Tracker, run_id: str, text: str, source: str = "<stdin
 
 
 def predict_repo(tracker: Tracker, run_id: str, repo: Path, revisions: list[str],
-                 notes: list[str] | None = None) -> tuple[list[Prediction], list[CommitRecord]]:
+                 notes: list[str] | None = None) -> tuple[list[CommitPrediction], list[CommitRecord]]:
     """Score the commits `revisions` name in the clone `repo` (their change metrics computed from its history), each
     with the run's threshold; the records scored come back too. Commits from-git would leave out (merges, no source
     file) are not scored: a note each. The clone is read first, so a wrong path or revision fails at once."""
@@ -116,10 +116,10 @@ def predict_repo(tracker: Tracker, run_id: str, repo: Path, revisions: list[str]
             return [], []
         threshold = trial.metrics.get(THRESHOLD_METRIC)
         scored = predict_records(trial, found.records)
-        return [Prediction(p.id, p.probability, threshold=threshold) for p in scored], found.records
+        return [CommitPrediction(p.id, p.probability, threshold=threshold) for p in scored], found.records
 
 
-def predict_records(trial: TrialArtifacts, records: list[CommitRecord]) -> list[Prediction]:
+def predict_records(trial: TrialArtifacts, records: list[CommitRecord]) -> list[CommitPrediction]:
     """Encode records as the trial was trained (same tokenizer, lengths) and return its task's prediction for each:
     P(defect), or a generated message."""
     from sweeper.backbone import load_tokenizer
@@ -136,5 +136,5 @@ def predict_records(trial: TrialArtifacts, records: list[CommitRecord]) -> list[
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = trained_model(trial).to(device)
     outputs = task.predict_records(model, records, load_tokenizer(config.backbone, config.task), device)
-    return [Prediction(record.id, message=output) if isinstance(output, str) else Prediction(record.id, output)
+    return [CommitPrediction(record.id, message=output) if isinstance(output, str) else CommitPrediction(record.id, output)
             for record, output in zip(records, outputs)]

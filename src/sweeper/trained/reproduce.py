@@ -14,12 +14,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeper.artifacts import PREDICTIONS_FILE, read_predictions
+from sweeper.predictions import read_predictions
 from sweeper.config import TrialConfig
 from sweeper.errors import SpecError, SweeperError
 from sweeper.machine import describe_machine, machine_kind
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import BEST_PREFIX, Tag
+from sweeper.tracking.schema import BEST_PREFIX, PREDICTIONS_FILE, Tag
 from sweeper.trial import run_trial
 
 DEFAULT_TOLERANCE = 1e-4
@@ -120,7 +120,7 @@ def reproduce(tracker: Tracker, run_id: str) -> Reproduction:
             return Reproduction(run_id, original, reproduced, machine=machine)
         logged.mkdir()
         tracker.client.download_artifacts(run_id, PREDICTIONS_FILE, str(logged))
-        before, after = read_predictions(logged), read_predictions(again)
+        before, after = (read_predictions(folder / PREDICTIONS_FILE).values for folder in (logged, again))
     return Reproduction(run_id, original, reproduced, len(before), *compare_predictions(before, after), machine)
 
 

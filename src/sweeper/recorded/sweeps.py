@@ -8,7 +8,6 @@ compares too, which cost a few requests per run).
 
 from __future__ import annotations
 
-import csv
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -17,10 +16,14 @@ from typing import Any
 
 import yaml
 
+from sweeper.config import parse_scalar
+from sweeper.direction import Direction, Mode
 from sweeper.errors import SweeperError
+from sweeper.predictions import Predictions, read_predictions
+from sweeper.spec import Spec, parse_spec
 from sweeper.tracking.client import Tracker
-from sweeper.tracking.schema import (BEST_PREFIX, CI_HIGH, CI_LOW, COMPUTE_SECONDS, EPOCH, SPEC_FILE, TRIALS_PREFIX,
-                                     Role, State, Tag)
+from sweeper.tracking.schema import (BEST_PREFIX, CI_HIGH, CI_LOW, COMPUTE_SECONDS, EPOCH, PREDICTIONS_FILE, SPEC_FILE,
+                                     TRIALS_PREFIX, Role, State, Tag)
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class SweepRecord:
     run_id: str
     experiment_id: str
     metric: str
-    mode: str
+    mode: Mode
 
 
 @dataclass(frozen=True)
@@ -94,19 +97,6 @@ class TrialRun:
 
 
 @dataclass(frozen=True)
-class Predictions:
-    """A run's validation predictions (`predictions.csv`) by commit id, in file order: (label, score) for defect
-    prediction, (reference, prediction) for message generation, as text."""
-
-    columns: tuple[str, ...]
-    rows: dict[str, tuple[str, str]]
-
-    @property
-    def task(self) -> str:
-        return "jitdp" if self.columns[-1] == "score" else "cmg"
-
-
-@dataclass(frozen=True)
 class SweepDetails:
     """A sweep with its parent run's tags and metrics, its spec and every trial."""
 
@@ -114,7 +104,7 @@ class SweepDetails:
     experiment: str
     tags: dict[str, str]
     metrics: dict[str, float]
-    spec: Any  # sweeper.spec.Spec, or None when the logged spec no longer validates
+    spec: Spec | None  # None when the logged spec no longer validates
     trials: list[TrialRun]
     baselines: list[TrialRun] = field(default_factory=list)
     repeats: list[TrialRun] = field(default_factory=list)
@@ -150,16 +140,16 @@ def find_sweep(tracker: Tracker, sweep_id: str | None = None, experiment: str | 
     run = runs[0]
     tags = run.data.tags
     return SweepRecord(tags[Tag.SWEEP], run.info.run_id, run.info.experiment_id,
-                       tags.get(Tag.METRIC, "auc"), tags.get(Tag.MODE, "max"))
+                       tags.get(Tag.METRIC, "auc"), Direction(tags.get(Tag.MODE, "max")).value)
 
 
-def trial_runs(tracker: Tracker, sweep: SweepRecord, spec: Any = None, details: bool = False,
+def trial_runs(tracker: Tracker, sweep: SweepRecord, spec: Spec | None = None, details: bool = False,
                role: str = Role.TRIAL) -> list[TrialRun]:
     """Every trial of a sweep (or its baselines, or its repeats: `role`), in trial order; with `details`, the
     learning curve and artifact size too."""
     resources = spec.sweep.resources if spec is not None else None
     trials = []
-    for run in tracker.trial_runs(sweep.run_id, sweep.experiment_id, role):
+    for run in tracker.child_runs(sweep.run_id, sweep.experiment_id, role):
         tags, params = run.data.tags, dict(run.data.params)
         number = tags.get(Tag.REPEAT_OF_TRIAL if role == Role.REPEAT else Tag.OPTUNA_TRIAL, "")
         method = tags.get(Tag.BASELINE, "?") if role == Role.BASELINE else \
@@ -179,7 +169,7 @@ def trial_runs(tracker: Tracker, sweep: SweepRecord, spec: Any = None, details: 
 def ranked(trials: list[TrialRun], metric: str, mode: str) -> list[TrialRun]:
     """Completed trials with a value of `metric`, best first."""
     done = [trial for trial in trials if trial.state == State.COMPLETE and trial.value(metric) is not None]
-    return sorted(done, key=lambda trial: trial.value(metric) or 0.0, reverse=mode == "max")
+    return Direction(mode).best_first(done, key=lambda trial: trial.value(metric) or 0.0)
 
 
 def best_per_method(trials: list[TrialRun]) -> list[TrialRun]:
@@ -201,28 +191,21 @@ def load_sweep(tracker: Tracker, sweep: SweepRecord, curves: bool = True) -> Swe
     baselines = trial_runs(tracker, sweep, spec, details=curves, role=Role.BASELINE)
     compared = [*ranked(trials, sweep.metric, sweep.mode), *ranked(baselines, sweep.metric, sweep.mode)]
     predictions = {run.run_id: found for run in compared
-                   if (found := read_predictions(tracker, run.run_id)) is not None}
+                   if (found := logged_predictions(tracker, run.run_id)) is not None}
     return SweepDetails(sweep, experiment, dict(parent.data.tags), dict(parent.data.metrics), spec, trials, baselines,
                         trial_runs(tracker, sweep, spec, role=Role.REPEAT), predictions)
 
 
-def read_predictions(tracker: Tracker, run_id: str) -> Predictions | None:
-    """A run's `predictions.csv`, or None when it logged none (older or failed runs)."""
-    from sweeper.artifacts import PREDICTIONS_FILE  # the trial layout's name (a torch import: only for reports)
-
+def logged_predictions(tracker: Tracker, run_id: str) -> Predictions | None:
+    """A run's logged predictions file, or None when it logged none (older or failed runs)."""
     if PREDICTIONS_FILE not in {item.path for item in tracker.client.list_artifacts(run_id)}:
         return None
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(tracker.client.download_artifacts(run_id, PREDICTIONS_FILE, folder))
-        with path.open(newline="", encoding="utf-8") as handle:
-            header, *rows = csv.reader(handle)
-    return Predictions(tuple(header), {row[0]: (row[1], row[2]) for row in rows if len(row) == 3})
+        return read_predictions(Path(tracker.client.download_artifacts(run_id, PREDICTIONS_FILE, folder)))
 
 
-def logged_spec(tracker: Tracker, run_id: str) -> Any:
+def logged_spec(tracker: Tracker, run_id: str) -> Spec | None:
     """The sweep's spec from its `spec.yaml` artifact, or None when missing or no longer valid."""
-    from sweeper.spec import parse_spec
-
     try:
         with tempfile.TemporaryDirectory() as folder:
             text = Path(tracker.client.download_artifacts(run_id, SPEC_FILE, folder)).read_text(encoding="utf-8")
@@ -251,15 +234,12 @@ def searched_params(details: SweepDetails, trial: TrialRun) -> dict[str, str]:
 
     Without the spec: `method`, `lr`, and the keys of the trial's own method section.
     """
-    from sweeper.config import parse_scalar
-    from sweeper.sweep.space import applies
-
     if details.spec is None:
         return {key: value for key, value in trial.params.items()
                 if key in ("method", "lr") or key.startswith(f"{trial.method}.")}
     current = {key: parse_scalar(value) for key, value in trial.params.items()}
     return {key: trial.params[key] for key, distribution in details.spec.search.items()
-            if key in trial.params and applies(distribution, current)}
+            if key in trial.params and distribution.applies(current)}
 
 
 def searched_keys(details: SweepDetails) -> list[str]:

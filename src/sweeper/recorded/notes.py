@@ -19,8 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from sweeper.tracking.client import Tracker
+from sweeper.direction import Direction
 from sweeper.tracking.schema import BEST_PREFIX, CI_HIGH, CI_LOW, REPORT_FOLDER, REPORT_HTML, State
-from sweeper.tracking.sweeps import SweepRecord, TrialRun, best_per_method, ranked, trial_runs
+from sweeper.recorded.sweeps import SweepRecord, TrialRun, best_per_method, ranked, trial_runs
 from sweeper.tracking.views import run_page
 
 
@@ -78,7 +79,7 @@ def sweep_note(sweep: SweepRecord, trials: list[TrialRun], decision: list[str] |
     lines = [f"**Verdict**: {verdict}", ""] if verdict else []
     lines += [f"**Sweep `{sweep.sweep_id}`**: {len(trials)} trials, "
              + ", ".join(f"{count} {state}" for state, count in counts.items())
-             + f"; ranked by **{sweep.metric}** ({'higher' if sweep.mode == 'max' else 'lower'} is better).", ""]
+             + f"; ranked by **{sweep.metric}** ({Direction(sweep.mode).phrase}).", ""]
     best = best_per_method(ranked(trials, sweep.metric, sweep.mode))
     if best:
         lines += [f"| method | best {sweep.metric} | 95 % interval | trial | trainable params | train time |",
