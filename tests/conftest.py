@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -44,11 +45,24 @@ def shared_ray() -> Iterator[None]:
     SharedRay.stop()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """With `-n` (pytest-xdist, `--dist loadgroup`): each module's tests go to one worker, so a module's fixtures
-    (a sweep, a cluster, a server) start once; the modules that use the session's tiny sweep (they import
-    `tiny_sweep`) go to one worker together, so that the sweep runs once per test run."""
-    for item in items:
-        module = getattr(item, "module", None)
-        shares_tiny_sweep = module is not None and hasattr(module, "tiny_sweep")
-        item.add_marker(pytest.mark.xdist_group("tiny-sweep" if shares_tiny_sweep else item.path.stem))
+def test_group(nodeid: str) -> str:
+    """The work unit of a test under xdist: its module, except that every module reading the session's tiny sweep
+    (it imports `tiny_sweep`) is one unit, so that the sweep runs once per test run."""
+    path = nodeid.split("::", 1)[0]
+    module = Path(__file__).parent.parent / path
+    reads_tiny_sweep = module.name.startswith("test_") and "from tiny_sweep import" in module.read_text()
+    return "tiny-sweep" if reads_tiny_sweep else path
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """With `-n` (pytest-xdist): each module's tests go to one worker, so that a module's fixtures (a sweep, a
+    cluster, a server) start once. xdist's own `loadgroup` marks do not work with pytest 9.2 (they rewrite a node id
+    that pytest no longer reads), so the grouping is xdist's `loadscope` scheduler with our scope."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+
+    return ModuleScheduling(config, log)
