@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,8 +45,15 @@ class Cluster:
 def ray(*args: str, env: dict[str, str]) -> None:
     """`ray start ...` of one node, its dashboard agent on a free port: Ray's default (52365) is taken by any other
     Ray on this machine, and a head whose agent cannot bind takes no job ("No available agent to submit job")."""
-    subprocess.run([str(BIN / "ray"), *args, "--dashboard-agent-listen-port", str(free_port())], env=env, check=True,
-                   capture_output=True, timeout=180)
+    out = subprocess.run([str(BIN / "ray"), *args, "--dashboard-agent-listen-port", str(free_port())], env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, f"ray {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+
+
+def node_dir(name: str) -> Path:
+    """A node's `--temp-dir`: short and in /tmp, since Ray's socket paths inside it must stay within the 107
+    characters of a Unix socket address (a pytest temp dir under an xdist worker's folder is too long)."""
+    return Path(tempfile.mkdtemp(prefix=f"rc-{name}-", dir="/tmp"))
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +66,20 @@ def cluster(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> It
     env = {**os.environ, **s3_server.env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
            "PATH": f"{BIN}:{os.environ['PATH']}", HOLD_ENV: str(gate)}
     port, dashboard = free_port(), free_port()
-    node_dirs = [tmp_path_factory.mktemp("ray-head")]
+    node_dirs = [node_dir("head")]
     try:
         ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "0",
             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
             "--temp-dir", str(node_dirs[0]), "--disable-usage-stats", env=env)
         for number in (1, 2):
-            node_dirs.append(tmp_path_factory.mktemp(f"ray-node-{number}"))
+            node_dirs.append(node_dir(f"node{number}"))
             ray("start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
                 "--temp-dir", str(node_dirs[-1]), "--disable-usage-stats", env=env)
         yield Cluster(f"http://127.0.0.1:{dashboard}", env, node_dirs, gate)
     finally:
         stop_ray_nodes(node_dirs)
+        for folder in node_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def cluster_spec(folder: Path, s3: S3Server, name: str, trials: int, epochs: int) -> Path:

@@ -196,7 +196,9 @@ def test_served_model_names_missing_features(expert: Expert, tmp_path: Path) -> 
         server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}/1",
                                    "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                  env={**os.environ, "MLFLOW_TRACKING_URI": expert.uri})
+                                  # MLflow starts `uvicorn` by name: this Python's, also outside an activated venv
+                                  env={**os.environ, "MLFLOW_TRACKING_URI": expert.uri,
+                                       "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     try:
         wait_for_http(f"http://127.0.0.1:{port}/ping", server, log, 300)
         status, answer = post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [good]})
