@@ -3,6 +3,7 @@ real `mlflow server` process that keeps its artifacts in that S3 (see `services.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,10 +46,10 @@ def shared_ray() -> Iterator[None]:
     SharedRay.stop()
 
 
-def test_group(nodeid: str) -> str:
-    """The work unit of a test under xdist: its module, except that every module reading the session's tiny sweep
-    (it imports `tiny_sweep`) is one unit, so that the sweep runs once per test run."""
-    path = nodeid.split("::", 1)[0]
+@functools.cache
+def module_group(path: str) -> str:
+    """The work unit of a module's tests under xdist: the module, except that every module reading the session's
+    tiny sweep (it imports `tiny_sweep`) is one unit, so that the sweep runs once per test run. Read once per file."""
     module = Path(__file__).parent.parent / path
     reads_tiny_sweep = module.name.startswith("test_") and "from tiny_sweep import" in module.read_text()
     return "tiny-sweep" if reads_tiny_sweep else path
@@ -63,6 +64,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return test_group(nodeid)
+            return module_group(nodeid.split("::", 1)[0])
 
     return ModuleScheduling(config, log)
