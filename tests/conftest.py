@@ -3,18 +3,20 @@ real `mlflow server` process that keeps its artifacts in that S3 (see `services.
 
 from __future__ import annotations
 
-import functools
 import os
+from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+import work_units
 from services import MlflowServer, S3Server, start_mlflow, start_s3, stop
 
 # `precision: auto` (the default) reads the CPU's flags: none here, so every test runs at fp32 whatever the CPU
 # (a machine with AMX would run bf16). Subprocesses and Ray workers inherit it. Tests of `auto` pass flags in.
 os.environ["SWEEPER_CPU_FLAGS"] = ""
+
+MODULE_SECONDS: dict[str, float] = defaultdict(float)  # --store-durations
 
 
 @pytest.fixture(scope="session")
@@ -46,24 +48,23 @@ def shared_ray() -> Iterator[None]:
     SharedRay.stop()
 
 
-@functools.cache
-def module_group(path: str) -> str:
-    """The work unit of a module's tests under xdist: the module, except that every module reading the session's
-    tiny sweep (it imports `tiny_sweep`) is one unit, so that the sweep runs once per test run. Read once per file."""
-    module = Path(__file__).parent.parent / path
-    reads_tiny_sweep = module.name.startswith("test_") and "from tiny_sweep import" in module.read_text()
-    return "tiny-sweep" if reads_tiny_sweep else path
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store-durations", action="store_true",
+                     help="write each module's seconds into tests/durations.json (the order xdist starts units in)")
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """With `-n` (pytest-xdist): each module's tests go to one worker, so that a module's fixtures (a sweep, a
-    cluster, a server) start once. xdist's own `loadgroup` marks do not work with pytest 9.2 (they rewrite a node id
-    that pytest no longer reads), so the grouping is xdist's `loadscope` scheduler with our scope."""
-    from xdist.scheduler import LoadScopeScheduling
+    """With `-n` (pytest-xdist): each module's tests go to one worker, the longest units first (`work_units.py`).
+    xdist's own `loadgroup` marks do not work with pytest 9.2 (they rewrite a node id that pytest no longer reads)."""
+    return work_units.make_scheduler(config, log)
 
-    class ModuleScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return module_group(nodeid.split("::", 1)[0])
 
-    return ModuleScheduling(config, log)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add up each module's seconds (in the process that reports: xdist's controller, or the only one)."""
+    MODULE_SECONDS[report.nodeid.split("::", 1)[0]] += report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if session.config.getoption("store_durations") and not hasattr(session.config, "workerinput"):
+        work_units.store(MODULE_SECONDS)
