@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AlbertConfig
 
-from harness import small_trial, spec_dict, write_spec
+from harness import small_trial, write_spec
 from sweeper.artifacts import TrialArtifacts
 from sweeper.predictions import read_predictions
 from sweeper.tracking.schema import PREDICTIONS_FILE
