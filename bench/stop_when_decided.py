@@ -13,8 +13,11 @@ measured `compute_seconds` (training plus evaluation), summed over the trials. T
 answer (`sweeper.sweep.stopping.answers`): beats the baselines or not, the factors that matter, the cheapest
 configuration within noise.
 
-    python bench/stop_when_decided.py            # 2 spaces x 3 seeds x 2 sweeps, budget 8: about 15 minutes
-    python bench/stop_when_decided.py --quick    # one seed, 6-trial budget: checks the script runs
+    python bench/stop_when_decided.py            # 2 spaces x 3 seeds x 2 sweeps, budget 16: about 30 minutes
+    python bench/stop_when_decided.py --quick    # one seed, 8-trial budget: checks the script runs
+
+The stopping settings default to the spec's own defaults (`min_trials: 6`, `patience: 3`); `--quick` lowers them
+to 3 and 2 so that its short budget can stop.
 """
 
 from __future__ import annotations
@@ -94,15 +97,16 @@ def run(space: str, seed: int, when: str, options: Any, folder: Path, uri: str) 
 
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0])
-    args.add_argument("--trials", type=int, help="the budget (default 8; 6 with --quick)")
+    args.add_argument("--trials", type=int, help="the budget (default 16; 8 with --quick)")
     args.add_argument("--sample", type=int, default=400, help="commits (default 400)")
     args.add_argument("--seeds", type=int, help="searcher seeds per space (default 3; 1 with --quick)")
-    args.add_argument("--min-trials", type=int, help="sweep.stop.min_trials (default 3)")
-    args.add_argument("--patience", type=int, default=2, help="sweep.stop.patience (default 2)")
+    args.add_argument("--min-trials", type=int, help="sweep.stop.min_trials (default 6, the spec's; 3 with --quick)")
+    args.add_argument("--patience", type=int, help="sweep.stop.patience (default 3, the spec's; 2 with --quick)")
     options = args.parse_args()
-    options.trials = options.trials or (6 if options.quick else 8)
+    options.trials = options.trials or (8 if options.quick else 16)
     options.seeds = options.seeds or (1 if options.quick else 3)
-    options.min_trials = options.min_trials or 3
+    options.min_trials = options.min_trials or (3 if options.quick else 6)
+    options.patience = options.patience or (2 if options.quick else 3)
     from sweeper.backbone import embedded_backbone_dir
 
     embedded_backbone_dir()  # built once and cached: no sweep pays for building it

@@ -27,7 +27,7 @@ from sweeper.spec import parse_spec
 from sweeper.sweep.search import OptunaSearcher
 from sweeper.sweep.stopping import BootstrapErrorEvaluator, answers, improvement_bound, record_interval, untried
 from sweeper.recorded.sweeps import Predictions, SweepDetails, SweepRecord, TrialRun
-from sweeper.tracking.schema import INTERVAL_ATTR, STOP_BOUND, STOP_ERROR, STOP_UNCHANGED, Tag
+from sweeper.tracking.schema import INTERVAL_ATTR, STOP_BOUND, STOP_ERROR, STOP_UNCHANGED, State, Tag
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -92,19 +92,25 @@ def test_an_improving_search_keeps_a_bound_above_the_error_and_a_settled_one_fal
     assert math.isnan(improvement_bound(study_of([(0.5, 0.7, 0.1)], FloatDistribution(0, 1)), seed=0))  # one trial
 
 
-def test_a_level_no_completed_trial_had_keeps_the_sweep_undecided() -> None:
+def test_a_level_no_completed_or_pruned_trial_had_keeps_the_sweep_undecided() -> None:
+    """Conditional and numeric keys are not levels; a failed trial did not try its level, a pruned one did (the pruner
+    judged it: a level it always prunes must not keep the sweep from deciding)."""
     spec = parse_spec({"name": "x", "search": {"lr": {"choice": [1e-4, 1e-2]}, "lora.rank": {"choice": [4, 8]},
                                                "adapter.bottleneck": {"choice": [8, 16], "when": {"method": "adapter"}},
                                                "warmup_ratio": {"float": [0.0, 0.2]}}}, "x.yaml")
     study = optuna.create_study(direction="maximize")
     lr, rank = CategoricalDistribution([1e-4, 1e-2]), CategoricalDistribution([4, 8])
-    study.add_trial(create_trial(params={"lr": 1e-4, "lora.rank": 4}, distributions={"lr": lr, "lora.rank": rank},
-                                 value=0.5))
-    study.add_trial(create_trial(params={"lr": 1e-2, "lora.rank": 4}, distributions={"lr": lr, "lora.rank": rank},
-                                 state=optuna.trial.TrialState.PRUNED))
-    assert untried(spec, study) == ["lr 0.01", "lora.rank 8"]  # a pruned trial did not try it; conditional and
-    study.add_trial(create_trial(params={"lr": 1e-2, "lora.rank": 8}, distributions={"lr": lr, "lora.rank": rank},
-                                 value=0.7))  # numeric keys are not levels
+
+    def add(params: dict, state: optuna.trial.TrialState, value: float | None = None) -> None:
+        study.add_trial(create_trial(params=params, distributions={"lr": lr, "lora.rank": rank}, state=state,
+                                     value=value))
+
+    add({"lr": 1e-4, "lora.rank": 4}, optuna.trial.TrialState.COMPLETE, 0.5)
+    add({"lr": 1e-2, "lora.rank": 8}, optuna.trial.TrialState.FAIL)
+    assert untried(spec, study) == ["lr 0.01", "lora.rank 8"]
+    add({"lr": 1e-2, "lora.rank": 4}, optuna.trial.TrialState.PRUNED)
+    assert untried(spec, study) == ["lora.rank 8"]
+    add({"lr": 1e-2, "lora.rank": 8}, optuna.trial.TrialState.COMPLETE, 0.7)
     assert untried(spec, study) == []
 
 
@@ -166,11 +172,18 @@ def test_when_never_is_the_default_and_a_small_budget_is_fine_with_it() -> None:
 
 # A factor of large effect (a learning rate of 1e-4 learns nothing in one epoch, 1e-2 does: about +0.3 AUC), a LoRA
 # rank that hardly matters, seeded trials: their noise is the same run after run. 160 validation commits, 12 of them
-# defective, resolve the learning rate (at 300 commits, 7 defective, nothing resolves). Decided inside the budget.
+# defective, resolve the learning rate (at 300 commits, 7 defective, nothing resolves). Two trials at a time, and the
+# median pruner on an evaluation halfway through the epoch (15 steps), so the stop meets a running trial and, where
+# it comes late enough, pruned ones. Random search with seed 0 draws lr 1e-2, 1e-2, 1e-4 first: 3 start-up trials let
+# the third complete whatever the timing (with 2, every lr 1e-4 trial could be pruned and the verdict would know
+# nothing of the learning rate). Decided inside the budget.
 DECIDED = {"data": {"path": "bundled:jitdp", "sample": 400, "split": {"kind": "random", "valid": 0.4},
                     "max_length": 32},
+           "defaults.eval_every_steps": 8,
            "search": {"lr": {"choice": [1.0e-4, 1.0e-2]}, "lora.rank": {"choice": [4, 8]}},
-           "sweep.trials": 8, "sweep.stop": {"when": "decided", "min_trials": 3, "patience": 2}}
+           "sweep.trials": 8, "sweep.max_concurrent": 2,
+           "sweep.pruner": {"kind": "median", "startup_trials": 3, "warmup_steps": 0},
+           "sweep.stop": {"when": "decided", "min_trials": 3, "patience": 2}}
 
 
 @pytest.mark.slow
@@ -181,17 +194,28 @@ def test_a_settled_sweep_stops_as_decided_and_stays_decided_on_resume(tmp_path: 
     summary = last_json(sweeper("run", str(spec), "--sweep-id", "decided-1", "--tracking-uri", uri, "--json",
                                 cwd=tmp_path, timeout=600))
     stopped = summary["stopped"]
-    assert stopped is not None, summary
-    ran = sum(summary["trials"].values())
-    assert 3 <= stopped["trials"] == ran < 8  # max_concurrent 1: nothing was running when it stopped
-    assert stopped["bound"] < stopped["error"] and "decided after" in stopped["reason"]
     client = MlflowClient(uri)
+    print("stopped:", stopped, "trials:", summary["trials"])
+    assert stopped is not None, (summary["trials"], {name: [(m.step, round(m.value, 4)) for m in client.get_metric_history(
+        summary["parent_run_id"], name)] for name in (STOP_BOUND, STOP_ERROR, STOP_UNCHANGED)},
+        [(run.data.params.get("lr"), run.data.params.get("lora.rank"), run.data.tags.get(Tag.STATE),
+          run.data.metrics.get("best_auc")) for run in trial_runs(uri, summary["parent_run_id"])])
+    ran = sum(summary["trials"].values())
+    # two at a time: the trial still running at the stop finished, and no other started
+    assert 3 <= stopped["trials"] <= ran <= stopped["trials"] + 1 < 8 + 1, (stopped, summary["trials"])
+    assert stopped["bound"] < stopped["error"] and "decided after" in stopped["reason"]
+    runs = trial_runs(uri, summary["parent_run_id"])
+    assert len(runs) == ran
+    assert {(run.info.status, run.data.tags[Tag.STATE]) for run in runs} <= {("FINISHED", State.COMPLETE),
+                                                                            ("FINISHED", State.PRUNED)}, \
+        [(run.info.status, run.data.tags.get(Tag.STATE)) for run in runs]
     parent = client.get_run(summary["parent_run_id"])
     assert "Stopped early, decided after" in parent.data.tags[Tag.NOTE]
-    for name in (STOP_BOUND, STOP_ERROR, STOP_UNCHANGED):  # after each ended trial, at step = trials ended
+    for name, last in ((STOP_BOUND, ran), (STOP_ERROR, ran), (STOP_UNCHANGED, stopped["trials"])):
         steps = [metric.step for metric in client.get_metric_history(parent.info.run_id, name)]
-        assert steps and max(steps) == ran, (name, steps)
-    assert [m.value for m in client.get_metric_history(parent.info.run_id, STOP_UNCHANGED)][-1] >= 2
+        assert steps and max(steps) == last, (name, steps)  # after each ended trial, at step = trials ended; the
+    unchanged = client.get_metric_history(parent.info.run_id, STOP_UNCHANGED)  # verdict's stability until decided
+    assert max(unchanged, key=lambda metric: metric.step).value >= 2
 
     best = last_json(sweeper("best", "decided-1", "--tracking-uri", uri, "--json", cwd=tmp_path))
     assert best["trials"] == {"budget": 8, "ran": ran, "stopped": stopped}
