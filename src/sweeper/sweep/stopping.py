@@ -13,11 +13,11 @@ Two conditions, both needed:
 (b) The verdict (`report.verdict`: beats the baselines or not, the factors that matter, the cheapest configuration
     within noise) stayed the same over the last `patience` ended trials.
 
-Only (b) reads MLflow (the runs' predictions), and only with `when: decided`: `when: never` logs the bound and the
-error alone. Once decided, the searcher suggests no new trial (Ray Tune's `Searcher.FINISHED`), running trials
-finish, and the parent run carries `sweeper.stopped` (a resumed decided sweep reads it and starts nothing). The
-Terminator's own `should_terminate` returns a bare yes/no; the check calls its two evaluators directly to log both
-figures, and applies the same rule (improvement < error).
+Only (b) reads MLflow (the runs' predictions, each completed run's file downloaded once per sweep session), and only
+with `when: decided`: `when: never` logs the bound and the error alone. Once decided, the searcher suggests no new
+trial (Ray Tune's `Searcher.FINISHED`), running trials finish, and the parent run carries `sweeper.stopped` (a resumed
+decided sweep reads it and starts nothing). The Terminator's own `should_terminate` returns a bare yes/no; the check
+calls its two evaluators directly to log both figures, and applies the same rule (improvement < error).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune import Callback
 from scipy.stats import norm
 
+from sweeper.predictions import Predictions
 from sweeper.report.budget import Stopped, stop_note, stopped_of
 from sweeper.report.verdict import Verdict, verdict
 from sweeper.tracking.client import Tracker
@@ -139,6 +140,7 @@ class StopCheck:
         self.ended = ended
         self.answers: Answers | None = None
         self.unchanged = 0
+        self.predictions: dict[str, Predictions | None] = {}  # by run id: each completed run's file read once
         parent = tracker.client.get_run(sweep.run_id)
         self.stopped = stopped_of(parent.data.tags)
         self.active = len(study.directions) == 1  # a multi-objective study has no single best value to bound
@@ -149,7 +151,7 @@ class StopCheck:
         tracker.log_metrics(sweep.run_id, {BUDGET_TRIALS: self.budget})
 
     def current_answers(self) -> Answers:
-        details = load_sweep(self.tracker, self.sweep, curves=False)
+        details = load_sweep(self.tracker, self.sweep, curves=False, known=self.predictions)
         return answers(verdict(details), details)
 
     def after_trial(self) -> Stopped | None:
