@@ -84,7 +84,10 @@ def improvement_bound(study: optuna.Study, seed: int) -> float:
     if sum(1 for trial in trials if trial.state == TrialState.COMPLETE) < 2:
         return math.nan
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the terminator module is experimental, and deprecated in Optuna 4.9
+        # RegretBoundEvaluator warns at each construction that it is experimental (ExperimentalWarning, since Optuna
+        # 3.2): a line in the sweep's output after every trial that tells the user nothing. The module is deprecated
+        # since Optuna 4.9 (removal planned for 6.0), though this class does not warn of it.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         try:
             return float(RegretBoundEvaluator(seed=seed).evaluate(trials, study.direction))
         except ValueError:
@@ -161,9 +164,7 @@ class StopCheck:
         if not self.active:
             return None
         bound = improvement_bound(self.study, self.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            error = BootstrapErrorEvaluator().evaluate(self.study.get_trials(deepcopy=False), self.study.direction)
+        error = BootstrapErrorEvaluator().evaluate(self.study.get_trials(deepcopy=False), self.study.direction)
         metrics = {STOP_BOUND: bound, STOP_ERROR: error}
         if self.settings.when == "decided" and not self.stopped:
             now = self.current_answers()
