@@ -133,8 +133,9 @@ def drive(store: tuple[Tracker, Path], name: str, search: dict, trials: int,
     """Trials one at a time until the budget is spent or the searcher answers FINISHED; `queue`: values Optuna
     gives its first trials (a search that walks one way); `signal(values, trial number)`."""
     tracker, folder = store
-    text = yaml.safe_dump({"name": name, "baselines": [], "search": search, "sweep": {
-        "trials": trials, "searcher": "random", "seed": 0, "stop": {"when": "decided", "min_trials": 4, "patience": 2}}})
+    stop = {"when": "decided", "min_trials": 4, "patience": 2}
+    text = yaml.safe_dump({"name": name, "baselines": [], "search": search,
+                           "sweep": {"trials": trials, "searcher": "random", "seed": 0, "stop": stop}})
     spec = parse_spec(yaml.safe_load(text), f"{name}.yaml", text)
     study = open_study(spec, name, f"sqlite:///{folder / (name + '-optuna.db')}")
     for values in queue:
@@ -313,10 +314,12 @@ def test_a_settled_sweep_stops_as_decided_and_stays_decided_on_resume(tmp_path: 
     stopped = summary["stopped"]
     client = MlflowClient(uri)
     print("stopped:", stopped, "trials:", summary["trials"])
-    assert stopped is not None, (summary["trials"], {name: [(m.step, round(m.value, 4)) for m in client.get_metric_history(
-        summary["parent_run_id"], name)] for name in (STOP_BOUND, STOP_ERROR, STOP_UNCHANGED)},
-        [(run.data.params.get("lr"), run.data.params.get("lora.rank"), run.data.tags.get(Tag.STATE),
-          run.data.metrics.get("best_auc")) for run in trial_runs(uri, summary["parent_run_id"])])
+    figures = {name: [(metric.step, round(metric.value, 4)) for metric in
+                      client.get_metric_history(summary["parent_run_id"], name)]
+               for name in (STOP_BOUND, STOP_ERROR, STOP_UNCHANGED)}
+    assert stopped is not None, (summary["trials"], figures, [
+        (run.data.params.get("lr"), run.data.params.get("lora.rank"), run.data.tags.get(Tag.STATE),
+         run.data.metrics.get("best_auc")) for run in trial_runs(uri, summary["parent_run_id"])])
     ran = sum(summary["trials"].values())
     # two at a time: the trial still running at the stop finished, and no other started
     assert 3 <= stopped["trials"] <= ran <= stopped["trials"] + 1 < 8 + 1, (stopped, summary["trials"])
