@@ -98,8 +98,8 @@ def untried(spec: Any, study: optuna.Study) -> list[str]:
     """The levels of each unconditional `choice` in the search space that no completed or pruned trial has had
     (`lr 0.01`): the verdict cannot say a factor does not matter while one of its levels is untried, and a Gaussian
     process over a few trials is as sure of an unseen level as of the ones it saw. A pruned trial counts: the pruner
-    saw its level fall below the median of the others, and would prune the level's later trials too (so a level that
-    is always pruned cannot keep the sweep from ever deciding); a failed or running trial does not."""
+    judged its level worse than the others at the same step, and would prune the level's later trials too (a level
+    that is always pruned must not keep the sweep from ever deciding); a failed or running trial does not."""
     ended = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     missing = []
     for key, distribution in spec.search.items():
