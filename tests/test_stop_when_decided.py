@@ -1,6 +1,8 @@
-"""Stop when decided: the bootstrap error evaluator against a hand computation, Optuna's regret bound on a settled and
-an improving study, the spec's checks and the searcher's FINISHED; and (slow) a sweep with a factor of large effect
-that stops as decided, says so in `--json`, the parent run's note and `sweeper best`, and stays decided on resume."""
+"""Stop when decided: the bootstrap error evaluator against a hand computation, the spec's checks and the searcher's
+FINISHED; the driver's check (StopCallback over StopCheck) trial by trial on a real study and MLflow store, no Ray: an
+improving search never decides, a settled one does, each run's predictions read once; and (slow) a sweep with a
+factor of large effect, two trials at a time with pruning, that stops as decided, says so in `--json`, the parent
+run's note and `sweeper best`, lets its running trial finish, and stays decided on resume."""
 
 from __future__ import annotations
 
@@ -100,9 +102,9 @@ def test_the_bound_needs_two_completed_trials_and_shows_no_warning() -> None:
 # trial's run recorded as the tracking callback records it, and the StopCallback after each trial, in a real MLflow
 # store. The validation split: 200 commits, 15 % defective; every trial sees the same noise (constant noise), its
 # scores separating the classes by a `signal` of its own.
-COMMITS = np.random.default_rng(0)
-LABELS = [int(value) for value in COMMITS.random(200) < 0.15]
-NOISE = COMMITS.normal(size=200)
+RNG = np.random.default_rng(0)
+LABELS = [int(value) for value in RNG.random(200) < 0.15]
+NOISE = RNG.normal(size=200)
 
 
 @pytest.fixture(scope="module")
