@@ -6,15 +6,19 @@ Two search spaces on the bundled JIT-DP sample, each run with three searcher see
   about +0.27 AUC) beside a LoRA rank that barely does;
 - `flat`: nothing that matters (LoRA ranks and learning rates close together, all of which learn).
 
-Both sweeps of a pair use a seeded random searcher, one trial at a time: they try the very same configurations in the
-same order, so the decided sweep's trials are the first trials of the full one and only the stopping differs.
+Both sweeps of a pair use the same seeded searcher (random, or with `--searcher grid` Optuna's grid in a seeded
+order, repeating the grid once it is used up), one trial at a time: they try the very same configurations in the same
+order, so the decided sweep's trials are the first trials of the full one and only the stopping differs.
 Compute is read back from the MLflow runs (a local SQLite store): estimated training FLOPs (`train_flops`) and
 measured `compute_seconds` (training plus evaluation), summed over the trials. The verdicts are compared answer by
 answer (`sweeper.sweep.stopping.answers`): beats the baselines or not, the factors that matter, the cheapest
 configuration within noise.
 
-    python bench/stop_when_decided.py            # 2 spaces x 3 seeds x 2 sweeps, budget 8: about 15 minutes
-    python bench/stop_when_decided.py --quick    # one seed, 6-trial budget: checks the script runs
+    python bench/stop_when_decided.py            # 2 spaces x 3 seeds x 2 sweeps, budget 16: about 30 minutes
+    python bench/stop_when_decided.py --quick    # one seed, 8-trial budget: checks the script runs
+
+The stopping settings default to the spec's own defaults (`min_trials: 6`, `patience: 3`); `--quick` lowers them
+to 3 and 2 so that its short budget can stop.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def spec(space: str, seed: int, when: str, options: Any, storage: Path) -> dict[
         "defaults": {"method": "lora", "epochs": 1, "batch_size": 16, "lr": 1e-3, "class_weighting": True,
                      "lora": {"rank": 4}},
         "search": SPACES[space],
-        "sweep": {"trials": options.trials, "searcher": "random", "seed": seed, "max_concurrent": 1,
+        "sweep": {"trials": options.trials, "searcher": options.searcher, "seed": seed, "max_concurrent": 1,
                   "pruner": {"kind": "none"}, "resources": {"cpu": 1},
                   "stop": {"when": when, "min_trials": options.min_trials, "patience": options.patience}},
         "tracking": {"storage": str(storage)},
@@ -94,15 +98,18 @@ def run(space: str, seed: int, when: str, options: Any, folder: Path, uri: str) 
 
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0])
-    args.add_argument("--trials", type=int, help="the budget (default 8; 6 with --quick)")
+    args.add_argument("--trials", type=int, help="the budget (default 16; 8 with --quick)")
     args.add_argument("--sample", type=int, default=400, help="commits (default 400)")
+    args.add_argument("--searcher", choices=("random", "grid"), default="random",
+                      help="sweep.searcher (default random; grid tries every grid point before repeating one)")
     args.add_argument("--seeds", type=int, help="searcher seeds per space (default 3; 1 with --quick)")
-    args.add_argument("--min-trials", type=int, help="sweep.stop.min_trials (default 3)")
-    args.add_argument("--patience", type=int, default=2, help="sweep.stop.patience (default 2)")
+    args.add_argument("--min-trials", type=int, help="sweep.stop.min_trials (default 6, the spec's; 3 with --quick)")
+    args.add_argument("--patience", type=int, help="sweep.stop.patience (default 3, the spec's; 2 with --quick)")
     options = args.parse_args()
-    options.trials = options.trials or (6 if options.quick else 8)
+    options.trials = options.trials or (8 if options.quick else 16)
     options.seeds = options.seeds or (1 if options.quick else 3)
-    options.min_trials = options.min_trials or 3
+    options.min_trials = options.min_trials or (3 if options.quick else 6)
+    options.patience = options.patience or (2 if options.quick else 3)
     from sweeper.backbone import embedded_backbone_dir
 
     embedded_backbone_dir()  # built once and cached: no sweep pays for building it
@@ -128,7 +135,8 @@ def main() -> None:
         "spec": f"bundled JIT-DP, data.sample {options.sample}, random split valid 0.4, max_length 32, LoRA, "
                 "1 epoch, embedded backbone",
         "spaces": "; ".join(f"{name}: {', '.join(space)}" for name, space in SPACES.items()),
-        "sweep": f"budget {options.trials} trials, one at a time, random searcher (seeds 0..{options.seeds - 1}), "
+        "sweep": f"budget {options.trials} trials, one at a time, {options.searcher} searcher (seeds "
+                 f"0..{options.seeds - 1}), "
                  f"no pruner; decided: min_trials {options.min_trials}, patience {options.patience}",
         "tracking": "local SQLite MLflow store",
     }, [

@@ -180,18 +180,26 @@ def best_per_method(trials: list[TrialRun]) -> list[TrialRun]:
     return list(seen.values())
 
 
-def load_sweep(tracker: Tracker, sweep: SweepRecord, curves: bool = True) -> SweepDetails:
+def load_sweep(tracker: Tracker, sweep: SweepRecord, curves: bool = True,
+               known: dict[str, Predictions | None] | None = None) -> SweepDetails:
     """Everything `sweeper report` shows, read from MLflow: trials (with `curves`, their learning curves and artifact
     sizes too), baselines, repeats, and the validation predictions of every completed trial and baseline (for paired
-    comparisons: the verdict looks for the cheapest configuration within noise of the best among all of them)."""
+    comparisons: the verdict looks for the cheapest configuration within noise of the best among all of them).
+
+    `known`: predictions already read, by run id (None: the run logged none), which this call adds to. A caller that
+    loads the same sweep again and again (the stopping check, after each ended trial) passes the same dict, so each
+    run's file is downloaded once: only completed runs are read, and a completed run's predictions never change."""
     parent = tracker.client.get_run(sweep.run_id)
     spec = logged_spec(tracker, sweep.run_id)
     experiment = tracker.client.get_experiment(sweep.experiment_id).name
     trials = trial_runs(tracker, sweep, spec, details=curves)
     baselines = trial_runs(tracker, sweep, spec, details=curves, role=Role.BASELINE)
     compared = [*ranked(trials, sweep.metric, sweep.mode), *ranked(baselines, sweep.metric, sweep.mode)]
-    predictions = {run.run_id: found for run in compared
-                   if (found := logged_predictions(tracker, run.run_id)) is not None}
+    known = {} if known is None else known
+    for run in compared:
+        if run.run_id not in known:
+            known[run.run_id] = logged_predictions(tracker, run.run_id)
+    predictions = {run.run_id: found for run in compared if (found := known[run.run_id]) is not None}
     return SweepDetails(sweep, experiment, dict(parent.data.tags), dict(parent.data.metrics), spec, trials, baselines,
                         trial_runs(tracker, sweep, spec, role=Role.REPEAT), predictions)
 

@@ -13,11 +13,11 @@ Two conditions, both needed:
 (b) The verdict (`report.verdict`: beats the baselines or not, the factors that matter, the cheapest configuration
     within noise) stayed the same over the last `patience` ended trials.
 
-Only (b) reads MLflow (the runs' predictions), and only with `when: decided`: `when: never` logs the bound and the
-error alone. Once decided, the searcher suggests no new trial (Ray Tune's `Searcher.FINISHED`), running trials
-finish, and the parent run carries `sweeper.stopped` (a resumed decided sweep reads it and starts nothing). The
-Terminator's own `should_terminate` returns a bare yes/no; the check calls its two evaluators directly to log both
-figures, and applies the same rule (improvement < error).
+Only (b) reads MLflow (the runs' predictions, each completed run's file downloaded once per sweep session), and only
+with `when: decided`: `when: never` logs the bound and the error alone. Once decided, the searcher suggests no new
+trial (Ray Tune's `Searcher.FINISHED`), running trials finish, and the parent run carries `sweeper.stopped` (a resumed
+decided sweep reads it and starts nothing). The Terminator's own `should_terminate` returns a bare yes/no; the check
+calls its two evaluators directly to log both figures, and applies the same rule (improvement < error).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune import Callback
 from scipy.stats import norm
 
+from sweeper.predictions import Predictions
 from sweeper.report.budget import Stopped, stop_note, stopped_of
 from sweeper.report.verdict import Verdict, verdict
 from sweeper.tracking.client import Tracker
@@ -83,7 +84,10 @@ def improvement_bound(study: optuna.Study, seed: int) -> float:
     if sum(1 for trial in trials if trial.state == TrialState.COMPLETE) < 2:
         return math.nan
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the terminator module is experimental, and deprecated in Optuna 4.9
+        # RegretBoundEvaluator warns at each construction that it is experimental (ExperimentalWarning, since Optuna
+        # 3.2): a line in the sweep's output after every trial that tells the user nothing. The module is deprecated
+        # since Optuna 4.9 (removal planned for 6.0), though this class does not warn of it.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         try:
             return float(RegretBoundEvaluator(seed=seed).evaluate(trials, study.direction))
         except ValueError:
@@ -91,15 +95,17 @@ def improvement_bound(study: optuna.Study, seed: int) -> float:
 
 
 def untried(spec: Any, study: optuna.Study) -> list[str]:
-    """The levels of each unconditional `choice` in the search space that no completed trial has had (`lr 0.01`): the
-    verdict cannot say a factor does not matter while one of its levels is untried, and a Gaussian process over a
-    few trials is as sure of an unseen level as of the ones it saw."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The levels of each unconditional `choice` in the search space that no completed or pruned trial has had
+    (`lr 0.01`): the verdict cannot say a factor does not matter while one of its levels is untried, and a Gaussian
+    process over a few trials is as sure of an unseen level as of the ones it saw. A pruned trial counts: the pruner
+    judged its level worse than the others at the same step, and would prune the level's later trials too (a level
+    that is always pruned must not keep the sweep from ever deciding); a failed or running trial does not."""
+    ended = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     missing = []
     for key, distribution in spec.search.items():
         if distribution.choice is None or distribution.when:
             continue
-        tried = {repr(trial.params.get(key)) for trial in complete}
+        tried = {repr(trial.params.get(key)) for trial in ended}
         missing += [f"{key} {value}" for value in distribution.choice if repr(value) not in tried]
     return missing
 
@@ -137,6 +143,7 @@ class StopCheck:
         self.ended = ended
         self.answers: Answers | None = None
         self.unchanged = 0
+        self.predictions: dict[str, Predictions | None] = {}  # by run id: each completed run's file read once
         parent = tracker.client.get_run(sweep.run_id)
         self.stopped = stopped_of(parent.data.tags)
         self.active = len(study.directions) == 1  # a multi-objective study has no single best value to bound
@@ -147,7 +154,7 @@ class StopCheck:
         tracker.log_metrics(sweep.run_id, {BUDGET_TRIALS: self.budget})
 
     def current_answers(self) -> Answers:
-        details = load_sweep(self.tracker, self.sweep, curves=False)
+        details = load_sweep(self.tracker, self.sweep, curves=False, known=self.predictions)
         return answers(verdict(details), details)
 
     def after_trial(self) -> Stopped | None:
@@ -157,9 +164,7 @@ class StopCheck:
         if not self.active:
             return None
         bound = improvement_bound(self.study, self.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            error = BootstrapErrorEvaluator().evaluate(self.study.get_trials(deepcopy=False), self.study.direction)
+        error = BootstrapErrorEvaluator().evaluate(self.study.get_trials(deepcopy=False), self.study.direction)
         metrics = {STOP_BOUND: bound, STOP_ERROR: error}
         if self.settings.when == "decided" and not self.stopped:
             now = self.current_answers()
