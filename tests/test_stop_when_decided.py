@@ -177,6 +177,7 @@ def history(driven: Driven, name: str) -> dict[int, float]:
             for metric in driven.check.tracker.client.get_metric_history(driven.check.sweep.run_id, name)}
 
 
+@pytest.mark.slow  # about 15 s: one sweep of 8 trials and one of 10 through a SQLite MLflow store
 def test_an_improving_search_never_decides_and_a_settled_one_does(store: tuple[Tracker, Path],
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Improving: each trial a step further up the learning rate and better than the last (AUC from about 0.66 to

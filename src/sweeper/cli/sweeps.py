@@ -42,6 +42,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from sweeper.spec import parse_spec
     from sweeper.tracking.client import Tracker
 
+    quiet_downloads()  # as `run`: the stop check reads the runs' predictions after each trial
     tracker = Tracker.connect(args.tracking_uri)
     spec_text, state = recover_interrupted(tracker, args.sweep, args.study)
     source = f"{SPEC_FILE} of sweep {args.sweep}"
