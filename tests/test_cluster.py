@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from harness import sweeper, trial_runs, write_spec
 from services import MlflowServer, S3Server, free_port, stop_ray_nodes
 from sweeper.sweep.hold import HOLD_ENV, wait_for_held
+from sweeper.tracking.schema import STOP_BOUND, STOP_ERROR, Tag
 
 pytestmark = pytest.mark.slow
 
@@ -134,6 +135,10 @@ def test_trials_spread_over_nodes_with_artifacts_on_s3(finished_sweep: tuple[str
         assert any("/artifacts/model/" in key for key in stored), run.info.run_id
         assert any(key.endswith("predictions.csv") for key in stored)
     assert s3_server.object_keys("ray/")  # Ray Tune's results and checkpoints went to S3 too
+    parent = {run.data.tags[Tag.PARENT_RUN] for run in runs}.pop()  # the stop check ran after each trial on the
+    for name in (STOP_BOUND, STOP_ERROR):                            # cluster too (`when: never` logs, and goes on)
+        steps = [metric.step for metric in MlflowClient(mlflow_server.uri).get_metric_history(parent, name)]
+        assert steps and max(steps) == 4, (name, steps)
 
 
 def test_reproduce_from_an_empty_folder_with_only_uri_and_s3(finished_sweep: tuple[str, Path], s3_server: S3Server,

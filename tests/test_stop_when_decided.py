@@ -40,7 +40,7 @@ from sweeper.sweep.study import open_study
 from sweeper.recorded.sweeps import Predictions, SweepDetails, SweepRecord, TrialRun
 from sweeper.tracking.client import Tracker
 from sweeper.tracking.schema import (BEST_PREFIX, CI_HIGH, CI_LOW, INTERVAL_ATTR, PREDICTIONS_FILE, STOP_BOUND,
-                                     STOP_ERROR, STOP_UNCHANGED, State, Tag)
+                                     STOP_ERROR, STOP_UNCHANGED, Role, State, Tag)
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -302,7 +302,7 @@ DECIDED = {"data": {"path": "bundled:jitdp", "sample": 400, "split": {"kind": "r
                     "max_length": 32},
            "defaults.eval_every_steps": 8,
            "search": {"lr": {"choice": [1.0e-4, 1.0e-2]}, "lora.rank": {"choice": [4, 8]}},
-           "sweep.trials": 8, "sweep.max_concurrent": 2,
+           "sweep.trials": 8, "sweep.max_concurrent": 2, "sweep.repeats": 1,
            "sweep.pruner": {"kind": "median", "startup_trials": 3, "warmup_steps": 0},
            "sweep.stop": {"when": "decided", "min_trials": 3, "patience": 2}}
 
@@ -316,7 +316,6 @@ def test_a_settled_sweep_stops_as_decided_and_stays_decided_on_resume(tmp_path: 
                                 cwd=tmp_path, timeout=600))
     stopped = summary["stopped"]
     client = MlflowClient(uri)
-    print("stopped:", stopped, "trials:", summary["trials"])
     figures = {name: [(metric.step, round(metric.value, 4)) for metric in
                       client.get_metric_history(summary["parent_run_id"], name)]
                for name in (STOP_BOUND, STOP_ERROR, STOP_UNCHANGED)}
@@ -332,6 +331,8 @@ def test_a_settled_sweep_stops_as_decided_and_stays_decided_on_resume(tmp_path: 
     assert {(run.info.status, run.data.tags[Tag.STATE]) for run in runs} <= {("FINISHED", State.COMPLETE),
                                                                             ("FINISHED", State.PRUNED)}, \
         [(run.info.status, run.data.tags.get(Tag.STATE)) for run in runs]
+    repeats = trial_runs(uri, summary["parent_run_id"], role=Role.REPEAT)  # the best trial again, after the stop
+    assert [run.data.tags[Tag.STATE] for run in repeats] == [State.COMPLETE]
     parent = client.get_run(summary["parent_run_id"])
     assert "Stopped early, decided after" in parent.data.tags[Tag.NOTE]
     for name, last in ((STOP_BOUND, ran), (STOP_ERROR, ran), (STOP_UNCHANGED, stopped["trials"])):
@@ -349,3 +350,4 @@ def test_a_settled_sweep_stops_as_decided_and_stays_decided_on_resume(tmp_path: 
     resumed = last_json(sweeper("resume", "decided-1", "--tracking-uri", uri, "--json", cwd=tmp_path, timeout=600))
     assert resumed["stopped"] == stopped and sum(resumed["trials"].values()) == ran
     assert len(trial_runs(uri, summary["parent_run_id"])) == ran  # no trial started
+    assert len(trial_runs(uri, summary["parent_run_id"], role=Role.REPEAT)) == 1  # nor a repeat
